@@ -1,0 +1,43 @@
+# Quick start: `make demo` and `make test`; each sets everything up first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.drconv-installed
+BUILD  := build/plugins
+
+.PHONY: setup demo test plugins bench lint clean
+
+setup: $(STAMP)
+
+# CPU path: exact pins (requirements/cpu.txt; torch==2.13.0 is the CPU wheel), then
+# drconv itself, editable, its C++ kernel compiled against that torch.
+$(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp plugins/common/*.h
+	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements/cpu.txt
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	@touch $@
+
+# Native libraries (C++/CUDA) under build/plugins. For now the shared CPU kernel's
+# test program; the ONNX Runtime and TensorRT libraries join it in later issues.
+plugins: setup
+	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build $(BUILD) -j 2
+
+demo: setup plugins
+	$(VENV)/bin/drconv info
+	$(VENV)/bin/drconv summary --model drconv-tiny --input-shape 1,3,224,224
+	$(PY) benchmarks/bench_region_conv.py --iters 30
+
+test: setup plugins
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/bench_region_conv.py
+
+lint: setup
+	$(VENV)/bin/ruff check drconv tests benchmarks
+	$(VENV)/bin/ruff format --check drconv tests benchmarks
+
+clean:
+	rm -rf $(VENV) build drconv/_C*.so drconv.egg-info

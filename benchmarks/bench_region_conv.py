@@ -1,0 +1,109 @@
+"""Region-wise conv forward vs the dense-conv bound, side by side in one process.
+
+Backends run in alternation (A B C D A B C D ...) so machine drift hits all alike;
+medians are reported with the ratio to F.conv2d of the same shape (the same
+multiply-adds as one region conv). Run: `make bench` or
+`python benchmarks/bench_region_conv.py --threads 2 --iters 200`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+import drconv
+from drconv import _torch_kernels
+from drconv._geometry import check_inputs
+
+
+def naive(x, filters, guide, padding):
+    """The public implementation: all R filters everywhere, then select."""
+    n, regions, c_out, c_in, kh, kw = filters.shape
+    y = F.conv2d(
+        x.reshape(1, n * c_in, *x.shape[2:]),
+        filters.reshape(n * regions * c_out, c_in, kh, kw),
+        padding=padding,
+        groups=n,
+    ).view(n, regions, c_out, *guide.shape[2:])
+    index = guide.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, c_out, -1, -1)
+    return y.gather(1, index).squeeze(1)
+
+
+def make_inputs(n, c, k, size, regions, kernel, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, size, size, generator=g)
+    filters = torch.randn(n, regions, k, c, kernel, kernel, generator=g)
+    # Spatially coherent regions, as a trained guide gives: smoothed noise.
+    guide = F.avg_pool2d(torch.randn(n, regions, size + 8, size + 8, generator=g), 9, 1)
+    return x, filters, guide
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--channels", type=int, default=64, help="C_in = C_out")
+    parser.add_argument("--size", type=int, default=56)
+    parser.add_argument("--regions", type=int, default=8)
+    parser.add_argument("--kernel", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    x, filters, guide = make_inputs(args.batch, args.channels, args.channels, args.size, args.regions, args.kernel)
+    pad = args.kernel // 2
+    dense_weight = filters[0, 0].contiguous()
+    geo = check_inputs(x, filters, guide, (1, 1), (pad, pad), (1, 1))
+    backends = {
+        "dense F.conv2d (bound)": lambda: F.conv2d(x, dense_weight, padding=pad),
+        "drconv.region_conv": lambda: drconv.region_conv(x, filters, guide),
+        "bucketed torch ops (fallback)": lambda: _torch_kernels.forward(x, filters, guide, geo),
+        "naive R filters (public impl.)": lambda: naive(x, filters, guide, pad),
+    }
+    reference = backends["naive R filters (public impl.)"]()
+    for name, fn in backends.items():
+        err = (fn() - reference).abs().max().item() if "dense" not in name else 0.0
+        if err > 1e-3:
+            raise SystemExit(f"{name} disagrees with the naive reference by {err}")
+
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    with torch.no_grad():
+        for i in range(args.warmup + args.iters):
+            for name, fn in backends.items():
+                start = time.perf_counter()
+                fn()
+                if i >= args.warmup:
+                    times[name].append(time.perf_counter() - start)
+
+    bound = statistics.median(times["dense F.conv2d (bound)"])
+    table = Table(
+        title=(
+            f"region conv forward, N={args.batch} C=K={args.channels} {args.size}x{args.size} k={args.kernel} "
+            f"R={args.regions}, {args.threads} threads, {args.iters} iters in alternation"
+        )
+    )
+    for col in ("backend", "median ms", "p90 ms", "x dense"):
+        table.add_column(col, justify="right" if col != "backend" else "left")
+    for name, samples in times.items():
+        samples.sort()
+        median = statistics.median(samples)
+        p90 = samples[int(0.9 * (len(samples) - 1))]
+        table.add_row(name, f"{median * 1e3:.3f}", f"{p90 * 1e3:.3f}", f"{median / bound:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"torch {torch.__version__}, native kernel {'on' if drconv.ops.native_cpu_kernel_available() else 'OFF'}, "
+        f"{platform.processor() or platform.machine()}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""drconv: deploy Dynamic Region-Aware Convolution (DRConv) like an ordinary convolution."""
+
+from drconv.nn import DRConv2d
+from drconv.ops import region_conv
+
+__version__ = "0.1.0"
+__all__ = ["DRConv2d", "__version__", "region_conv"]

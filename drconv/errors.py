@@ -1,0 +1,5 @@
+"""The one exception type for mistakes a user can fix (bad files, bad specs, missing libraries)."""
+
+
+class DrconvError(Exception):
+    """A user-facing error: the CLI prints its message as one line and exits non-zero."""

@@ -1,0 +1,70 @@
+"""What is installed and built: versions, CUDA, and the paths of the native plugin libraries."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from drconv import __version__
+from drconv.ops import native_cpu_kernel_available
+
+# Library file names as `make plugins` builds them (plugins/CMakeLists.txt, later issues).
+PLUGIN_FILES = {
+    "onnxruntime": "libdrconv_onnxruntime.so",
+    "tensorrt": "libdrconv_tensorrt.so",
+}
+_REPO_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "plugins"
+
+
+def _version(*dists: str) -> str | None:
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def plugin_dirs() -> list[Path]:
+    """Where plugin libraries are looked for, in order: $DRCONV_PLUGIN_DIR, the package, the repo build."""
+    dirs = []
+    if os.environ.get("DRCONV_PLUGIN_DIR"):
+        dirs.append(Path(os.environ["DRCONV_PLUGIN_DIR"]))
+    dirs += [Path(__file__).resolve().parent / "lib", _REPO_BUILD_DIR]
+    return dirs
+
+
+def plugin_path(backend: str) -> Path | None:
+    """The built library for `backend` ('onnxruntime' or 'tensorrt'), or None if not built."""
+    name = PLUGIN_FILES[backend]
+    for directory in plugin_dirs():
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def collect() -> dict:
+    """Everything `drconv info` reports, JSON-ready."""
+    cuda = torch.cuda.is_available()
+    return {
+        "drconv": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "torch": torch.__version__,
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
+        "onnxscript": _version("onnxscript"),
+        "tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"),
+        "cuda_available": cuda,
+        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
+        "torch_threads": torch.get_num_threads(),
+        "native_cpu_kernel": native_cpu_kernel_available(),
+        "plugins": {backend: (str(p) if (p := plugin_path(backend)) else None) for backend in PLUGIN_FILES},
+    }

@@ -1,0 +1,133 @@
+"""`drconv::region_conv`: the region-wise convolution as one registered PyTorch op.
+
+One op (torch.library.custom_op) with its fake implementation and autograd beside
+it, so torch.export and torch.compile see a single node and the ONNX exporter can
+translate it to one `drconv::RegionConv2d` node. The contract is in
+docs/region_conv_op.md.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from drconv import _torch_kernels
+from drconv._geometry import IntOrPair, check_inputs, normalize_params
+
+try:  # the fused C++ CPU kernel; built by `make` (pip install -e .)
+    from drconv import _C  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised only on installs without a compiler
+    _C = None
+
+__all__ = ["native_cpu_kernel_available", "region_conv"]
+
+
+def native_cpu_kernel_available() -> bool:
+    """Whether the fused C++ CPU forward kernel (drconv._C) was built."""
+    return _C is not None
+
+
+def _uses_native(x: torch.Tensor) -> bool:
+    return _C is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+@torch.library.custom_op("drconv::region_conv", mutates_args=())
+def _region_conv(
+    x: torch.Tensor,
+    filters: torch.Tensor,
+    guide: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    geo = check_inputs(x, filters, guide, stride, padding, dilation)
+    if geo.n == 0 or geo.c_out == 0:
+        return x.new_zeros(geo.n, geo.c_out, geo.h_out, geo.w_out)
+    if _uses_native(x):
+        return _C.region_conv_forward(
+            x.contiguous(), filters.contiguous(), guide.contiguous(), stride, padding, dilation
+        )
+    return _torch_kernels.forward(x, filters, guide, geo)
+
+
+@_region_conv.register_fake
+def _region_conv_fake(x, filters, guide, stride, padding, dilation):
+    geo = check_inputs(x, filters, guide, stride, padding, dilation)
+    return x.new_empty(geo.n, geo.c_out, geo.h_out, geo.w_out)
+
+
+@torch.library.custom_op("drconv::region_conv_backward", mutates_args=())
+def _region_conv_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    filters: torch.Tensor,
+    guide: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    need_x: bool,
+    need_filters: bool,
+    need_guide: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    geo = check_inputs(x, filters, guide, stride, padding, dilation)
+    grads = _torch_kernels.backward(grad_y, x, filters, guide, geo, need_x, need_filters, need_guide)
+    # A custom op cannot return None: an empty tensor stands for "not requested".
+    return tuple(g if g is not None else x.new_empty(0) for g in grads)  # type: ignore[return-value]
+
+
+@_region_conv_backward.register_fake
+def _region_conv_backward_fake(grad_y, x, filters, guide, stride, padding, dilation, need_x, need_filters, need_guide):
+    def like(t: torch.Tensor, needed: bool) -> torch.Tensor:
+        return torch.empty_like(t) if needed else x.new_empty(0)
+
+    return like(x, need_x), like(filters, need_filters), like(guide, need_guide)
+
+
+def _setup_context(ctx, inputs, output):
+    x, filters, guide, stride, padding, dilation = inputs
+    ctx.save_for_backward(x, filters, guide)
+    ctx.conv = (stride, padding, dilation)
+
+
+def _backward(ctx, grad_y):
+    x, filters, guide = ctx.saved_tensors
+    need_x, need_filters, need_guide = ctx.needs_input_grad[:3]
+    grads = torch.ops.drconv.region_conv_backward(
+        grad_y, x, filters, guide, *ctx.conv, need_x, need_filters, need_guide
+    )
+    grads = [g if needed else None for g, needed in zip(grads, (need_x, need_filters, need_guide), strict=True)]
+    return *grads, None, None, None
+
+
+_region_conv.register_autograd(_backward, setup_context=_setup_context)
+
+
+def region_conv(
+    x: torch.Tensor,
+    filters: torch.Tensor,
+    guide: torch.Tensor,
+    stride: IntOrPair = 1,
+    padding: IntOrPair | None = None,
+    dilation: IntOrPair = 1,
+) -> torch.Tensor:
+    """Convolve every output pixel with the filter of its own region.
+
+    Args:
+        x: input [N, C_in, H, W].
+        filters: per-sample, per-region filters [N, R, C_out, C_in, kh, kw].
+        guide: guided feature [N, R, H_out, W_out]; a pixel's region is the first
+            argmax over R (NaN counts as the maximum).
+        stride, padding, dilation: int or (h, w); padding None means
+            dilation * (k // 2) on each side.
+
+    Returns:
+        y [N, C_out, H_out, W_out], with the multiply-adds of one dense convolution.
+
+    Raises:
+        ValueError: on any shape, dtype, device or parameter mismatch.
+    """
+    if not isinstance(filters, torch.Tensor) or filters.dim() != 6:
+        shape = tuple(filters.shape) if isinstance(filters, torch.Tensor) else type(filters).__name__
+        raise ValueError(f"filters must be 6-D [N, R, C_out, C_in, kh, kw], got {shape}")
+    s, p, d = normalize_params((filters.shape[4], filters.shape[5]), stride, padding, dilation)
+    check_inputs(x, filters, guide, s, p, d)
+    return torch.ops.drconv.region_conv(x, filters, guide, list(s), list(p), list(d))

@@ -1,0 +1,238 @@
+// Region-wise convolution (DRConv step 3) on the CPU at the cost of one dense conv.
+//
+// Every output pixel needs exactly one filter, that of its region. Pixels are
+// counting-sorted by region, their im2col rows are gathered in tiles from a
+// padded channels-last copy of x (so a patch row is kh runs of contiguous
+// memory), and each tile is one GEMM with its region's filter. The multiply-adds
+// equal those of one dense convolution; the public implementation does R times
+// as many.
+//
+// Header-only and free of framework types: the caller injects the GEMM (MKL via
+// ATen in the PyTorch binding, a BLAS in the ONNX Runtime op) and the
+// parallel-for (ATen's or ORT's thread pool). The contract is docs/region_conv_op.md.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace drconv {
+
+struct RegionConvShape {
+  int64_t n = 0, c_in = 0, h = 0, w = 0;  // x [N, C_in, H, W]
+  int64_t regions = 0, c_out = 0, kh = 0, kw = 0;  // filters [N, R, C_out, C_in, kh, kw]
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+
+  int64_t h_out() const { return (h + 2 * pad_h - dil_h * (kh - 1) - 1) / stride_h + 1; }
+  int64_t w_out() const { return (w + 2 * pad_w - dil_w * (kw - 1) - 1) / stride_w + 1; }
+  int64_t pixels() const { return h_out() * w_out(); }
+  int64_t patch() const { return kh * kw * c_in; }  // one im2col row
+};
+
+// Empty when the shape is valid, else one line naming what is wrong.
+inline std::string validate(const RegionConvShape& s) {
+  auto str = [](int64_t v) { return std::to_string(v); };
+  if (s.n < 0 || s.c_in < 0 || s.h < 1 || s.w < 1 || s.c_out < 0)
+    return "x/filters have invalid sizes (N=" + str(s.n) + ", C_in=" + str(s.c_in) + ", H=" + str(s.h) +
+           ", W=" + str(s.w) + ", C_out=" + str(s.c_out) + ")";
+  if (s.regions < 1) return "filters must hold at least one region, got R=" + str(s.regions);
+  if (s.kh < 1 || s.kw < 1) return "kernel size must be >= 1, got " + str(s.kh) + "x" + str(s.kw);
+  if (s.stride_h < 1 || s.stride_w < 1) return "strides must be >= 1, got " + str(s.stride_h) + "," + str(s.stride_w);
+  if (s.dil_h < 1 || s.dil_w < 1) return "dilations must be >= 1, got " + str(s.dil_h) + "," + str(s.dil_w);
+  if (s.pad_h < 0 || s.pad_w < 0) return "pads must be >= 0, got " + str(s.pad_h) + "," + str(s.pad_w);
+  if (s.h_out() < 1 || s.w_out() < 1)
+    return "x spatial size " + str(s.h) + "x" + str(s.w) + " gives an empty output " + str(s.h_out()) + "x" +
+           str(s.w_out()) + " for kernel " + str(s.kh) + "x" + str(s.kw);
+  return {};
+}
+
+// First maximum over R, NaN counting as the maximum (as torch.argmax): the index is
+// always in [0, R).
+template <typename T>
+inline int64_t region_of(const T* guide, int64_t regions, int64_t step) {
+  int64_t best = 0;
+  T best_value = guide[0];
+  if (std::isnan(static_cast<double>(best_value))) return 0;
+  for (int64_t r = 1; r < regions; ++r) {
+    const T v = guide[r * step];
+    if (std::isnan(static_cast<double>(v))) return r;
+    if (v > best_value) {
+      best_value = v;
+      best = r;
+    }
+  }
+  return best;
+}
+
+// Pixels per GEMM: big enough to keep the GEMM efficient, small enough that a
+// tile's im2col rows stay in L2.
+constexpr int64_t kTilePixels = 256;
+
+namespace detail {
+
+template <typename T>
+void bucket_pixels(const T* guide, int64_t regions, int64_t pixels, int32_t* region, int32_t* order, int64_t* start) {
+  std::fill(start, start + regions + 1, int64_t{0});
+  for (int64_t p = 0; p < pixels; ++p) {
+    region[p] = static_cast<int32_t>(region_of(guide + p, regions, pixels));
+    ++start[region[p] + 1];
+  }
+  for (int64_t r = 0; r < regions; ++r) start[r + 1] += start[r];
+  // Counting sort, stable: within a region, pixels stay in raster order.
+  std::vector<int64_t> next(start, start + regions);
+  for (int64_t p = 0; p < pixels; ++p) order[next[region[p]]++] = static_cast<int32_t>(p);
+}
+
+// x[n] (C, H, W) -> zero-padded channels-last (Hp, Wp, C). Transposed in blocks of
+// pixels so that both the reads and the writes stay within a few cache lines.
+template <typename T>
+void pad_channels_last(const T* x, const RegionConvShape& s, T* out) {
+  const int64_t wp = s.w + 2 * s.pad_w, c = s.c_in, plane = s.h * s.w;
+  constexpr int64_t kBlock = 16;
+  std::fill(out, out + s.pad_h * wp * c, T(0));
+  std::fill(out + (s.pad_h + s.h) * wp * c, out + (2 * s.pad_h + s.h) * wp * c, T(0));
+  for (int64_t i = 0; i < s.h; ++i) {
+    T* dst = out + (i + s.pad_h) * wp * c;
+    std::fill(dst, dst + s.pad_w * c, T(0));
+    std::fill(dst + (s.pad_w + s.w) * c, dst + wp * c, T(0));
+    dst += s.pad_w * c;
+    for (int64_t j0 = 0; j0 < s.w; j0 += kBlock) {
+      const int64_t j1 = std::min(s.w, j0 + kBlock);
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const T* src = x + ch * plane + i * s.w;
+        for (int64_t j = j0; j < j1; ++j) dst[j * c + ch] = src[j];
+      }
+    }
+  }
+}
+
+// One filter (C_out, C_in, kh, kw) -> (C_out, kh, kw, C_in), the order of the patch rows.
+template <typename T>
+void reorder_filter(const T* f, const RegionConvShape& s, T* out) {
+  const int64_t taps = s.kh * s.kw, c = s.c_in;
+  for (int64_t o = 0; o < s.c_out; ++o, f += c * taps, out += c * taps)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t t = 0; t < taps; ++t) out[t * c + ch] = f[ch * taps + t];
+}
+
+struct Tile {
+  int64_t sample, region, begin, count;  // order[begin .. begin+count) of that sample
+};
+
+inline int64_t align(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// The workspace, carved from one block: zero-filling and faulting in several large
+// allocations per call would cost as much as the GEMM of a small layer.
+template <typename T>
+struct Layout {
+  int64_t x_padded, region, order, start, worker, worker_rows, worker_out, worker_weights, worker_stride, total;
+
+  Layout(const RegionConvShape& s, int64_t workers) {
+    const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, pixels = s.pixels();
+    x_padded = 0;
+    region = x_padded + align(s.n * hp * wp * s.c_in * int64_t(sizeof(T)));
+    order = region + align(s.n * pixels * int64_t(sizeof(int32_t)));
+    start = order + align(s.n * pixels * int64_t(sizeof(int32_t)));
+    worker = start + align(s.n * (s.regions + 1) * int64_t(sizeof(int64_t)));
+    worker_rows = 0;
+    worker_out = worker_rows + align(kTilePixels * s.patch() * int64_t(sizeof(T)));
+    worker_weights = worker_out + align(kTilePixels * s.c_out * int64_t(sizeof(T)));
+    worker_stride = worker_weights + align(s.c_out * s.patch() * int64_t(sizeof(T)));
+    total = worker + std::max<int64_t>(workers, 1) * worker_stride;
+  }
+};
+
+}  // namespace detail
+
+// Bytes of scratch memory region_conv_forward needs for this shape and worker count.
+template <typename T>
+int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers) {
+  return detail::Layout<T>(s, workers).total;
+}
+
+// y[N, C_out, H_out, W_out] = region-wise conv of x with filters selected by guide.
+//
+// Gemm: callable gemm(m, n, k, a, b, c) computing c[m x n] = a[m x k] * b[n x k]^T,
+//       all row-major and contiguous, single-threaded (it runs inside a worker).
+// ParallelFor: callable parallel_for(count, fn) running fn(i) for i in [0, count),
+//       possibly concurrently, at most `workers` at once.
+// workspace: region_conv_workspace_size<T>(s, workers) bytes, 64-byte aligned.
+// The shape must have passed validate(); inputs are contiguous.
+template <typename T, typename Gemm, typename ParallelFor>
+void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, const RegionConvShape& s,
+                         const Gemm& gemm, const ParallelFor& parallel_for, int64_t workers, void* workspace) {
+  if (s.n == 0 || s.c_out == 0) return;
+  workers = std::max<int64_t>(workers, 1);
+  const detail::Layout<T> layout(s, workers);
+  char* base = static_cast<char*>(workspace);
+  T* x_padded = reinterpret_cast<T*>(base + layout.x_padded);
+  int32_t* region = reinterpret_cast<int32_t*>(base + layout.region);
+  int32_t* order = reinterpret_cast<int32_t*>(base + layout.order);
+  int64_t* start = reinterpret_cast<int64_t*>(base + layout.start);
+  const int64_t pixels = s.pixels(), patch = s.patch(), w_out = s.w_out();
+  const int64_t wp = s.w + 2 * s.pad_w, x_padded_size = (s.h + 2 * s.pad_h) * wp * s.c_in;
+  const int64_t filter_size = s.c_out * patch;
+
+  parallel_for(s.n, [&](int64_t n) {
+    detail::bucket_pixels(guide + n * s.regions * pixels, s.regions, pixels, region + n * pixels,
+                          order + n * pixels, start + n * (s.regions + 1));
+    detail::pad_channels_last(x + n * s.c_in * s.h * s.w, s, x_padded + n * x_padded_size);
+  });
+
+  std::vector<detail::Tile> tiles;
+  for (int64_t n = 0; n < s.n; ++n) {
+    const int64_t* st = start + n * (s.regions + 1);
+    for (int64_t r = 0; r < s.regions; ++r)
+      for (int64_t b = st[r]; b < st[r + 1]; b += kTilePixels)
+        tiles.push_back({n, r, b, std::min(kTilePixels, st[r + 1] - b)});
+  }
+  const int64_t n_tiles = static_cast<int64_t>(tiles.size());
+  const int64_t used = std::min(workers, n_tiles);
+  // Contiguous ranges of tiles per worker, so each reorders a filter only when its
+  // range crosses into the next region.
+  parallel_for(used, [&](int64_t worker) {
+    char* mine = base + layout.worker + worker * layout.worker_stride;
+    T* rows = reinterpret_cast<T*>(mine + layout.worker_rows);
+    T* out = reinterpret_cast<T*>(mine + layout.worker_out);
+    T* weights = reinterpret_cast<T*>(mine + layout.worker_weights);
+    int64_t loaded = -1;
+    const int64_t run = s.kw * s.c_in;  // one contiguous patch row when dil_w == 1
+    for (int64_t t = n_tiles * worker / used; t < n_tiles * (worker + 1) / used; ++t) {
+      const detail::Tile& tile = tiles[t];
+      const int64_t key = tile.sample * s.regions + tile.region;
+      if (key != loaded) {
+        detail::reorder_filter(filters + key * filter_size, s, weights);
+        loaded = key;
+      }
+      const int32_t* pix = order + tile.sample * pixels + tile.begin;
+      const T* xp = x_padded + tile.sample * x_padded_size;
+      for (int64_t j = 0; j < tile.count; ++j) {
+        const int64_t oh = pix[j] / w_out, ow = pix[j] % w_out;
+        T* row = rows + j * patch;
+        for (int64_t i = 0; i < s.kh; ++i) {
+          const T* src = xp + ((oh * s.stride_h + i * s.dil_h) * wp + ow * s.stride_w) * s.c_in;
+          if (s.dil_w == 1) {
+            std::memcpy(row + i * run, src, static_cast<size_t>(run) * sizeof(T));
+          } else {
+            for (int64_t k = 0; k < s.kw; ++k)
+              std::memcpy(row + i * run + k * s.c_in, src + k * s.dil_w * s.c_in,
+                          static_cast<size_t>(s.c_in) * sizeof(T));
+          }
+        }
+      }
+      // out[C_out x count] = W_r[C_out x patch] * rows[count x patch]^T
+      gemm(s.c_out, tile.count, patch, weights, rows, out);
+      T* y_n = y + tile.sample * s.c_out * pixels;
+      for (int64_t o = 0; o < s.c_out; ++o) {
+        const T* src = out + o * tile.count;
+        T* dst = y_n + o * pixels;
+        for (int64_t j = 0; j < tile.count; ++j) dst[pix[j]] = src[j];
+      }
+    }
+  });
+}
+
+}  // namespace drconv

@@ -1,0 +1,121 @@
+// Checks the shared CPU kernel against a direct loop over the op's definition, on
+// odd shapes, strides, dilations, pads, NaN guides and empty regions. Built plain
+// and under ASan/UBSan (tests/test_native.py): any out-of-bounds access fails it.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "region_conv_cpu.h"
+
+namespace {
+
+// The textbook triple loop: this test checks the kernel's indexing, not GEMM speed.
+struct LoopGemm {
+  void operator()(int64_t m, int64_t n, int64_t k, const double* a, const double* b, double* c) const {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double sum = 0;
+        for (int64_t p = 0; p < k; ++p) sum += a[i * k + p] * b[j * k + p];
+        c[i * n + j] = sum;
+      }
+  }
+};
+
+struct SerialFor {
+  template <typename F>
+  void operator()(int64_t count, const F& fn) const {
+    for (int64_t i = 0; i < count; ++i) fn(i);
+  }
+};
+
+// y[n, o, p] = sum_{c,i,j} filters[n, r(n,p), o, c, i, j] * x_padded[n, c, ...]
+std::vector<double> direct(const std::vector<double>& x, const std::vector<double>& f, const std::vector<double>& g,
+                           const drconv::RegionConvShape& s) {
+  const int64_t ho = s.h_out(), wo = s.w_out();
+  std::vector<double> y(static_cast<size_t>(s.n * s.c_out * ho * wo), 0.0);
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t oh = 0; oh < ho; ++oh)
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const int64_t p = oh * wo + ow;
+        const int64_t r = drconv::region_of(g.data() + n * s.regions * ho * wo + p, s.regions, ho * wo);
+        for (int64_t o = 0; o < s.c_out; ++o) {
+          double sum = 0;
+          for (int64_t c = 0; c < s.c_in; ++c)
+            for (int64_t i = 0; i < s.kh; ++i)
+              for (int64_t j = 0; j < s.kw; ++j) {
+                const int64_t ih = oh * s.stride_h + i * s.dil_h - s.pad_h;
+                const int64_t iw = ow * s.stride_w + j * s.dil_w - s.pad_w;
+                if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+                sum += f[static_cast<size_t>((((n * s.regions + r) * s.c_out + o) * s.c_in + c) * s.kh * s.kw +
+                                             i * s.kw + j)] *
+                       x[static_cast<size_t>(((n * s.c_in + c) * s.h + ih) * s.w + iw)];
+              }
+          y[static_cast<size_t>((n * s.c_out + o) * ho * wo + p)] = sum;
+        }
+      }
+  return y;
+}
+
+int check(const drconv::RegionConvShape& s, bool nan_guide, int64_t workers, std::mt19937& rng) {
+  std::normal_distribution<double> normal;
+  std::vector<double> x(static_cast<size_t>(s.n * s.c_in * s.h * s.w));
+  std::vector<double> f(static_cast<size_t>(s.n * s.regions * s.c_out * s.c_in * s.kh * s.kw));
+  std::vector<double> g(static_cast<size_t>(s.n * s.regions * s.pixels()));
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : f) v = normal(rng);
+  for (auto& v : g) v = normal(rng);
+  if (nan_guide)
+    for (size_t i = 0; i < g.size(); i += 3) g[i] = std::nan("");
+  std::vector<double> y(static_cast<size_t>(s.n * s.c_out * s.pixels()), -1.0);
+  std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<double>(s, workers)));
+  drconv::region_conv_forward<double>(x.data(), f.data(), g.data(), y.data(), s, LoopGemm{}, SerialFor{}, workers,
+                                      workspace.data());
+  const std::vector<double> want = direct(x, f, g, s);
+  double worst = 0;
+  for (size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::fabs(y[i] - want[i]));
+  const bool ok = worst < 1e-9;
+  std::printf("%s N=%lld C=%lld %lldx%lld R=%lld K=%lld k=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld nan=%d "
+              "workers=%lld max_err=%.3g\n",
+              ok ? "ok  " : "FAIL", static_cast<long long>(s.n), static_cast<long long>(s.c_in),
+              static_cast<long long>(s.h), static_cast<long long>(s.w), static_cast<long long>(s.regions),
+              static_cast<long long>(s.c_out), static_cast<long long>(s.kh), static_cast<long long>(s.kw),
+              static_cast<long long>(s.stride_h), static_cast<long long>(s.stride_w), static_cast<long long>(s.pad_h),
+              static_cast<long long>(s.pad_w), static_cast<long long>(s.dil_h), static_cast<long long>(s.dil_w),
+              nan_guide ? 1 : 0, static_cast<long long>(workers), worst);
+  return ok ? 0 : 1;
+}
+
+drconv::RegionConvShape shape(int64_t n, int64_t c, int64_t h, int64_t w, int64_t r, int64_t k_out, int64_t kh,
+                              int64_t kw, int64_t s, int64_t p, int64_t d) {
+  drconv::RegionConvShape out;
+  out.n = n, out.c_in = c, out.h = h, out.w = w, out.regions = r, out.c_out = k_out, out.kh = kh, out.kw = kw;
+  out.stride_h = out.stride_w = s, out.pad_h = out.pad_w = p, out.dil_h = out.dil_w = d;
+  return out;
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(7);
+  int failures = 0;
+  failures += check(shape(1, 3, 7, 9, 1, 2, 3, 3, 1, 1, 1), false, 1, rng);
+  failures += check(shape(2, 5, 13, 11, 8, 7, 3, 3, 1, 1, 1), false, 3, rng);
+  failures += check(shape(2, 4, 15, 10, 4, 6, 5, 5, 2, 2, 1), false, 2, rng);
+  failures += check(shape(1, 3, 17, 19, 3, 4, 3, 3, 2, 2, 2), false, 4, rng);
+  failures += check(shape(3, 2, 9, 9, 6, 3, 1, 1, 1, 0, 1), false, 2, rng);
+  failures += check(shape(1, 6, 300, 3, 2, 2, 3, 1, 1, 0, 1), false, 2, rng);  // more pixels than one tile
+  failures += check(shape(2, 4, 12, 12, 5, 3, 3, 3, 1, 3, 3), true, 2, rng);   // NaN guide, dilation 3
+  failures += check(shape(1, 1, 4, 4, 16, 1, 3, 3, 3, 0, 1), false, 8, rng);  // more regions than pixels
+  drconv::RegionConvShape odd = shape(1, 3, 11, 8, 2, 2, 3, 2, 1, 0, 1);
+  odd.stride_w = 2, odd.pad_w = 1, odd.dil_h = 2, odd.pad_h = 2;
+  failures += check(odd, false, 2, rng);
+  if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
+    std::printf("ok   validate rejects an empty output\n");
+  } else {
+    std::printf("FAIL validate accepted an empty output\n");
+    ++failures;
+  }
+  std::printf("%d passed, %d failed\n", 10 - failures, failures);
+  return failures == 0 ? 0 : 1;
+}

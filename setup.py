@@ -1,0 +1,22 @@
+"""Builds drconv._C, the fused CPU kernel, with torch's extension tooling.
+
+Build without isolation (`pip install --no-build-isolation -e .`): the extension must
+be compiled against the torch that is installed, and an isolated build would pull a
+different (multi-GB CUDA) torch.
+"""
+
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+setup(
+    ext_modules=[
+        CppExtension(
+            "drconv._C",
+            ["drconv/csrc/region_conv_torch.cpp"],
+            include_dirs=["plugins/common"],
+            extra_compile_args=["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror"],
+            extra_link_args=["-fopenmp"],
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=False)},
+)
