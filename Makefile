@@ -25,8 +25,11 @@ plugins: setup
 	cmake --build $(BUILD) -j 2
 
 demo: setup plugins
+	@echo "==> environment and built libraries"
 	$(VENV)/bin/drconv info
+	@echo "==> drconv-tiny: one forward pass on a random 224x224 image"
 	$(VENV)/bin/drconv summary --model drconv-tiny --input-shape 1,3,224,224
+	@echo "==> region conv vs one dense conv (the bound) vs the naive R-filter formulation"
 	$(PY) benchmarks/bench_region_conv.py --iters 30
 
 test: setup plugins

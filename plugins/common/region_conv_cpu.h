@@ -74,27 +74,28 @@ constexpr int64_t kTilePixels = 256;
 namespace detail {
 
 template <typename T>
-void bucket_pixels(const T* guide, int64_t regions, int64_t pixels, int32_t* region, int32_t* order, int64_t* start) {
+void assign_regions(const T* guide, int64_t regions, int64_t pixels, int64_t begin, int64_t end, int32_t* region) {
+  for (int64_t p = begin; p < end; ++p) region[p] = static_cast<int32_t>(region_of(guide + p, regions, pixels));
+}
+
+// Stable counting sort of one sample's pixels by region: region r's pixels are
+// order[start[r] .. start[r+1]), in raster order.
+inline void bucket_pixels(const int32_t* region, int64_t regions, int64_t pixels, int32_t* order, int64_t* start) {
   std::fill(start, start + regions + 1, int64_t{0});
-  for (int64_t p = 0; p < pixels; ++p) {
-    region[p] = static_cast<int32_t>(region_of(guide + p, regions, pixels));
-    ++start[region[p] + 1];
-  }
+  for (int64_t p = 0; p < pixels; ++p) ++start[region[p] + 1];
   for (int64_t r = 0; r < regions; ++r) start[r + 1] += start[r];
-  // Counting sort, stable: within a region, pixels stay in raster order.
   std::vector<int64_t> next(start, start + regions);
   for (int64_t p = 0; p < pixels; ++p) order[next[region[p]]++] = static_cast<int32_t>(p);
 }
 
 // x[n] (C, H, W) -> zero-padded channels-last (Hp, Wp, C). Transposed in blocks of
 // pixels so that both the reads and the writes stay within a few cache lines.
+// Rows [row_begin, row_end) of x; the caller zeroes the top and bottom pad rows.
 template <typename T>
-void pad_channels_last(const T* x, const RegionConvShape& s, T* out) {
+void pad_channels_last(const T* x, const RegionConvShape& s, T* out, int64_t row_begin, int64_t row_end) {
   const int64_t wp = s.w + 2 * s.pad_w, c = s.c_in, plane = s.h * s.w;
   constexpr int64_t kBlock = 16;
-  std::fill(out, out + s.pad_h * wp * c, T(0));
-  std::fill(out + (s.pad_h + s.h) * wp * c, out + (2 * s.pad_h + s.h) * wp * c, T(0));
-  for (int64_t i = 0; i < s.h; ++i) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
     T* dst = out + (i + s.pad_h) * wp * c;
     std::fill(dst, dst + s.pad_w * c, T(0));
     std::fill(dst + (s.pad_w + s.w) * c, dst + wp * c, T(0));
@@ -113,9 +114,10 @@ void pad_channels_last(const T* x, const RegionConvShape& s, T* out) {
 template <typename T>
 void reorder_filter(const T* f, const RegionConvShape& s, T* out) {
   const int64_t taps = s.kh * s.kw, c = s.c_in;
+  // Contiguous writes; the strided reads stay inside one output channel's filter (L1).
   for (int64_t o = 0; o < s.c_out; ++o, f += c * taps, out += c * taps)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t t = 0; t < taps; ++t) out[t * c + ch] = f[ch * taps + t];
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t ch = 0; ch < c; ++ch) out[t * c + ch] = f[ch * taps + t];
 }
 
 struct Tile {
@@ -176,11 +178,22 @@ void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, con
   const int64_t wp = s.w + 2 * s.pad_w, x_padded_size = (s.h + 2 * s.pad_h) * wp * s.c_in;
   const int64_t filter_size = s.c_out * patch;
 
-  parallel_for(s.n, [&](int64_t n) {
-    detail::bucket_pixels(guide + n * s.regions * pixels, s.regions, pixels, region + n * pixels,
-                          order + n * pixels, start + n * (s.regions + 1));
-    detail::pad_channels_last(x + n * s.c_in * s.h * s.w, s, x_padded + n * x_padded_size);
+  // Per sample, `bands` equal tasks: each transposes a band of rows of x and finds
+  // the regions of a band of output pixels; then the (cheap) counting sort.
+  const int64_t bands = std::min(s.h, std::max<int64_t>(1, (workers + s.n - 1) / s.n));
+  parallel_for(s.n * bands, [&](int64_t task) {
+    const int64_t n = task / bands, band = task % bands;
+    T* xp = x_padded + n * x_padded_size;
+    if (band == 0) {
+      std::fill(xp, xp + s.pad_h * wp * s.c_in, T(0));
+      std::fill(xp + (s.pad_h + s.h) * wp * s.c_in, xp + x_padded_size, T(0));
+    }
+    detail::pad_channels_last(x + n * s.c_in * s.h * s.w, s, xp, s.h * band / bands, s.h * (band + 1) / bands);
+    detail::assign_regions(guide + n * s.regions * pixels, s.regions, pixels, pixels * band / bands,
+                           pixels * (band + 1) / bands, region + n * pixels);
   });
+  for (int64_t n = 0; n < s.n; ++n)
+    detail::bucket_pixels(region + n * pixels, s.regions, pixels, order + n * pixels, start + n * (s.regions + 1));
 
   std::vector<detail::Tile> tiles;
   for (int64_t n = 0; n < s.n; ++n) {
@@ -192,7 +205,13 @@ void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, con
   const int64_t n_tiles = static_cast<int64_t>(tiles.size());
   const int64_t used = std::min(workers, n_tiles);
   // Contiguous ranges of tiles per worker, so each reorders a filter only when its
-  // range crosses into the next region.
+  // range crosses into the next region; ranges split the pixels evenly.
+  std::vector<int64_t> first_tile(static_cast<size_t>(used + 1), n_tiles);
+  first_tile[0] = 0;
+  for (int64_t t = 0, done = 0, w = 1; t < n_tiles && w < used; ++t) {
+    done += tiles[t].count;
+    while (w < used && done * used >= w * s.n * pixels) first_tile[w++] = t + 1;
+  }
   parallel_for(used, [&](int64_t worker) {
     char* mine = base + layout.worker + worker * layout.worker_stride;
     T* rows = reinterpret_cast<T*>(mine + layout.worker_rows);
@@ -200,7 +219,7 @@ void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, con
     T* weights = reinterpret_cast<T*>(mine + layout.worker_weights);
     int64_t loaded = -1;
     const int64_t run = s.kw * s.c_in;  // one contiguous patch row when dil_w == 1
-    for (int64_t t = n_tiles * worker / used; t < n_tiles * (worker + 1) / used; ++t) {
+    for (int64_t t = first_tile[worker]; t < first_tile[worker + 1]; ++t) {
       const detail::Tile& tile = tiles[t];
       const int64_t key = tile.sample * s.regions + tile.region;
       if (key != loaded) {
