@@ -75,6 +75,13 @@ def normalize_params(
     return s, p, d
 
 
+def check_tensors(**tensors: object) -> None:
+    """Reject anything that is not a tensor, by argument name."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
 def check_inputs(
     x: torch.Tensor,
     filters: torch.Tensor,
@@ -84,9 +91,7 @@ def check_inputs(
     dilation: Sequence[int],
 ) -> Geometry:
     """Validate the three tensors against each other; raise ValueError naming what is wrong."""
-    for name, t in (("x", x), ("filters", filters), ("guide", guide)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensors(x=x, filters=filters, guide=guide)
     if x.dim() != 4:
         raise ValueError(f"x must be 4-D [N, C_in, H, W], got shape {tuple(x.shape)}")
     if filters.dim() != 6:

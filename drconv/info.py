@@ -61,7 +61,7 @@ def collect() -> dict:
         "onnx": _version("onnx"),
         "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
         "onnxscript": _version("onnxscript"),
-        "tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"),
+        "tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
         "cuda_available": cuda,
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "torch_threads": torch.get_num_threads(),

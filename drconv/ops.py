@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from drconv import _torch_kernels
-from drconv._geometry import IntOrPair, check_inputs, normalize_params
+from drconv._geometry import IntOrPair, check_inputs, check_tensors, normalize_params
 
 try:  # the fused C++ CPU kernel; built by `make` (pip install -e .)
     from drconv import _C  # type: ignore[attr-defined]
@@ -125,9 +125,10 @@ def region_conv(
     Raises:
         ValueError: on any shape, dtype, device or parameter mismatch.
     """
-    if not isinstance(filters, torch.Tensor) or filters.dim() != 6:
-        shape = tuple(filters.shape) if isinstance(filters, torch.Tensor) else type(filters).__name__
-        raise ValueError(f"filters must be 6-D [N, R, C_out, C_in, kh, kw], got {shape}")
+    # The op validates shapes itself (direct torch.ops calls included); here only what
+    # it cannot see: non-tensor arguments and the int/pair/None convenience forms.
+    check_tensors(x=x, filters=filters, guide=guide)
+    if filters.dim() != 6:
+        raise ValueError(f"filters must be 6-D [N, R, C_out, C_in, kh, kw], got shape {tuple(filters.shape)}")
     s, p, d = normalize_params((filters.shape[4], filters.shape[5]), stride, padding, dilation)
-    check_inputs(x, filters, guide, s, p, d)
     return torch.ops.drconv.region_conv(x, filters, guide, list(s), list(p), list(d))
