@@ -90,11 +90,13 @@ inline void bucket_pixels(const int32_t* region, int64_t regions, int64_t pixels
 
 // x[n] (C, H, W) -> zero-padded channels-last (Hp, Wp, C). Transposed in blocks of
 // pixels so that both the reads and the writes stay within a few cache lines.
-// Rows [row_begin, row_end) of x; the caller zeroes the top and bottom pad rows.
+// Rows [row_begin, row_end) of x, with the pad rows above the first and below the last.
 template <typename T>
 void pad_channels_last(const T* x, const RegionConvShape& s, T* out, int64_t row_begin, int64_t row_end) {
   const int64_t wp = s.w + 2 * s.pad_w, c = s.c_in, plane = s.h * s.w;
   constexpr int64_t kBlock = 16;
+  if (row_begin == 0) std::fill(out, out + s.pad_h * wp * c, T(0));
+  if (row_end == s.h) std::fill(out + (s.pad_h + s.h) * wp * c, out + (2 * s.pad_h + s.h) * wp * c, T(0));
   for (int64_t i = row_begin; i < row_end; ++i) {
     T* dst = out + (i + s.pad_h) * wp * c;
     std::fill(dst, dst + s.pad_w * c, T(0));
@@ -183,12 +185,8 @@ void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, con
   const int64_t bands = std::min(s.h, std::max<int64_t>(1, (workers + s.n - 1) / s.n));
   parallel_for(s.n * bands, [&](int64_t task) {
     const int64_t n = task / bands, band = task % bands;
-    T* xp = x_padded + n * x_padded_size;
-    if (band == 0) {
-      std::fill(xp, xp + s.pad_h * wp * s.c_in, T(0));
-      std::fill(xp + (s.pad_h + s.h) * wp * s.c_in, xp + x_padded_size, T(0));
-    }
-    detail::pad_channels_last(x + n * s.c_in * s.h * s.w, s, xp, s.h * band / bands, s.h * (band + 1) / bands);
+    detail::pad_channels_last(x + n * s.c_in * s.h * s.w, s, x_padded + n * x_padded_size, s.h * band / bands,
+                              s.h * (band + 1) / bands);
     detail::assign_regions(guide + n * s.regions * pixels, s.regions, pixels, pixels * band / bands,
                            pixels * (band + 1) / bands, region + n * pixels);
   });
