@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drconv import info as info_mod
@@ -160,6 +161,106 @@ def summary(
         f"parameters {report.parameters:,}  input {report.input_shape}  output {report.output_shape}  "
         f"forward {report.latency_ms:.1f} ms (median of 3, {torch.get_num_threads()} threads)"
     )
+
+
+def _print_onnx_summary(path: Path) -> None:
+    from drconv.export import describe
+
+    d = describe(path)
+    table = Table(title=f"{path.name}: {d['nodes']} nodes, {d['bytes'] / 1e6:.1f} MB", show_header=True)
+    table.add_column("op")
+    table.add_column("count", justify="right")
+    for op, count in d["ops"].items():
+        table.add_row(f"[bold]{op}[/]" if "::" in op else op, str(count))
+    console.print(table)
+    for kind in ("inputs", "outputs"):
+        for name, shape in d[kind].items():
+            console.print(escape(f"{kind[:-1]} {name}: [{', '.join(map(str, shape))}]"))
+    opsets = ", ".join(f"{k} {v}" for k, v in d["opsets"].items())
+    console.print(f"custom nodes: {len(d['custom_nodes'])}   opsets: {opsets}")
+
+
+def _print_verify(report) -> None:
+    table = Table(title=f"ONNX Runtime vs PyTorch on input {report.input_shape}")
+    for col in ("output", "shape", "max abs err", "max rel err", f"atol {report.atol:g} + rtol {report.rtol:g}"):
+        table.add_column(col)
+    for out in report.outputs:
+        verdict = "[green]ok[/]" if out.ok else "[bold red]FAIL[/]"
+        table.add_row(out.name, "x".join(map(str, out.shape)), f"{out.max_abs:.3g}", f"{out.max_rel:.3g}", verdict)
+    console.print(table)
+
+
+AtolOption = Annotated[float, typer.Option("--atol", help="Absolute tolerance.", min=0)]
+RtolOption = Annotated[float, typer.Option("--rtol", help="Relative tolerance (numpy.allclose's rule).", min=0)]
+
+
+def _run_verify(path: Path, net, batch: int, size: int, atol: float, rtol: float) -> None:
+    from drconv.verify import verify_onnx
+
+    with console.status(f"verifying {path.name} with ONNX Runtime ..."):
+        report = verify_onnx(path, net, batch=batch, size=size, atol=atol, rtol=rtol)
+    _print_verify(report)
+    if not report.ok:
+        err_console.print(f"[bold red]error:[/] {path} differs from PyTorch beyond atol {atol:g} + rtol {rtol:g}")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", dir_okay=False)],
+    model: ModelOption = models_mod.DEFAULT_MODEL,
+    checkpoint: CheckpointOption = None,
+    mode: Annotated[
+        str,
+        typer.Option(help="custom: one drconv::RegionConv2d node per region conv; portable: standard ONNX ops only."),
+    ] = "custom",
+    input_shape: Annotated[
+        str, typer.Option("--input-shape", help="Sample input N,C,H,W to trace with.")
+    ] = "1,3,224,224",
+    static: Annotated[
+        bool, typer.Option("--static", help="Fix batch, height and width to --input-shape (default: dynamic).")
+    ] = False,
+    opset: Annotated[int, typer.Option(help="Default-domain ONNX opset (>= 18).")] = 18,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
+    ] = False,
+) -> None:
+    """Export a model to ONNX: DRConv layers as custom nodes (custom) or standard ops (portable)."""
+    import torch
+
+    from drconv.export import to_onnx
+
+    shape = parse_shape(input_shape)
+    net = models_mod.load_model(model, checkpoint)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with console.status(f"exporting {model} ({mode}, {'static' if static else 'dynamic'} shapes) ..."):
+        to_onnx(net, x, output, mode=mode, dynamic=not static, opset=opset)  # type: ignore[arg-type]
+    console.print(f"wrote {output}")
+    _print_onnx_summary(output)
+    if verify:
+        batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, shape[2] + 13)
+        _run_verify(output, net, batch, size, atol=1e-4, rtol=1e-3)
+
+
+@app.command("verify")
+@user_errors
+def verify_cmd(
+    onnx_file: Annotated[Path, typer.Argument(help="The exported .onnx file.", dir_okay=False)],
+    model: ModelOption = models_mod.DEFAULT_MODEL,
+    checkpoint: CheckpointOption = None,
+    atol: AtolOption = 1e-4,
+    rtol: RtolOption = 1e-3,
+    batch: Annotated[
+        int, typer.Option(help="Batch size of the random input (where the batch axis is symbolic).", min=1)
+    ] = 2,
+    size: Annotated[int, typer.Option(help="Height and width of the random input (where symbolic).", min=1)] = 64,
+) -> None:
+    """Run PyTorch and ONNX Runtime on one random input and compare every output; exit 1 above tolerance."""
+    if not onnx_file.is_file():
+        raise DrconvError(f"{onnx_file}: no such file")
+    net = models_mod.load_model(model, checkpoint)
+    _run_verify(onnx_file, net, batch, size, atol, rtol)
 
 
 def main() -> None:

@@ -1,0 +1,271 @@
+"""Export a model with DRConv layers to ONNX, in one of two modes.
+
+custom:   every `drconv::region_conv` becomes one `drconv::RegionConv2d` node
+          (docs/region_conv_op.md), run by our ONNX Runtime library or TensorRT plugin.
+portable: standard ONNX ops only (the R-filter formulation: unfold as a grouped
+          one-hot conv, one batched MatMul for all regions, select by argmax), so any
+          runtime runs it, at R times the cost.
+
+Both go through torch.export and the torch.export-based ONNX exporter. The region conv
+is rewritten before translation by `run_decompositions`: to `torch.onnx.ops.symbolic`
+for the custom node (its output dtype and symbolic shape come from the trace, so the
+graph carries them), to aten ops for the portable graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import warnings
+from collections import Counter
+from contextlib import suppress
+from pathlib import Path
+from typing import Literal
+
+import onnx
+import torch
+import torch.nn.functional as F
+
+from drconv.errors import DrconvError
+
+__all__ = ["CUSTOM_DOMAIN", "CUSTOM_OP", "MODES", "PLUGIN_VERSION", "describe", "portable_region_conv", "to_onnx"]
+
+CUSTOM_DOMAIN = "drconv"
+CUSTOM_OP = "RegionConv2d"
+PLUGIN_VERSION = "1"
+MODES = ("custom", "portable")
+# The exporter builds opset 18; converting down fails on ReduceMean/ReduceSum axes inputs.
+MIN_OPSET = 18
+Mode = Literal["custom", "portable"]
+
+
+def _custom_node(x, filters, guide, stride, padding, dilation):
+    c_out = filters.shape[2]
+    return torch.onnx.ops.symbolic(
+        f"{CUSTOM_DOMAIN}::{CUSTOM_OP}",
+        (x, filters, guide),
+        {
+            "strides": [int(v) for v in stride],
+            "pads": [int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1])],
+            "dilations": [int(v) for v in dilation],
+            # TensorRT's ONNX parser finds a plugin by op_type and plugin_version.
+            "plugin_version": PLUGIN_VERSION,
+        },
+        dtype=x.dtype,
+        shape=(x.shape[0], c_out, guide.shape[2], guide.shape[3]),
+        version=1,
+    )
+
+
+def portable_region_conv(x, filters, guide, stride, padding, dilation):
+    """The region conv in standard ops that keep the batch dynamic: R times the multiply-adds."""
+    _, regions, c_out, c_in, kh, kw = filters.shape
+    taps = kh * kw
+    # im2col as a grouped conv with one-hot kernels: channel c*taps + t is tap t of
+    # input channel c, the order of a flattened [C_in, kh, kw] filter.
+    one_hot = torch.eye(taps, dtype=x.dtype, device=x.device).repeat(c_in, 1).reshape(c_in * taps, 1, kh, kw)
+    cols = F.conv2d(x, one_hot, None, stride, padding, dilation, c_in).flatten(2)  # [N, C_in*taps, P]
+    out = torch.matmul(filters.flatten(3).flatten(1, 2), cols)  # [N, R*C_out, P]
+    out = out.unflatten(1, (regions, c_out)).unflatten(3, guide.shape[2:])  # [N, R, C_out, Ho, Wo]
+    region = guide.argmax(1, keepdim=True).unsqueeze(2)  # [N, 1, 1, Ho, Wo]
+    ids = torch.arange(regions, device=x.device).reshape(1, regions, 1, 1, 1)
+    return torch.where(region == ids, out, torch.zeros((), dtype=out.dtype, device=out.device)).sum(1)
+
+
+def _pool_matrix(size, out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[out, size]: row i averages the cells of adaptive-pooling window i (PyTorch's window bounds)."""
+    i = torch.arange(out, device=device)
+    start = (i * size) // out
+    end = ((i + 1) * size + out - 1) // out
+    pos = torch.arange(size, device=device)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start).to(dtype)[:, None]
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """adaptive_avg_pool2d as two MatMuls with averaging matrices built from the input's size.
+
+    The stock decomposition indexes with windows computed for the traced size, so the
+    exported graph fails at any other height or width; this one follows the input.
+    """
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    out_h = x.shape[-2] if out_h is None else out_h
+    out_w = x.shape[-1] if out_w is None else out_w
+    rows = _pool_matrix(x.shape[-2], out_h, x.dtype, x.device)
+    cols = _pool_matrix(x.shape[-1], out_w, x.dtype, x.device)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+def _check_args(model: torch.nn.Module, sample_input: torch.Tensor, mode: str, opset: int) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise DrconvError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(sample_input, torch.Tensor) or sample_input.dim() != 4:
+        shape = tuple(sample_input.shape) if isinstance(sample_input, torch.Tensor) else type(sample_input).__name__
+        raise DrconvError(f"sample_input must be a 4-D tensor [N, C, H, W], got {shape}")
+    if mode not in MODES:
+        raise DrconvError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise DrconvError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+
+
+def _trace(model: torch.nn.Module, sample: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
+    if dynamic and sample.shape[0] == 1:
+        # torch.export specializes a size of 1; a batch of 2 keeps the axis symbolic.
+        sample = sample.expand(2, -1, -1, -1).contiguous()
+    auto = torch.export.Dim.AUTO
+    shapes = ({0: auto, 2: auto, 3: auto},) if dynamic else None
+    try:
+        return torch.export.export(model, (sample,), dynamic_shapes=shapes, strict=False)
+    except Exception as exc:  # torch.export raises many types; the user needs the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DrconvError(f"torch.export could not trace the model on input {tuple(sample.shape)}: {first}") from exc
+
+
+def _rename_dims(proto: onnx.ModelProto, names: dict[str, str]) -> None:
+    """Give the symbolic sizes readable names (batch, height, width) in every shape."""
+    if not names:
+        return
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    values = [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]
+    for value in values:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = pattern.sub(lambda m: names[m.group(1)], dim.dim_param)
+
+
+def _input_symbols(program: torch.export.ExportedProgram) -> dict[str, str]:
+    user_inputs = [
+        spec.arg.name
+        for spec in program.graph_signature.input_specs
+        if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT
+    ]
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0])
+    names = {}
+    for axis, label in ((0, "batch"), (2, "height"), (3, "width")):
+        size = node.meta["val"].shape[axis]
+        if isinstance(size, torch.SymInt) and re.fullmatch(r"s\d+", str(size)):
+            names[str(size)] = label
+    return names
+
+
+def _write_atomically(proto: onnx.ModelProto, path: Path) -> None:
+    directory = path.parent
+    if not directory.is_dir():
+        raise DrconvError(f"cannot write {path}: directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise DrconvError(f"cannot write {path}: {exc.strerror}; choose a writable location with -o") from None
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DrconvError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def to_onnx(
+    model: torch.nn.Module,
+    sample_input: torch.Tensor,
+    path: str | os.PathLike,
+    mode: Mode = "custom",
+    dynamic: bool = True,
+    opset: int = MIN_OPSET,
+) -> Path:
+    """Export `model` to ONNX at `path` and return the path.
+
+    Args:
+        model: any nn.Module whose forward takes one image batch; DRConv layers (or direct
+            `drconv.region_conv` calls) become `drconv::RegionConv2d` nodes in custom mode.
+        sample_input: an example input [N, C, H, W] on the model's device.
+        mode: "custom" (one node per region conv) or "portable" (standard ops only).
+        dynamic: batch, height and width symbolic (default); False fixes them to the sample's.
+        opset: the default-domain opset (>= 17).
+
+    The model is checked with onnx.checker and written to a temporary file that is then
+    renamed, so a failure leaves nothing at `path`.
+
+    Raises:
+        DrconvError: on bad arguments, a model torch.export cannot trace, or an unwritable path.
+    """
+    _check_args(model, sample_input, mode, opset)
+    path = Path(path)
+    if path.is_dir():
+        raise DrconvError(f"cannot write {path}: it is a directory; give a file name like model.onnx")
+    if not path.parent.is_dir():
+        raise DrconvError(f"cannot write {path}: directory {path.parent} does not exist")
+
+    was_training = model.training
+    model.eval()
+    exporter_log = logging.getLogger("torch.onnx")
+    log_level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" is not for our users
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = _trace(model, sample_input, dynamic)
+            region_conv = _custom_node if mode == "custom" else portable_region_conv
+            program = program.run_decompositions(
+                {
+                    torch.ops.drconv.region_conv.default: region_conv,
+                    torch.ops.aten.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
+                }
+            )
+            onnx_program = torch.onnx.export(
+                program,
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                optimize=True,
+                verbose=False,
+            )
+    finally:
+        model.train(was_training)
+        exporter_log.setLevel(log_level)
+    proto = onnx_program.model_proto
+    _rename_dims(proto, _input_symbols(program))
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise DrconvError(f"the exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from exc
+    _write_atomically(proto, path)
+    return path
+
+
+def _shape(value: onnx.ValueInfoProto) -> list[int | str]:
+    dims = value.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """A one-screen summary of an ONNX file: nodes by op type, custom nodes, size, inputs and outputs."""
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise DrconvError(f"{path}: no such file") from None
+    except Exception as exc:
+        raise DrconvError(
+            f"{path} is not an ONNX model ({type(exc).__name__}); export one with `drconv export`"
+        ) from None
+    ops = Counter((n.domain or "ai.onnx", n.op_type) for n in proto.graph.node)
+    custom = [n for n in proto.graph.node if n.domain == CUSTOM_DOMAIN]
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "opsets": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+        "nodes": sum(ops.values()),
+        "ops": {f"{d}::{t}" if d != "ai.onnx" else t: c for (d, t), c in ops.most_common()},
+        "custom_nodes": [
+            {"name": n.name, **{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}} for n in custom
+        ],
+        "inputs": {v.name: _shape(v) for v in proto.graph.input},
+        "outputs": {v.name: _shape(v) for v in proto.graph.output},
+    }

@@ -1,0 +1,1 @@
+"""Runtimes that run exported DRConv models: ONNX Runtime (ort)."""

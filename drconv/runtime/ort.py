@@ -1,0 +1,79 @@
+"""ONNX Runtime sessions for exported DRConv models, with our custom-op library registered."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+
+from drconv.errors import DrconvError
+from drconv.export.onnx import CUSTOM_DOMAIN
+from drconv.info import plugin_path
+
+__all__ = ["custom_op_library", "needs_custom_ops", "session"]
+
+
+def custom_op_library() -> Path:
+    """The built libdrconv_onnxruntime.so, or a DrconvError saying how to build it."""
+    path = plugin_path("onnxruntime")
+    if path is None:
+        raise DrconvError(
+            "the ONNX Runtime custom-op library libdrconv_onnxruntime.so is not built; "
+            "run `make plugins` (or set DRCONV_PLUGIN_DIR to the folder that holds it)"
+        )
+    return path
+
+
+def needs_custom_ops(model: str | os.PathLike | onnx.ModelProto) -> bool:
+    """Whether the graph has nodes in the drconv domain."""
+    if not isinstance(model, onnx.ModelProto):
+        model = _load(Path(model))
+    return any(node.domain == CUSTOM_DOMAIN for node in model.graph.node)
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise DrconvError(f"{path}: no such file")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception:
+        raise DrconvError(f"{path} is not an ONNX model; export one with `drconv export`") from None
+
+
+def session(
+    path: str | os.PathLike,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+):
+    """An onnxruntime.InferenceSession for `path`, with the drconv library registered when needed.
+
+    Args:
+        path: an .onnx file.
+        providers: execution providers in order of preference (default: CPU).
+        threads: intra-op threads (default: ONNX Runtime's, one per physical core).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise DrconvError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if needs_custom_ops(path):
+        options.register_custom_ops_library(str(custom_op_library()))
+    providers = list(providers) if providers else ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise DrconvError(
+            f"execution provider {missing[0]} is not in this onnxruntime (available: {', '.join(available)}); "
+            "for CUDA install onnxruntime-gpu"
+        )
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:
+        raise DrconvError(f"ONNX Runtime cannot load {path}: {str(exc).strip().splitlines()[0]}") from None

@@ -1,0 +1,88 @@
+// The RegionConv2d node's attributes and input checks (docs/region_conv_op.md,
+// "The ONNX node"), shared by the ONNX Runtime op and the TensorRT plugin so that
+// both accept and refuse exactly the same graphs, with the same messages.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "region_conv_cpu.h"
+
+namespace drconv {
+
+struct RegionConvAttrs {
+  std::vector<int64_t> strides{1, 1};
+  std::vector<int64_t> pads{0, 0, 0, 0};  // top, left, bottom, right (ONNX Conv order)
+  std::vector<int64_t> dilations{1, 1};
+
+  // Empty when usable, else one line naming the attribute and the rule.
+  std::string validate() const {
+    auto list = [](const std::vector<int64_t>& v) {
+      std::string s = "[";
+      for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+      return s + "]";
+    };
+    if (strides.size() != 2) return "attribute strides must have 2 values [h, w], got " + list(strides);
+    if (dilations.size() != 2) return "attribute dilations must have 2 values [h, w], got " + list(dilations);
+    if (pads.size() != 4) return "attribute pads must have 4 values [top, left, bottom, right], got " + list(pads);
+    if (strides[0] < 1 || strides[1] < 1) return "attribute strides must be >= 1, got " + list(strides);
+    if (dilations[0] < 1 || dilations[1] < 1) return "attribute dilations must be >= 1, got " + list(dilations);
+    for (int64_t p : pads)
+      if (p < 0) return "attribute pads must be >= 0, got " + list(pads);
+    if (pads[0] != pads[2] || pads[1] != pads[3])
+      return "attribute pads must be symmetric (top == bottom, left == right), got " + list(pads);
+    return {};
+  }
+};
+
+inline std::string dims_to_string(const int64_t* dims, size_t rank) {
+  std::string s = "[";
+  for (size_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+// Checks X [N, C_in, H, W], filters [N, R, C_out, C_in, kh, kw] and guide [N, R, H_out, W_out]
+// against each other and the attributes. On success fills `shape` and returns an empty
+// string; otherwise one line naming the input and all three shapes.
+inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, size_t x_rank, const int64_t* f,
+                              size_t f_rank, const int64_t* g, size_t g_rank, RegionConvShape& shape) {
+  const std::string shapes = " (X " + dims_to_string(x, x_rank) + ", filters " + dims_to_string(f, f_rank) +
+                             ", guide " + dims_to_string(g, g_rank) + ")";
+  if (x_rank != 4) return "RegionConv2d: input X must be 4-D [N, C_in, H, W]" + shapes;
+  if (f_rank != 6) return "RegionConv2d: input filters must be 6-D [N, R, C_out, C_in, kh, kw]" + shapes;
+  if (g_rank != 4) return "RegionConv2d: input guide must be 4-D [N, R, H_out, W_out]" + shapes;
+  for (size_t i = 0; i < 4; ++i)
+    if (x[i] < 1 || g[i] < 1) return "RegionConv2d: X and guide must not have empty dimensions" + shapes;
+  for (size_t i = 0; i < 6; ++i)
+    if (f[i] < 1) return "RegionConv2d: filters must not have empty dimensions" + shapes;
+  if (f[0] != x[0] || g[0] != x[0]) return "RegionConv2d: X, filters and guide must have the same batch size" + shapes;
+  if (f[3] != x[1]) return "RegionConv2d: filters dim 3 (C_in) must equal X dim 1" + shapes;
+  if (g[1] != f[1]) return "RegionConv2d: guide dim 1 must equal the number of regions, filters dim 1" + shapes;
+  const std::string bad = attrs.validate();
+  if (!bad.empty()) return "RegionConv2d: " + bad;
+
+  shape = RegionConvShape{};
+  shape.n = x[0];
+  shape.c_in = x[1];
+  shape.h = x[2];
+  shape.w = x[3];
+  shape.regions = f[1];
+  shape.c_out = f[2];
+  shape.kh = f[4];
+  shape.kw = f[5];
+  shape.stride_h = attrs.strides[0];
+  shape.stride_w = attrs.strides[1];
+  shape.pad_h = attrs.pads[0];
+  shape.pad_w = attrs.pads[1];
+  shape.dil_h = attrs.dilations[0];
+  shape.dil_w = attrs.dilations[1];
+  const std::string invalid = validate(shape);
+  if (!invalid.empty()) return "RegionConv2d: " + invalid + shapes;
+  if (g[2] != shape.h_out() || g[3] != shape.w_out())
+    return "RegionConv2d: guide must be " + std::to_string(shape.h_out()) + "x" + std::to_string(shape.w_out()) +
+           " (the conv output size) in dims 2-3" + shapes;
+  return {};
+}
+
+}  // namespace drconv

@@ -1,0 +1,70 @@
+// Small helpers over the ONNX Runtime C API (version 21, the oldest we support).
+// We use the C API directly: the C++ wrapper keeps the API table in a global, and this
+// library keeps no global state; each op and kernel carries the table it was given.
+#pragma once
+
+#include <onnxruntime_c_api.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace drconv::ort {
+
+constexpr uint32_t kApiVersion = 21;
+
+// Turns the status of an API call into an early return of that status.
+#define DRCONV_ORT_RETURN_IF_ERROR(expr) \
+  do {                                   \
+    OrtStatus* _status = (expr);         \
+    if (_status != nullptr) return _status; \
+  } while (0)
+
+struct TensorInfo {
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  std::vector<int64_t> dims;
+};
+
+inline OrtStatus* tensor_info(const OrtApi& api, const OrtValue* value, TensorInfo& out) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  DRCONV_ORT_RETURN_IF_ERROR(api.GetTensorTypeAndShape(value, &info));
+  size_t rank = 0;
+  OrtStatus* status = api.GetTensorElementType(info, &out.type);
+  if (status == nullptr) status = api.GetDimensionsCount(info, &rank);
+  if (status == nullptr) {
+    out.dims.resize(rank);
+    status = api.GetDimensions(info, out.dims.data(), rank);
+  }
+  api.ReleaseTensorTypeAndShapeInfo(info);
+  return status;
+}
+
+// An int64 list attribute, or `fallback` when the node does not have it.
+inline OrtStatus* ints_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name,
+                                 std::vector<int64_t>& value) {
+  size_t size = 0;
+  OrtStatus* status = api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size);
+  if (status != nullptr) {  // absent: keep the default
+    api.ReleaseStatus(status);
+    return nullptr;
+  }
+  value.resize(size);
+  return api.KernelInfoGetAttributeArray_int64(info, name, value.data(), &size);
+}
+
+inline const char* type_name(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16:
+      return "bfloat16";
+    default:
+      return "a non-float type";
+  }
+}
+
+}  // namespace drconv::ort

@@ -1,0 +1,110 @@
+// The CPU kernel: the shared fused kernel (plugins/common/region_conv_cpu.h) with
+// OpenBLAS for the per-tile GEMM and ONNX Runtime's intra-op pool for the workers.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "region_conv2d_op.h"
+#include "region_conv_cpu.h"
+
+// scipy-openblas32 (the pinned wheel `make plugins` builds against) prefixes its symbols.
+#ifdef DRCONV_SCIPY_OPENBLAS
+#define DRCONV_SGEMM scipy_cblas_sgemm
+#else
+#define DRCONV_SGEMM cblas_sgemm
+#endif
+
+namespace drconv::ort {
+namespace {
+
+// c[m x n] = a[m x k] * b[n x k]^T, row-major. Each call runs inside one ORT worker.
+void sgemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  DRCONV_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m), static_cast<blasint>(n),
+               static_cast<blasint>(k), 1.0f, a, static_cast<blasint>(k), b, static_cast<blasint>(k), 0.0f, c,
+               static_cast<blasint>(n));
+}
+
+// Runs fn(i) for i in [0, count) on ONNX Runtime's intra-op threads; serially if the
+// pool refuses (the result is the same, only slower).
+class OrtParallelFor {
+ public:
+  OrtParallelFor(const OrtApi& api, OrtKernelContext* context) : api_(api), context_(context) {}
+
+  template <typename Fn>
+  void operator()(int64_t count, const Fn& fn) const {
+    if (count <= 0) return;
+    auto trampoline = [](void* data, size_t i) { (*static_cast<const Fn*>(data))(static_cast<int64_t>(i)); };
+    OrtStatus* status = api_.KernelContext_ParallelFor(context_, trampoline, static_cast<size_t>(count), 0,
+                                                       const_cast<Fn*>(&fn));
+    if (status == nullptr) return;
+    api_.ReleaseStatus(status);
+    for (int64_t i = 0; i < count; ++i) fn(i);
+  }
+
+ private:
+  const OrtApi& api_;
+  OrtKernelContext* context_;
+};
+
+// Scratch memory from the session's CPU allocator (an arena: no page faults per call),
+// released on every path out of compute_cpu.
+class Workspace {
+ public:
+  Workspace(const OrtApi& api) : api_(api) {}
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() {
+    if (data_ != nullptr) release(api_.AllocatorFree(allocator_, data_));
+    if (allocator_ != nullptr) api_.ReleaseAllocator(allocator_);
+  }
+
+  OrtStatus* allocate(OrtKernelContext* context, const OrtMemoryInfo* memory, int64_t bytes) {
+    DRCONV_ORT_RETURN_IF_ERROR(api_.KernelContext_GetAllocator(context, memory, &allocator_));
+    return api_.AllocatorAlloc(allocator_, static_cast<size_t>(bytes) + 64, &data_);
+  }
+
+  void* aligned() const { return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(data_) + 63) / 64 * 64); }
+
+ private:
+  void release(OrtStatus* status) const {
+    if (status != nullptr) api_.ReleaseStatus(status);
+  }
+
+  const OrtApi& api_;
+  OrtAllocator* allocator_ = nullptr;
+  void* data_ = nullptr;
+};
+
+}  // namespace
+
+OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[3],
+                                           const TensorInfo infos[3], const RegionConvShape& shape) const {
+  if (infos[0].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    return api->CreateStatus(ORT_INVALID_ARGUMENT,
+                             (std::string("RegionConv2d: the CPU kernel runs float32, got ") + type_name(infos[0].type) +
+                              "; export the model in float32 or run it on CUDAExecutionProvider")
+                                 .c_str());
+  const int64_t out_dims[4] = {shape.n, shape.c_out, shape.h_out(), shape.w_out()};
+  OrtValue* output = nullptr;
+  DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetOutput(context, 0, out_dims, 4, &output));
+  void* data[3] = {};  // read only; API 21 has no const accessor (GetTensorData came in 1.22)
+  for (int i = 0; i < 3; ++i)
+    DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(inputs[i]), &data[i]));
+  void* y = nullptr;
+  DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(output, &y));
+
+  // The number of tasks, not of threads: each task owns a slice of the workspace,
+  // and ORT runs them on however many intra-op threads the session has.
+  const int64_t workers = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
+  Workspace workspace(*api);
+  DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, region_conv_workspace_size<float>(shape, workers)));
+  region_conv_forward<float>(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
+                             static_cast<const float*>(data[2]), static_cast<float*>(y), shape, sgemm,
+                             OrtParallelFor(*api, context), workers, workspace.aligned());
+  return nullptr;
+}
+
+}  // namespace drconv::ort

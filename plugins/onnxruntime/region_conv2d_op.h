@@ -1,0 +1,41 @@
+// The drconv::RegionConv2d custom op for ONNX Runtime: one OrtCustomOp per execution
+// provider, each creating kernels that hold the node's parsed attributes.
+#pragma once
+
+#include <onnxruntime_c_api.h>
+
+#include "ort_api.h"
+#include "region_conv_node.h"
+
+namespace drconv::ort {
+
+enum class Provider { kCpu, kCuda };
+
+// An OrtCustomOp whose callbacks read `api`, `provider` and `type` from the op itself,
+// so the library keeps no state outside the objects ONNX Runtime holds. One op per
+// (provider, element type): ONNX Runtime merges ops of one name into one schema.
+struct RegionConv2dOp : OrtCustomOp {
+  RegionConv2dOp(const OrtApi* api, Provider provider, ONNXTensorElementDataType type);
+
+  const OrtApi* api;
+  Provider provider;
+  ONNXTensorElementDataType type;
+};
+
+// Per-node state: the attributes, checked once when the session is created.
+struct RegionConv2dKernel {
+  const OrtApi* api;
+  Provider provider;
+  RegionConvAttrs attrs;
+  OrtMemoryInfo* cpu_memory = nullptr;  // for workspace from the session's CPU allocator
+
+  OrtStatus* compute(OrtKernelContext* context) const;
+  OrtStatus* compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[3], const TensorInfo infos[3],
+                         const RegionConvShape& shape) const;
+#ifdef DRCONV_WITH_CUDA
+  OrtStatus* compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[3], const TensorInfo infos[3],
+                          const RegionConvShape& shape) const;
+#endif
+};
+
+}  // namespace drconv::ort
