@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp plugins
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
 
-# Native libraries (C++/CUDA) under build/plugins. For now the shared CPU kernel's
-# test program; the ONNX Runtime and TensorRT libraries join it in later issues.
+# Native libraries (C++/CUDA) under build/plugins: libdrconv_onnxruntime.so (with the
+# OpenBLAS of the pinned scipy-openblas32 wheel beside it) and the kernel test program.
+# ONNX Runtime's C API headers are fetched once into build/plugins/_deps unless
+# ONNXRUNTIME_INCLUDE_DIR is set.
+OPENBLAS_DIR = $(shell $(PY) -c "import os, scipy_openblas32 as s; print(os.path.join(s.get_lib_dir(), 'cmake', 'openblas'))")
+
 plugins: setup
-	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DOpenBLAS_DIR=$(OPENBLAS_DIR) > /dev/null
 	cmake --build $(BUILD) -j 2
 
 demo: setup plugins
@@ -29,7 +33,13 @@ demo: setup plugins
 	$(VENV)/bin/drconv info
 	@echo "==> drconv-tiny: one forward pass on a random 224x224 image"
 	$(VENV)/bin/drconv summary --model drconv-tiny --input-shape 1,3,224,224
-	@echo "==> region conv vs one dense conv (the bound) vs the naive R-filter formulation"
+	@echo "==> export drconv-tiny to ONNX: custom node, then standard ops only; verify each against PyTorch"
+	@mkdir -p build/demo
+	$(VENV)/bin/drconv export -o build/demo/drconv-tiny.onnx --verify
+	$(VENV)/bin/drconv export -o build/demo/drconv-tiny-portable.onnx --mode portable --verify
+	@echo "==> CPU latency of drconv-tiny, 1x3x224x224: PyTorch vs ONNX Runtime custom vs portable"
+	$(PY) benchmarks/bench_onnx.py --model build/demo/drconv-tiny.onnx build/demo/drconv-tiny-portable.onnx
+	@echo "==> one region conv: PyTorch op vs one dense conv (the bound) vs the naive R-filter formulation"
 	$(PY) benchmarks/bench_region_conv.py --iters 30
 
 test: setup plugins

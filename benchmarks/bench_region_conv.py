@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import alternate, print_table
 from rich.console import Console
-from rich.table import Table
 
 import drconv
 from drconv import _torch_kernels
@@ -74,32 +72,16 @@ def main() -> None:
         if err > 1e-3:
             raise SystemExit(f"{name} disagrees with the naive reference by {err}")
 
-    times: dict[str, list[float]] = {name: [] for name in backends}
     with torch.no_grad():
-        for i in range(args.warmup + args.iters):
-            for name, fn in backends.items():
-                start = time.perf_counter()
-                fn()
-                if i >= args.warmup:
-                    times[name].append(time.perf_counter() - start)
-
-    bound = statistics.median(times["dense F.conv2d (bound)"])
-    table = Table(
-        title=(
-            f"region conv forward, N={args.batch} C=K={args.channels} {args.size}x{args.size} k={args.kernel} "
-            f"R={args.regions}, {args.threads} threads, {args.iters} iters in alternation"
-        )
+        times = alternate(backends, args.iters, args.warmup)
+    print_table(
+        f"region conv forward, N={args.batch} C=K={args.channels} {args.size}x{args.size} k={args.kernel} "
+        f"R={args.regions}, {args.threads} threads, {args.iters} iters in alternation",
+        times,
+        "dense F.conv2d (bound)",
+        "x dense",
     )
-    for col in ("backend", "median ms", "p90 ms", "x dense"):
-        table.add_column(col, justify="right" if col != "backend" else "left")
-    for name, samples in times.items():
-        samples.sort()
-        median = statistics.median(samples)
-        p90 = samples[int(0.9 * (len(samples) - 1))]
-        table.add_row(name, f"{median * 1e3:.3f}", f"{p90 * 1e3:.3f}", f"{median / bound:.2f}")
-    console = Console()
-    console.print(table)
-    console.print(
+    Console().print(
         f"torch {torch.__version__}, native kernel {'on' if drconv.ops.native_cpu_kernel_available() else 'OFF'}, "
         f"{platform.processor() or platform.machine()}"
     )

@@ -77,8 +77,10 @@ def portable_region_conv(x, filters, guide, stride, padding, dilation):
 def _pool_matrix(size, out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """[out, size]: row i averages the cells of adaptive-pooling window i (PyTorch's window bounds)."""
     i = torch.arange(out, device=device)
-    start = (i * size) // out
-    end = ((i + 1) * size + out - 1) // out
+    # Non-negative, so truncating division is floor division, and exports as one Div
+    # (`//` exports as a sign-correcting chain of eight nodes).
+    start = torch.div(i * size, out, rounding_mode="trunc")
+    end = torch.div((i + 1) * size + out - 1, out, rounding_mode="trunc")
     pos = torch.arange(size, device=device)
     inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
     return inside.to(dtype) / (end - start).to(dtype)[:, None]

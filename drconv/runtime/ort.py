@@ -46,6 +46,7 @@ def session(
     path: str | os.PathLike,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    spinning: bool = True,
 ):
     """An onnxruntime.InferenceSession for `path`, with the drconv library registered when needed.
 
@@ -53,6 +54,8 @@ def session(
         path: an .onnx file.
         providers: execution providers in order of preference (default: CPU).
         threads: intra-op threads (default: ONNX Runtime's, one per physical core).
+        spinning: let idle intra-op threads spin (ONNX Runtime's default, lowest latency);
+            False when other work shares the cores, as in side-by-side benchmarks.
     """
     import onnxruntime as ort
 
@@ -63,6 +66,8 @@ def session(
             raise DrconvError(f"threads must be >= 1, got {threads}")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if needs_custom_ops(path):
         options.register_custom_ops_library(str(custom_op_library()))
     providers = list(providers) if providers else ["CPUExecutionProvider"]

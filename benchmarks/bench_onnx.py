@@ -1,0 +1,146 @@
+"""ONNX Runtime on the CPU, side by side in one process, in alternation.
+
+--model A.onnx B.onnx ...   whole models (e.g. drconv-tiny custom and portable) and PyTorch eager
+--layer                     the issue-3 goals, on N=1 C=K=64 56x56 k=3 R=8:
+                            one RegionConv2d node vs one ONNX Conv node of the same shape (the bound),
+                            and a whole DRConv2d layer exported custom vs portable.
+Run: `python benchmarks/bench_onnx.py --layer --threads 2 --iters 200`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from _timing import alternate, print_table
+from onnx import TensorProto, helper, numpy_helper
+from rich.console import Console
+
+from drconv import DRConv2d
+from drconv.export import to_onnx
+from drconv.models import create
+from drconv.runtime.ort import custom_op_library, session
+
+
+def _session_from_proto(model, threads: int):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle ORT threads spin for a while after each run; in alternation that would steal
+    # the cores from the next backend.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.register_custom_ops_library(str(custom_op_library()))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _node_models(n: int, c: int, size: int, regions: int, k: int):
+    pad = k // 2
+    weight = numpy_helper.from_array(
+        (np.random.default_rng(0).standard_normal((c, c, k, k)) * 0.1).astype(np.float32), "W"
+    )
+    x_info = helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, c, size, size])
+    y_info = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, c, size, size])
+    dense = helper.make_graph(
+        [helper.make_node("Conv", ["X", "W"], ["Y"], pads=[pad] * 4)], "dense", [x_info], [y_info], [weight]
+    )
+    region = helper.make_graph(
+        [helper.make_node("RegionConv2d", ["X", "F", "G"], ["Y"], domain="drconv", pads=[pad] * 4)],
+        "region",
+        [
+            x_info,
+            helper.make_tensor_value_info("F", TensorProto.FLOAT, [n, regions, c, c, k, k]),
+            helper.make_tensor_value_info("G", TensorProto.FLOAT, [n, regions, size, size]),
+        ],
+        [y_info],
+    )
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("drconv", 1)]
+    return (
+        helper.make_model(dense, opset_imports=opsets),
+        helper.make_model(region, opset_imports=opsets),
+    )
+
+
+def layer_goals(args) -> None:
+    n, c, size, regions, k = 1, args.channels, args.size, args.regions, args.kernel
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, size, size), dtype=np.float32)
+    filters = rng.standard_normal((n, regions, c, c, k, k), dtype=np.float32)
+    # Spatially coherent regions, as a trained guide gives: smoothed noise.
+    noise = torch.randn(n, regions, size + 8, size + 8, generator=torch.Generator().manual_seed(0))
+    guide = torch.nn.functional.avg_pool2d(noise, 9, 1).numpy()
+    dense_model, region_model = _node_models(n, c, size, regions, k)
+    dense, region = _session_from_proto(dense_model, args.threads), _session_from_proto(region_model, args.threads)
+
+    layer = DRConv2d(c, c, k, regions).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = torch.from_numpy(x)
+        custom = session(to_onnx(layer, sample, Path(tmp) / "c.onnx"), threads=args.threads, spinning=False)
+        portable = session(
+            to_onnx(layer, sample, Path(tmp) / "p.onnx", mode="portable"), threads=args.threads, spinning=False
+        )
+    backends = {
+        "ORT Conv node (bound)": lambda: dense.run(None, {"X": x}),
+        "ORT RegionConv2d node": lambda: region.run(None, {"X": x, "F": filters, "G": guide}),
+        "DRConv2d layer, custom": lambda: custom.run(None, {"input": x}),
+        "DRConv2d layer, portable": lambda: portable.run(None, {"input": x}),
+    }
+    times = alternate(backends, args.iters, args.warmup)
+    shape = f"N={n} C=K={c} {size}x{size} k={k} R={regions}"
+    print_table(
+        f"ONNX Runtime CPU, {shape}, {args.threads} threads, {args.iters} iters", times, "ORT Conv node (bound)"
+    )
+    med = {name: float(np.median(t)) for name, t in times.items()}
+    node_ratio = med["ORT RegionConv2d node"] / med["ORT Conv node (bound)"]
+    layer_ratio = med["DRConv2d layer, portable"] / med["DRConv2d layer, custom"]
+    Console().print(
+        f"RegionConv2d node / Conv node: {node_ratio:.2f}x (goal <= 1.3)   "
+        f"layer portable / custom: {layer_ratio:.2f}x (goal >= 4)"
+    )
+
+
+def models(args) -> None:
+    shape = tuple(int(v) for v in args.input_shape.split(","))
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    torch.set_num_threads(args.threads)
+    net = create("drconv-tiny").eval()
+    xt = torch.from_numpy(x)
+    backends = {"PyTorch eager (drconv-tiny)": lambda: net(xt)}
+    for path in args.model:
+        sess = session(path, threads=args.threads, spinning=False)
+        backends[f"ORT {Path(path).name}"] = lambda sess=sess: sess.run(None, {"input": x})
+    with torch.no_grad():
+        times = alternate(backends, args.iters, args.warmup)
+    print_table(
+        f"input {shape}, {args.threads} threads, {args.iters} iters", times, "PyTorch eager (drconv-tiny)", "x PyTorch"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", help="ONNX files of drconv-tiny to time against PyTorch")
+    parser.add_argument("--layer", action="store_true", help="the single-node and single-layer goals")
+    parser.add_argument("--input-shape", default="1,3,224,224")
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--size", type=int, default=56)
+    parser.add_argument("--regions", type=int, default=8)
+    parser.add_argument("--kernel", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    if not args.model and not args.layer:
+        parser.error("give --model FILE ... and/or --layer")
+    if args.model:
+        models(args)
+    if args.layer:
+        layer_goals(args)
+    Console().print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, {platform.machine()}")
+
+
+if __name__ == "__main__":
+    main()
