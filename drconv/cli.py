@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -190,6 +191,11 @@ def _print_verify(report) -> None:
     console.print(table)
 
 
+class ExportMode(str, Enum):
+    custom = "custom"
+    portable = "portable"
+
+
 AtolOption = Annotated[float, typer.Option("--atol", help="Absolute tolerance.", min=0)]
 RtolOption = Annotated[float, typer.Option("--rtol", help="Relative tolerance (numpy.allclose's rule).", min=0)]
 
@@ -212,16 +218,16 @@ def export(
     model: ModelOption = models_mod.DEFAULT_MODEL,
     checkpoint: CheckpointOption = None,
     mode: Annotated[
-        str,
+        ExportMode,
         typer.Option(help="custom: one drconv::RegionConv2d node per region conv; portable: standard ONNX ops only."),
-    ] = "custom",
+    ] = ExportMode.custom,
     input_shape: Annotated[
         str, typer.Option("--input-shape", help="Sample input N,C,H,W to trace with.")
     ] = "1,3,224,224",
     static: Annotated[
         bool, typer.Option("--static", help="Fix batch, height and width to --input-shape (default: dynamic).")
     ] = False,
-    opset: Annotated[int, typer.Option(help="Default-domain ONNX opset (>= 18).")] = 18,
+    opset: Annotated[int, typer.Option(help="Default-domain ONNX opset (>= 18).", min=18)] = 18,
     verify: Annotated[
         bool, typer.Option("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
     ] = False,
@@ -234,8 +240,8 @@ def export(
     shape = parse_shape(input_shape)
     net = models_mod.load_model(model, checkpoint)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    with console.status(f"exporting {model} ({mode}, {'static' if static else 'dynamic'} shapes) ..."):
-        to_onnx(net, x, output, mode=mode, dynamic=not static, opset=opset)  # type: ignore[arg-type]
+    with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
+        to_onnx(net, x, output, mode=mode.value, dynamic=not static, opset=opset)
     console.print(f"wrote {output}")
     _print_onnx_summary(output)
     if verify:

@@ -18,7 +18,7 @@ def run(*args):
 def test_help_lists_commands():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("models", "info", "summary"):
+    for command in ("models", "info", "summary", "export", "verify"):
         assert command in result.stdout
 
 
@@ -38,6 +38,8 @@ def test_info_json():
     assert data["torch"].startswith("2.")
     assert isinstance(data["cuda_available"], bool)
     assert data["native_cpu_kernel"] is True
+    # `make test` builds the ONNX Runtime library first
+    assert data["plugins"]["onnxruntime"].endswith("libdrconv_onnxruntime.so")
 
 
 def test_summary_runs_forward():
@@ -69,3 +71,56 @@ def test_bad_option_value_is_a_usage_error():
     result = run("summary", "--input-shape", "a,b")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_export_custom_and_verify(tmp_path):
+    out = tmp_path / "tiny.onnx"
+    result = run("export", "-o", str(out), "--input-shape", "1,3,64,64", "--verify")
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+    assert "drconv::RegionConv2d" in result.stdout and "custom nodes: 3" in result.stdout
+    assert "[batch, 3, height, width]" in result.stdout
+    assert "ok" in result.stdout and "FAIL" not in result.stdout
+    # verify on its own, at another batch and size than the export's
+    again = run("verify", str(out), "--batch", "3", "--size", "40")
+    assert again.returncode == 0, again.stderr
+    assert "(3, 3, 40, 40)" in again.stdout
+
+
+def test_export_portable_static(tmp_path):
+    out = tmp_path / "p.onnx"
+    result = run("export", "-o", str(out), "--mode", "portable", "--static", "--input-shape", "2,3,32,32")
+    assert result.returncode == 0, result.stderr
+    assert "RegionConv2d" not in result.stdout and "custom nodes: 0" in result.stdout
+    assert "[2, 3, 32, 32]" in result.stdout
+
+
+def test_verify_fails_above_tolerance(tmp_path):
+    out = tmp_path / "tiny.onnx"
+    assert run("export", "-o", str(out), "--input-shape", "1,3,32,32").returncode == 0
+    result = run("verify", str(out), "--atol", "0", "--rtol", "0")
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "differs from PyTorch" in result.stderr
+
+
+def test_export_unwritable_path_is_one_line(tmp_path):
+    result = run("export", "-o", "/proc/drconv.onnx", "--input-shape", "1,3,32,32")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: cannot write /proc/drconv.onnx")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not Path("/proc/drconv.onnx").exists()
+
+
+def test_export_bad_mode_is_a_usage_error(tmp_path):
+    result = run("export", "-o", str(tmp_path / "x.onnx"), "--mode", "fast")
+    assert result.returncode == 2
+    assert "fast" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_rejects_a_non_onnx_file(tmp_path):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_text("not a model")
+    result = run("verify", str(bogus))
+    assert result.returncode == 1
+    assert "is not an ONNX model" in result.stderr and "Traceback" not in result.stderr

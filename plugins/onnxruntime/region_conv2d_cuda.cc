@@ -1,0 +1,43 @@
+// The CUDAExecutionProvider kernel: the shared CUDA kernel (plugins/common/region_conv_cuda.cu)
+// on the stream ONNX Runtime gives the node. Built only when CMake finds the CUDA toolkit.
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "region_conv2d_op.h"
+#include "region_conv_cuda.h"
+
+namespace drconv::ort {
+
+OrtStatus* RegionConv2dKernel::compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[3],
+                                            const TensorInfo infos[3], const RegionConvShape& shape) const {
+  const int64_t out_dims[4] = {shape.n, shape.c_out, shape.h_out(), shape.w_out()};
+  OrtValue* output = nullptr;
+  DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetOutput(context, 0, out_dims, 4, &output));
+  void* data[3] = {};  // read only; API 21 has no const accessor
+  for (int i = 0; i < 3; ++i)
+    DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(inputs[i]), &data[i]));
+  void* y = nullptr;
+  DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(output, &y));
+  void* stream = nullptr;
+  DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetGPUComputeStream(context, &stream));
+
+  cudaError_t err = cudaSuccess;
+  if (infos[0].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+    err = region_conv_cuda_forward<__half>(static_cast<const __half*>(data[0]), static_cast<const __half*>(data[1]),
+                                           static_cast<const __half*>(data[2]), static_cast<__half*>(y), shape,
+                                           static_cast<cudaStream_t>(stream));
+  } else {
+    err = region_conv_cuda_forward<float>(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
+                                          static_cast<const float*>(data[2]), static_cast<float*>(y), shape,
+                                          static_cast<cudaStream_t>(stream));
+  }
+  if (err != cudaSuccess)
+    return api->CreateStatus(ORT_EP_FAIL, (std::string("RegionConv2d: CUDA kernel launch failed: ") +
+                                           cudaGetErrorString(err))
+                                              .c_str());
+  return nullptr;
+}
+
+}  // namespace drconv::ort
