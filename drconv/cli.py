@@ -168,17 +168,14 @@ def _print_onnx_summary(path: Path) -> None:
     from drconv.export import describe
 
     d = describe(path)
-    table = Table(title=f"{path.name}: {d['nodes']} nodes, {d['bytes'] / 1e6:.1f} MB", show_header=True)
-    table.add_column("op")
-    table.add_column("count", justify="right")
-    for op, count in d["ops"].items():
-        table.add_row(f"[bold]{op}[/]" if "::" in op else op, str(count))
-    console.print(table)
+    ops = "  ".join(f"[bold]{op}[/] x{n}" if "::" in op else f"{op} x{n}" for op, n in d["ops"].items())
+    opsets = ", ".join(f"{k} {v}" for k, v in d["opsets"].items())
+    console.print(f"[bold]{path}[/]: {d['nodes']} nodes, {d['bytes'] / 1e6:.1f} MB, opsets {opsets}")
+    console.print(f"  ops: {ops}")
+    console.print(f"  custom nodes: {len(d['custom_nodes'])}")
     for kind in ("inputs", "outputs"):
         for name, shape in d[kind].items():
-            console.print(escape(f"{kind[:-1]} {name}: [{', '.join(map(str, shape))}]"))
-    opsets = ", ".join(f"{k} {v}" for k, v in d["opsets"].items())
-    console.print(f"custom nodes: {len(d['custom_nodes'])}   opsets: {opsets}")
+            console.print(escape(f"  {kind[:-1]} {name}: [{', '.join(map(str, shape))}]"))
 
 
 def _print_verify(report) -> None:
@@ -242,7 +239,7 @@ def export(
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
         to_onnx(net, x, output, mode=mode.value, dynamic=not static, opset=opset)
-    console.print(f"wrote {output}")
+    console.print("wrote ", end="")
     _print_onnx_summary(output)
     if verify:
         batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, shape[2] + 13)
