@@ -18,14 +18,11 @@ $(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp plugins
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
 
-# Native libraries (C++/CUDA) under build/plugins: libdrconv_onnxruntime.so (with the
-# OpenBLAS of the pinned scipy-openblas32 wheel beside it) and the kernel test program.
-# ONNX Runtime's C API headers are fetched once into build/plugins/_deps unless
-# ONNXRUNTIME_INCLUDE_DIR is set.
-OPENBLAS_DIR = $(shell $(PY) -c "import os, scipy_openblas32 as s; print(os.path.join(s.get_lib_dir(), 'cmake', 'openblas'))")
-
+# Native libraries (C++/CUDA) under build/plugins: libdrconv_onnxruntime.so and the
+# kernel test program. ONNX Runtime's C API headers are fetched once into
+# build/plugins/_deps unless ONNXRUNTIME_INCLUDE_DIR is set.
 plugins: setup
-	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DOpenBLAS_DIR=$(OPENBLAS_DIR) > /dev/null
+	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build $(BUILD) -j 2
 
 demo: setup plugins

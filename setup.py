@@ -14,7 +14,7 @@ setup(
             "drconv._C",
             ["drconv/csrc/region_conv_torch.cpp"],
             include_dirs=["plugins/common"],
-            extra_compile_args=["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror"],
+            extra_compile_args=["-O3", "-ffp-contract=fast", "-fopenmp", "-Wall", "-Wextra", "-Werror"],
             extra_link_args=["-fopenmp"],
         )
     ],

@@ -9,6 +9,12 @@ Run: `python benchmarks/bench_onnx.py --layer --threads 2 --iters 200`.
 
 from __future__ import annotations
 
+import os
+
+# numpy's OpenBLAS keeps idle threads spinning on these 2 cores; the measured code does
+# not use it, so it gets one thread and leaves the cores to the backends.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import platform
 import tempfile

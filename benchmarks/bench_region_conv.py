@@ -8,6 +8,12 @@ multiply-adds as one region conv). Run: `make bench` or
 
 from __future__ import annotations
 
+import os
+
+# numpy's OpenBLAS keeps idle threads spinning on these 2 cores; the measured code does
+# not use it, so it gets one thread and leaves the cores to the backends.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import platform
 

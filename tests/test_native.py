@@ -21,10 +21,8 @@ MAIN_BUILD = ROOT / "build" / "plugins"
 
 
 def _cmake_args() -> list[str]:
-    """Reuse the main build's ONNX Runtime headers (no second download) and the pinned OpenBLAS."""
-    import scipy_openblas32
-
-    args = [f"-DOpenBLAS_DIR={Path(scipy_openblas32.get_lib_dir()) / 'cmake' / 'openblas'}"]
+    """Reuse the main build's ONNX Runtime headers: no second download."""
+    args = []
     cache = MAIN_BUILD / "CMakeCache.txt"
     if cache.is_file():
         match = re.search(r"^ONNXRUNTIME_INCLUDE_DIR:PATH=(.+)$", cache.read_text(), re.MULTILINE)

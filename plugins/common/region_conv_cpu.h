@@ -1,15 +1,16 @@
 // Region-wise convolution (DRConv step 3) on the CPU at the cost of one dense conv.
 //
 // Every output pixel needs exactly one filter, that of its region. Pixels are
-// counting-sorted by region, their im2col rows are gathered in tiles from a
-// padded channels-last copy of x (so a patch row is kh runs of contiguous
-// memory), and each tile is one GEMM with its region's filter. The multiply-adds
-// equal those of one dense convolution; the public implementation does R times
-// as many.
+// counting-sorted by region. float32 then runs the direct kernel of
+// region_conv_cpu_direct.h (region_conv_forward_f32). Other types gather the im2col rows
+// of a tile of one region's pixels from a padded channels-last copy of x (a patch row is
+// kh runs of contiguous memory) and run one GEMM per tile with the region's filter. The
+// multiply-adds equal those of one dense convolution; the public implementation does R
+// times as many.
 //
-// Header-only and free of framework types: the caller injects the GEMM (MKL via
-// ATen in the PyTorch binding, a BLAS in the ONNX Runtime op) and the
-// parallel-for (ATen's or ORT's thread pool). The contract is docs/region_conv_op.md.
+// Header-only and free of framework types: the caller injects the parallel-for (ATen's
+// or ORT's thread pool) and, for the GEMM path, the GEMM (MKL via ATen in the PyTorch
+// binding). The contract is docs/region_conv_op.md.
 #pragma once
 
 #include <algorithm>
@@ -17,7 +18,10 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include "region_conv_cpu_direct.h"
 
 namespace drconv {
 
@@ -151,9 +155,121 @@ struct Layout {
 
 }  // namespace detail
 
+namespace detail {
+
+// The float32 path's workspace: padded x, regions, the pixels bucketed by region, every
+// (sample, region) filter packed, and per worker an accumulator block and pixel offsets.
+struct DirectLayout {
+  int64_t x_padded, region, order, start, filters, worker, worker_acc, worker_offsets, worker_stride, total;
+
+  DirectLayout(const RegionConvShape& s, int64_t workers) {
+    const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, pixels = s.pixels();
+    const int64_t vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
+    x_padded = 0;
+    region = x_padded + align(s.n * hp * wp * s.c_in * int64_t(sizeof(float)));
+    order = region + align(s.n * pixels * int64_t(sizeof(int32_t)));
+    start = order + align(s.n * pixels * int64_t(sizeof(int32_t)));
+    filters = start + align(s.n * (s.regions + 1) * int64_t(sizeof(int64_t)));
+    worker = filters + align(s.n * s.regions * direct::packed_filter_size(s.c_out, s.c_in, s.kh * s.kw) *
+                             int64_t(sizeof(float)));
+    worker_acc = 0;
+    worker_offsets = align(direct::kBlock * vectors * direct::kLanes * int64_t(sizeof(float)));
+    worker_stride = worker_offsets + align(direct::kBlock * int64_t(sizeof(int64_t)));
+    total = worker + std::max<int64_t>(workers, 1) * worker_stride;
+  }
+};
+
+template <typename ParallelFor>
+void region_conv_forward_direct(const float* x, const float* filters, const float* guide, float* y,
+                                const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
+                                void* workspace) {
+  const DirectLayout layout(s, workers);
+  char* base = static_cast<char*>(workspace);
+  float* x_padded = reinterpret_cast<float*>(base + layout.x_padded);
+  int32_t* region = reinterpret_cast<int32_t*>(base + layout.region);
+  int32_t* order = reinterpret_cast<int32_t*>(base + layout.order);
+  int64_t* start = reinterpret_cast<int64_t*>(base + layout.start);
+  float* packed = reinterpret_cast<float*>(base + layout.filters);
+  const int64_t pixels = s.pixels(), w_out = s.w_out(), taps = s.kh * s.kw;
+  const int64_t wp = s.w + 2 * s.pad_w, x_padded_size = (s.h + 2 * s.pad_h) * wp * s.c_in;
+  const int64_t packed_size = direct::packed_filter_size(s.c_out, s.c_in, taps);
+  const int64_t vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes, acc_step = vectors * direct::kLanes;
+
+  // x to padded channels-last, the regions, and every filter packed: one parallel phase.
+  const int64_t bands = std::min(s.h, std::max<int64_t>(1, (workers + s.n - 1) / s.n));
+  const int64_t prologue = s.n * bands, packs = s.n * s.regions;
+  parallel_for(prologue + packs, [&](int64_t task) {
+    if (task >= prologue) {
+      const int64_t key = task - prologue;
+      direct::pack_filter(filters + key * s.c_out * s.c_in * taps, s.c_out, s.c_in, taps, packed + key * packed_size);
+      return;
+    }
+    const int64_t n = task / bands, band = task % bands;
+    pad_channels_last(x + n * s.c_in * s.h * s.w, s, x_padded + n * x_padded_size, s.h * band / bands,
+                      s.h * (band + 1) / bands);
+    assign_regions(guide + n * s.regions * pixels, s.regions, pixels, pixels * band / bands,
+                   pixels * (band + 1) / bands, region + n * pixels);
+  });
+  for (int64_t n = 0; n < s.n; ++n)
+    bucket_pixels(region + n * pixels, s.regions, pixels, order + n * pixels, start + n * (s.regions + 1));
+
+  // Blocks of up to kBlock pixels of one (sample, region), in contiguous ranges per worker.
+  std::vector<Tile> blocks;
+  for (int64_t n = 0; n < s.n; ++n) {
+    const int64_t* st = start + n * (s.regions + 1);
+    for (int64_t r = 0; r < s.regions; ++r)
+      for (int64_t b = st[r]; b < st[r + 1]; b += direct::kBlock)
+        blocks.push_back({n, r, b, std::min(direct::kBlock, st[r + 1] - b)});
+  }
+  const direct::BlockFn convolve = direct::block_kernel();
+  const int64_t n_blocks = static_cast<int64_t>(blocks.size());
+  const int64_t parts = std::max<int64_t>(1, std::min(workers, n_blocks));
+  parallel_for(parts, [&](int64_t worker) {
+    char* mine = base + layout.worker + worker * layout.worker_stride;
+    float* acc = reinterpret_cast<float*>(mine + layout.worker_acc);
+    int64_t* offset = reinterpret_cast<int64_t*>(mine + layout.worker_offsets);
+    for (int64_t b = n_blocks * worker / parts; b < n_blocks * (worker + 1) / parts; ++b) {
+      const Tile& block = blocks[static_cast<size_t>(b)];
+      const int32_t* pix = order + block.sample * pixels + block.begin;
+      for (int64_t j = 0; j < block.count; ++j) {
+        const int64_t oh = pix[j] / w_out, ow = pix[j] % w_out;
+        offset[j] = (oh * s.stride_h * wp + ow * s.stride_w) * s.c_in;
+      }
+      const direct::Block seg{x_padded + block.sample * x_padded_size,
+                                offset,
+                                s.dil_h * wp * s.c_in,
+                                s.dil_w * s.c_in,
+                                s.kh,
+                                s.kw,
+                                s.c_in,
+                                block.count,
+                                packed + (block.sample * s.regions + block.region) * packed_size,
+                                vectors,
+                                acc};
+      convolve(seg);
+      float* y_n = y + block.sample * s.c_out * pixels;
+      for (int64_t o = 0; o < s.c_out; ++o)
+        for (int64_t j = 0; j < block.count; ++j) y_n[o * pixels + pix[j]] = acc[j * acc_step + o];
+    }
+  });
+}
+
+}  // namespace detail
+
+// The float32 kernel (direct, no GEMM): what the ONNX Runtime op runs. Same contract as
+// region_conv_forward below, minus the GEMM.
+template <typename ParallelFor>
+void region_conv_forward_f32(const float* x, const float* filters, const float* guide, float* y,
+                             const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
+                             void* workspace) {
+  if (s.n == 0 || s.c_out == 0) return;
+  detail::region_conv_forward_direct(x, filters, guide, y, s, parallel_for, std::max<int64_t>(workers, 1), workspace);
+}
+
 // Bytes of scratch memory region_conv_forward needs for this shape and worker count.
 template <typename T>
 int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers) {
+  if constexpr (std::is_same_v<T, float>) return detail::DirectLayout(s, workers).total;
   return detail::Layout<T>(s, workers).total;
 }
 
@@ -170,6 +286,10 @@ void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, con
                          const Gemm& gemm, const ParallelFor& parallel_for, int64_t workers, void* workspace) {
   if (s.n == 0 || s.c_out == 0) return;
   workers = std::max<int64_t>(workers, 1);
+  if constexpr (std::is_same_v<T, float>) {  // float32: the direct kernel, faster than im2col + GEMM
+    region_conv_forward_f32(x, filters, guide, y, s, parallel_for, workers, workspace);
+    return;
+  }
   const detail::Layout<T> layout(s, workers);
   char* base = static_cast<char*>(workspace);
   T* x_padded = reinterpret_cast<T*>(base + layout.x_padded);

@@ -7,10 +7,6 @@
 
 #include "region_conv2d_op.h"
 
-#ifdef DRCONV_SCIPY_OPENBLAS
-extern "C" void scipy_openblas_set_num_threads(int num_threads);
-#endif
-
 namespace {
 
 using drconv::ort::Provider;
@@ -55,11 +51,6 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     const OrtApi* oldest = api_base->GetApi(1);
     return oldest->CreateStatus(ORT_FAIL, "libdrconv_onnxruntime needs ONNX Runtime >= 1.21 (C API version 21)");
   }
-#ifdef DRCONV_SCIPY_OPENBLAS
-  // Our private OpenBLAS copy must not start its own threads: every GEMM already runs
-  // inside one of ONNX Runtime's intra-op workers.
-  scipy_openblas_set_num_threads(1);
-#endif
   // The domain must outlive every session that uses it, and ONNX Runtime never hands it
   // back, so it is built once per process and never changed afterwards.
   static Registry registry(api);

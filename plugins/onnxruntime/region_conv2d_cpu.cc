@@ -1,7 +1,5 @@
-// The CPU kernel: the shared fused kernel (plugins/common/region_conv_cpu.h) with
-// OpenBLAS for the per-tile GEMM and ONNX Runtime's intra-op pool for the workers.
-#include <cblas.h>
-
+// The CPU kernel: the shared float32 kernel (plugins/common/region_conv_cpu.h, the direct
+// path of region_conv_cpu_direct.h) on ONNX Runtime's intra-op pool.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -10,22 +8,8 @@
 #include "region_conv2d_op.h"
 #include "region_conv_cpu.h"
 
-// scipy-openblas32 (the pinned wheel `make plugins` builds against) prefixes its symbols.
-#ifdef DRCONV_SCIPY_OPENBLAS
-#define DRCONV_SGEMM scipy_cblas_sgemm
-#else
-#define DRCONV_SGEMM cblas_sgemm
-#endif
-
 namespace drconv::ort {
 namespace {
-
-// c[m x n] = a[m x k] * b[n x k]^T, row-major. Each call runs inside one ORT worker.
-void sgemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
-  DRCONV_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m), static_cast<blasint>(n),
-               static_cast<blasint>(k), 1.0f, a, static_cast<blasint>(k), b, static_cast<blasint>(k), 0.0f, c,
-               static_cast<blasint>(n));
-}
 
 // Runs fn(i) for i in [0, count) on ONNX Runtime's intra-op threads; serially if the
 // pool refuses (the result is the same, only slower).
@@ -83,10 +67,10 @@ class Workspace {
 OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[3],
                                            const TensorInfo infos[3], const RegionConvShape& shape) const {
   if (infos[0].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-    return api->CreateStatus(ORT_INVALID_ARGUMENT,
-                             (std::string("RegionConv2d: the CPU kernel runs float32, got ") + type_name(infos[0].type) +
-                              "; export the model in float32 or run it on CUDAExecutionProvider")
-                                 .c_str());
+    return api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string("RegionConv2d: the CPU kernel runs float32, got ") +
+                                                    type_name(infos[0].type) +
+                                                    "; export the model in float32 or run it on CUDAExecutionProvider")
+                                                       .c_str());
   const int64_t out_dims[4] = {shape.n, shape.c_out, shape.h_out(), shape.w_out()};
   OrtValue* output = nullptr;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetOutput(context, 0, out_dims, 4, &output));
@@ -100,10 +84,11 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   // and ORT runs them on however many intra-op threads the session has.
   const int64_t workers = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
   Workspace workspace(*api);
-  DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, region_conv_workspace_size<float>(shape, workers)));
-  region_conv_forward<float>(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
-                             static_cast<const float*>(data[2]), static_cast<float*>(y), shape, sgemm,
-                             OrtParallelFor(*api, context), workers, workspace.aligned());
+  const int64_t bytes = region_conv_workspace_size<float>(shape, workers);
+  DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));
+  region_conv_forward_f32(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
+                          static_cast<const float*>(data[2]), static_cast<float*>(y), shape,
+                          OrtParallelFor(*api, context), workers, workspace.aligned());
   return nullptr;
 }
 

@@ -81,7 +81,8 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
   static const char* const kNames[3] = {"X", "filters", "guide"};
   size_t count = 0;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInputCount(context, &count));
-  if (count != 3) return error(*api, "RegionConv2d: expects 3 inputs (X, filters, guide), got " + std::to_string(count));
+  if (count != 3)
+    return error(*api, "RegionConv2d: expects 3 inputs (X, filters, guide), got " + std::to_string(count));
   const OrtValue* inputs[3] = {};
   TensorInfo infos[3];
   for (size_t i = 0; i < 3; ++i) {

@@ -2,6 +2,7 @@
 // odd shapes, strides, dilations, pads, NaN guides and empty regions. Built plain
 // and under ASan/UBSan (tests/test_native.py): any out-of-bounds access fails it.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -62,9 +63,11 @@ int check(const drconv::RegionConvShape& s, bool nan_guide, int64_t workers, std
   std::vector<double> x(static_cast<size_t>(s.n * s.c_in * s.h * s.w));
   std::vector<double> f(static_cast<size_t>(s.n * s.regions * s.c_out * s.c_in * s.kh * s.kw));
   std::vector<double> g(static_cast<size_t>(s.n * s.regions * s.pixels()));
-  for (auto& v : x) v = normal(rng);
-  for (auto& v : f) v = normal(rng);
-  for (auto& v : g) v = normal(rng);
+  // Values exactly representable in float, so both paths see the same inputs (and ties).
+  auto draw = [&] { return static_cast<double>(static_cast<float>(normal(rng))); };
+  for (auto& v : x) v = draw();
+  for (auto& v : f) v = draw();
+  for (auto& v : g) v = draw();
   if (nan_guide)
     for (size_t i = 0; i < g.size(); i += 3) g[i] = std::nan("");
   std::vector<double> y(static_cast<size_t>(s.n * s.c_out * s.pixels()), -1.0);
@@ -74,15 +77,24 @@ int check(const drconv::RegionConvShape& s, bool nan_guide, int64_t workers, std
   const std::vector<double> want = direct(x, f, g, s);
   double worst = 0;
   for (size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::fabs(y[i] - want[i]));
-  const bool ok = worst < 1e-9;
+
+  // The float32 path (the direct kernel, region_conv_cpu_direct.h) on the same inputs.
+  std::vector<float> xf(x.begin(), x.end()), ff(f.begin(), f.end()), gf(g.begin(), g.end());
+  std::vector<float> yf(y.size(), -1.0f);
+  std::vector<char> workspace_f(static_cast<size_t>(drconv::region_conv_workspace_size<float>(s, workers)) + 64);
+  void* aligned = workspace_f.data() + (64 - reinterpret_cast<uintptr_t>(workspace_f.data()) % 64) % 64;
+  drconv::region_conv_forward_f32(xf.data(), ff.data(), gf.data(), yf.data(), s, SerialFor{}, workers, aligned);
+  double worst_f = 0;
+  for (size_t i = 0; i < yf.size(); ++i) worst_f = std::max(worst_f, std::fabs(double(yf[i]) - want[i]));
+  const bool ok = worst < 1e-9 && worst_f < 1e-3;
   std::printf("%s N=%lld C=%lld %lldx%lld R=%lld K=%lld k=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld nan=%d "
-              "workers=%lld max_err=%.3g\n",
+              "workers=%lld max_err double %.3g float %.3g\n",
               ok ? "ok  " : "FAIL", static_cast<long long>(s.n), static_cast<long long>(s.c_in),
               static_cast<long long>(s.h), static_cast<long long>(s.w), static_cast<long long>(s.regions),
               static_cast<long long>(s.c_out), static_cast<long long>(s.kh), static_cast<long long>(s.kw),
               static_cast<long long>(s.stride_h), static_cast<long long>(s.stride_w), static_cast<long long>(s.pad_h),
               static_cast<long long>(s.pad_w), static_cast<long long>(s.dil_h), static_cast<long long>(s.dil_w),
-              nan_guide ? 1 : 0, static_cast<long long>(workers), worst);
+              nan_guide ? 1 : 0, static_cast<long long>(workers), worst, worst_f);
   return ok ? 0 : 1;
 }
 
@@ -110,12 +122,14 @@ int main() {
   drconv::RegionConvShape odd = shape(1, 3, 11, 8, 2, 2, 3, 2, 1, 0, 1);
   odd.stride_w = 2, odd.pad_w = 1, odd.dil_h = 2, odd.pad_h = 2;
   failures += check(odd, false, 2, rng);
+  failures += check(shape(2, 70, 9, 70, 3, 70, 3, 3, 1, 1, 1), false, 3, rng);  // C_in, C_out > 64, rows > 64
+  failures += check(shape(1, 17, 6, 6, 2, 17, 3, 3, 1, 1, 1), false, 1, rng);   // partial output vector
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
     std::printf("FAIL validate accepted an empty output\n");
     ++failures;
   }
-  std::printf("%d passed, %d failed\n", 10 - failures, failures);
+  std::printf("%d passed, %d failed\n", 12 - failures, failures);
   return failures == 0 ? 0 : 1;
 }
