@@ -38,20 +38,90 @@ inline int64_t packed_filter_size(int64_t c_out, int64_t c_in, int64_t taps) {
   return vectors * kLanes * taps * c_in;
 }
 
+typedef int32_t Mask __attribute__((vector_size(64)));
+
+// Transposes 16 rows of 16 floats in place: four rounds of swapping the off-diagonal
+// sub-blocks of size 8, 4, 2, 1 (each a two-source permute, one instruction on AVX-512).
+[[gnu::always_inline]] inline void transpose16(Vec (&r)[16]) {
+  for (int b = 8; b >= 1; b /= 2) {
+    Mask low, high;
+    for (int t = 0; t < 16; ++t) {
+      low[t] = (t & b) ? 16 + t - b : t;
+      high[t] = (t & b) ? 16 + t : t + b;
+    }
+    for (int i = 0; i < 16; ++i) {
+      if (i & b) continue;
+      const Vec a = r[i], c = r[i + b];
+      r[i] = __builtin_shuffle(a, c, low);
+      r[i + b] = __builtin_shuffle(a, c, high);
+    }
+  }
+}
+
+// dst[k][i] = src[i][k] for a full 16 x 16 block given by its row pointers.
+[[gnu::always_inline]] inline void transpose_block(const float* const (&src)[16], float* const (&dst)[16]) {
+  Vec r[16];
+  for (int i = 0; i < 16; ++i) std::memcpy(&r[i], src[i], sizeof(Vec));
+  transpose16(r);
+  for (int k = 0; k < 16; ++k) std::memcpy(dst[k], &r[k], sizeof(Vec));
+}
+
 // f (C_out, C_in, kh, kw) -> [group][tap][c][v * 16 + lane], zero in the padding lanes.
-// Taken one input channel at a time: the taps of (o, c) are contiguous in f, so each
-// step reads 64 short runs and writes `taps` rows of 64 contiguous floats.
-inline void pack_filter(const float* f, int64_t c_out, int64_t c_in, int64_t taps, float* out) {
-  const int64_t vectors = (c_out + kLanes - 1) / kLanes;
+// f is a [C_out][C_in * taps] matrix; packing transposes it in 16 x 16 blocks, each
+// column (c, t) landing in row t * C_in + c of its group. Edges go one value at a time.
+[[gnu::always_inline]] inline void pack_filter_impl(const float* f, int64_t c_out, int64_t c_in, int64_t taps,
+                                                    float* out) {
+  const int64_t vectors = (c_out + kLanes - 1) / kLanes, patch = c_in * taps;
   for (int64_t g0 = 0; g0 < vectors; g0 += kGroup) {
     const int64_t nb = std::min(kGroup, vectors - g0), width = nb * kLanes;
-    for (int64_t c = 0; c < c_in; ++c)
-      for (int64_t l = 0; l < width; ++l) {
-        const int64_t o = g0 * kLanes + l;
-        for (int64_t t = 0; t < taps; ++t)
-          out[(t * c_in + c) * width + l] = o < c_out ? f[(o * c_in + c) * taps + t] : 0.f;
+    auto row = [&](int64_t k) { return out + ((k % taps) * c_in + k / taps) * width; };  // k = c * taps + t
+    for (int64_t l0 = 0; l0 < width; l0 += kLanes) {
+      const int64_t o0 = g0 * kLanes + l0;
+      int64_t k0 = 0;
+      if (o0 + kLanes <= c_out) {
+        for (; k0 + kLanes <= patch; k0 += kLanes) {
+          const float* src[16];
+          float* dst[16];
+          for (int i = 0; i < 16; ++i) src[i] = f + (o0 + i) * patch + k0;
+          for (int k = 0; k < 16; ++k) dst[k] = row(k0 + k) + l0;
+          transpose_block(src, dst);
+        }
       }
+      for (int64_t k = k0; k < patch; ++k)
+        for (int64_t l = l0; l < l0 + kLanes; ++l) row(k)[l] = o0 + (l - l0) < c_out ? f[(o0 + l - l0) * patch + k] : 0.f;
+    }
     out += taps * c_in * width;
+  }
+}
+
+// Rows [row_begin, row_end) of x (C, H, W) -> zero-padded channels-last (Hp, Wp, C), with
+// the pad rows above the first and below the last: 16 channels x 16 pixels at a time.
+[[gnu::always_inline]] inline void pad_rows_impl(const float* x, int64_t c, int64_t h, int64_t w, int64_t pad_h,
+                                                 int64_t pad_w, float* out, int64_t row_begin, int64_t row_end) {
+  const int64_t wp = w + 2 * pad_w, plane = h * w;
+  if (row_begin == 0) std::fill(out, out + pad_h * wp * c, 0.f);
+  if (row_end == h) std::fill(out + (pad_h + h) * wp * c, out + (2 * pad_h + h) * wp * c, 0.f);
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    float* dst = out + (i + pad_h) * wp * c;
+    std::fill(dst, dst + pad_w * c, 0.f);
+    std::fill(dst + (pad_w + w) * c, dst + wp * c, 0.f);
+    dst += pad_w * c;
+    const float* src = x + i * w;
+    int64_t j0 = 0;
+    for (; j0 + kLanes <= w; j0 += kLanes) {
+      int64_t ch0 = 0;
+      for (; ch0 + kLanes <= c; ch0 += kLanes) {
+        const float* rows[16];
+        float* cols[16];
+        for (int k = 0; k < 16; ++k) rows[k] = src + (ch0 + k) * plane + j0;
+        for (int j = 0; j < 16; ++j) cols[j] = dst + (j0 + j) * c + ch0;
+        transpose_block(rows, cols);
+      }
+      for (int64_t ch = ch0; ch < c; ++ch)
+        for (int64_t j = j0; j < j0 + kLanes; ++j) dst[j * c + ch] = src[ch * plane + j];
+    }
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t j = j0; j < w; ++j) dst[j * c + ch] = src[ch * plane + j];
   }
 }
 
@@ -85,8 +155,36 @@ struct Block {
   int64_t kh, kw, c_in, pixels;
   const float* w;       // packed filter of the region (pack_filter)
   int64_t vectors;      // output vectors (ceil(C_out / 16))
-  float* acc;           // [pixels][vectors * 16] scratch, overwritten
+  float* acc;           // [kBlock][vectors * 16] scratch, overwritten
+  const int32_t* pixel; // the block's output pixels (indices into H_out * W_out), ascending
+  float* y;             // the sample's output [C_out, H_out * W_out]
+  int64_t c_out, plane; // C_out, H_out * W_out
 };
+
+// acc [pixel][channel] -> y [channel][pixel], 16 x 16 at a time: a run of 16 consecutive
+// pixels (the common case: regions are coherent) is one 16-float store per channel.
+[[gnu::always_inline]] inline void store_block(const Block& s) {
+  const int64_t acc_step = s.vectors * kLanes;
+  for (int64_t j0 = 0; j0 < s.pixels; j0 += kLanes) {
+    const int64_t rows = std::min(kLanes, s.pixels - j0);
+    const bool run = rows == kLanes && s.pixel[j0 + kLanes - 1] - s.pixel[j0] == kLanes - 1;
+    for (int64_t o0 = 0; o0 < s.c_out; o0 += kLanes) {
+      Vec r[16];
+      for (int i = 0; i < 16; ++i)  // rows past the block's end are scratch: read, never stored
+        std::memcpy(&r[i], s.acc + (j0 + i) * acc_step + o0, sizeof(Vec));
+      transpose16(r);
+      const int64_t channels = std::min(kLanes, s.c_out - o0);
+      for (int64_t k = 0; k < channels; ++k) {
+        float* y_o = s.y + (o0 + k) * s.plane;
+        if (run) {
+          std::memcpy(y_o + s.pixel[j0], &r[k], sizeof(Vec));
+        } else {
+          for (int64_t i = 0; i < rows; ++i) y_o[s.pixel[j0 + i]] = r[k][i];
+        }
+      }
+    }
+  }
+}
 
 // The last `count` (< Q + 1) pixels of a block: one micro-kernel instantiation per length.
 template <int Q, int NB>
@@ -135,28 +233,45 @@ template <int P, int MAX_NB>
       }
     w_group += s.kh * s.kw * s.c_in * w_step;
   }
+  store_block(s);
 }
+
+// The three kernels of the float path, compiled once per instruction set.
+struct Kernels {
+  void (*convolve)(const Block&);
+  void (*pack_filter)(const float* f, int64_t c_out, int64_t c_in, int64_t taps, float* out);
+  void (*pad_rows)(const float* x, int64_t c, int64_t h, int64_t w, int64_t pad_h, int64_t pad_w, float* out,
+                   int64_t row_begin, int64_t row_end);
+};
+
+#define DRCONV_DIRECT_KERNELS(NAME, TARGET, P, MAX_NB)                                                         \
+  TARGET inline void convolve_##NAME(const Block& s) { convolve_block<P, MAX_NB>(s); }                          \
+  TARGET inline void pack_filter_##NAME(const float* f, int64_t c_out, int64_t c_in, int64_t taps, float* out) { \
+    pack_filter_impl(f, c_out, c_in, taps, out);                                                                \
+  }                                                                                                             \
+  TARGET inline void pad_rows_##NAME(const float* x, int64_t c, int64_t h, int64_t w, int64_t pad_h,            \
+                                     int64_t pad_w, float* out, int64_t row_begin, int64_t row_end) {           \
+    pad_rows_impl(x, c, h, w, pad_h, pad_w, out, row_begin, row_end);                                           \
+  }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // 32 vector registers: 6 x 4 accumulators + 4 weights + 1 broadcast.
-__attribute__((target("avx512f,fma"))) inline void convolve_block_avx512(const Block& s) {
-  convolve_block<6, 4>(s);
-}
+DRCONV_DIRECT_KERNELS(avx512, __attribute__((target("avx512f,fma"))), 6, 4)
 // 16 registers of 8 floats, two per vector: 3 x 2 accumulators + 2 weights.
-__attribute__((target("avx2,fma"))) inline void convolve_block_avx2(const Block& s) { convolve_block<3, 2>(s); }
+DRCONV_DIRECT_KERNELS(avx2, __attribute__((target("avx2,fma"))), 3, 2)
 #endif
-inline void convolve_block_baseline(const Block& s) { convolve_block<2, 1>(s); }
+DRCONV_DIRECT_KERNELS(baseline, , 2, 1)
+#undef DRCONV_DIRECT_KERNELS
 
-using BlockFn = void (*)(const Block&);
-
-// The fastest variant this CPU runs.
-inline BlockFn block_kernel() {
+// The fastest variants this CPU runs.
+inline Kernels kernels() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return convolve_block_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return convolve_block_avx2;
+  if (__builtin_cpu_supports("avx512f")) return {convolve_avx512, pack_filter_avx512, pad_rows_avx512};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {convolve_avx2, pack_filter_avx2, pad_rows_avx2};
 #endif
-  return convolve_block_baseline;
+  return {convolve_baseline, pack_filter_baseline, pad_rows_baseline};
 }
 
 }  // namespace direct
