@@ -183,7 +183,7 @@ struct DirectLayout {
     worker = filters + align(s.n * s.regions * direct::packed_filter_size(s.c_out, s.c_in, s.kh * s.kw) *
                              int64_t(sizeof(float)));
     worker_acc = 0;
-    worker_offsets = align(direct::kBlock * vectors * direct::kLanes * int64_t(sizeof(float)));
+    worker_offsets = align(direct::kBlockRows * vectors * direct::kLanes * int64_t(sizeof(float)));
     worker_stride = worker_offsets + align(direct::kBlock * int64_t(sizeof(int64_t)));
     total = worker + std::max<int64_t>(workers, 1) * worker_stride;
   }

@@ -1,15 +1,16 @@
 // The float32 CPU path of the region-wise conv: a direct convolution over channels-last
 // rows, with no im2col copy and no GEMM packing.
 //
-// Pixels are bucketed by region (as for the GEMM path) and taken in blocks of up to 64
+// Pixels are bucketed by region (as for the GEMM path) and taken in blocks of up to 72
 // pixels of one region, wherever they lie. A block is convolved with its region's filter
-// by a register-blocked micro-kernel: 6 pixels x 64 output channels of accumulators, one
-// broadcast input value and one filter row of 64 channels per step, reading each pixel's
-// input straight from the zero-padded channels-last copy of x through its own offset.
-// Filters are packed once per (sample, region) as [channel group][tap][C_in][64], so the
-// weights of one tap and 64 input channels (16 KiB) stay in L1 while every pixel of the
-// block passes over them. The multiply-adds are those of one dense convolution, whether
-// the regions are coherent blobs or scattered pixels.
+// by a register-blocked micro-kernel: 6 pixels x 64 output channels of accumulators held
+// in registers through the whole reduction (taps x C_in), one broadcast input value and
+// one filter row of 64 channels per step, reading each pixel's input straight from the
+// zero-padded channels-last copy of x through its own offset. Filters are packed once
+// per (sample, region) as [channel group][tap][C_in][64], so the weights stream in
+// order. The block's outputs go to y through 16 x 16 register transposes. The
+// multiply-adds are those of one dense convolution, whether the regions are coherent
+// blobs or scattered pixels.
 //
 // Portable C++ with GNU vector types (16 floats); compiled three times, for AVX-512,
 // AVX2+FMA and the baseline, and picked at run time by the CPU's features.
@@ -27,8 +28,8 @@ namespace direct {
 
 constexpr int64_t kLanes = 16;         // floats per vector
 constexpr int64_t kGroup = 4;          // vectors per output-channel group (64 channels)
-constexpr int64_t kChannelBlock = 64;  // input channels per pass over the pixels
-constexpr int64_t kBlock = 64;         // pixels per accumulator block
+constexpr int64_t kBlock = 72;         // pixels per accumulator block: 12 micro-tiles of 6
+constexpr int64_t kBlockRows = (kBlock + 15) / 16 * 16;  // accumulator rows: the output transposes read 16 at a time
 
 typedef float Vec __attribute__((vector_size(64), aligned(4)));  // unaligned-safe
 
@@ -127,19 +128,20 @@ typedef int32_t Mask __attribute__((vector_size(64)));
 
 // acc[p][v] += sum_c x[offset[p] + c] * w[c * w_step + v], for P pixels and NB vectors.
 template <int P, int NB>
-[[gnu::always_inline]] inline void micro(const float* x, const int64_t* offset, const float* w, int64_t w_step,
-                                         int64_t channels, float* acc, int64_t acc_step) {
-  const float* px[P];
-  for (int p = 0; p < P; ++p) px[p] = x + offset[p];
-  Vec a[P][NB];
-  for (int p = 0; p < P; ++p)
-    for (int v = 0; v < NB; ++v) std::memcpy(&a[p][v], acc + p * acc_step + v * kLanes, sizeof(Vec));
-  for (int64_t c = 0; c < channels; ++c) {
-    Vec wv[NB];
-    for (int v = 0; v < NB; ++v) std::memcpy(&wv[v], w + c * w_step + v * kLanes, sizeof(Vec));
-    for (int p = 0; p < P; ++p) {
-      const float xs = px[p][c];
-      for (int v = 0; v < NB; ++v) a[p][v] += wv[v] * xs;
+[[gnu::always_inline]] inline void micro(const float* x, const int64_t* offset, const int64_t* taps, int64_t n_taps,
+                                         const float* w, int64_t w_step, int64_t channels, float* acc,
+                                         int64_t acc_step) {
+  Vec a[P][NB] = {};
+  for (int64_t t = 0; t < n_taps; ++t, w += channels * w_step) {
+    const float* px[P];
+    for (int p = 0; p < P; ++p) px[p] = x + offset[p] + taps[t];
+    for (int64_t c = 0; c < channels; ++c) {
+      Vec wv[NB];
+      for (int v = 0; v < NB; ++v) std::memcpy(&wv[v], w + c * w_step + v * kLanes, sizeof(Vec));
+      for (int p = 0; p < P; ++p) {
+        const float xs = px[p][c];
+        for (int v = 0; v < NB; ++v) a[p][v] += wv[v] * xs;
+      }
     }
   }
   for (int p = 0; p < P; ++p)
@@ -155,7 +157,7 @@ struct Block {
   int64_t kh, kw, c_in, pixels;
   const float* w;       // packed filter of the region (pack_filter)
   int64_t vectors;      // output vectors (ceil(C_out / 16))
-  float* acc;           // [kBlock][vectors * 16] scratch, overwritten
+  float* acc;           // [kBlockRows][vectors * 16] scratch, overwritten
   const int32_t* pixel; // the block's output pixels (indices into H_out * W_out), ascending
   float* y;             // the sample's output [C_out, H_out * W_out]
   int64_t c_out, plane; // C_out, H_out * W_out
@@ -188,50 +190,62 @@ struct Block {
 
 // The last `count` (< Q + 1) pixels of a block: one micro-kernel instantiation per length.
 template <int Q, int NB>
-[[gnu::always_inline]] inline void tail(int64_t count, const float* x, const int64_t* offset, const float* w,
-                                        int64_t w_step, int64_t cb, float* acc, int64_t acc_step) {
+[[gnu::always_inline]] inline void tail(int64_t count, const float* x, const int64_t* offset, const int64_t* taps,
+                                        int64_t n_taps, const float* w, int64_t w_step, int64_t c_in, float* acc,
+                                        int64_t acc_step) {
   if constexpr (Q > 0) {
-    if (count == Q) return micro<Q, NB>(x, offset, w, w_step, cb, acc, acc_step);
-    tail<Q - 1, NB>(count, x, offset, w, w_step, cb, acc, acc_step);
+    if (count == Q) return micro<Q, NB>(x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
+    tail<Q - 1, NB>(count, x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
   }
 }
 
-template <int P, int NB>
-[[gnu::always_inline]] inline void pass(const Block& s, const float* x, const float* w, int64_t w_step, int64_t cb,
-                                        float* acc, int64_t acc_step) {
-  int64_t p = 0;
-  for (; p + P <= s.pixels; p += P) micro<P, NB>(x, s.offset + p, w, w_step, cb, acc + p * acc_step, acc_step);
-  tail<P - 1, NB>(s.pixels - p, x, s.offset + p, w, w_step, cb, acc + p * acc_step, acc_step);
+// micro<rows, nb> for run-time rows <= P and nb <= MAX_NB.
+template <int P, int MAX_NB, int NB = MAX_NB>
+[[gnu::always_inline]] inline void micro_any(int64_t rows, int64_t nb, const float* x, const int64_t* offset,
+                                             const int64_t* taps, int64_t n_taps, const float* w, int64_t w_step,
+                                             int64_t c_in, float* acc, int64_t acc_step) {
+  if constexpr (NB >= 1) {
+    if (nb == NB) {
+      if (rows == P) return micro<P, NB>(x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
+      return tail<P - 1, NB>(rows, x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
+    }
+    micro_any<P, MAX_NB, NB - 1>(rows, nb, x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
+  }
 }
 
-// The whole block: every group of output channels, tap and block of input channels.
+// The whole block: every group of output channels, each micro-tile of P pixels running
+// the full reduction (taps x C_in) with its accumulators in registers; then y.
 // P pixels per micro-tile and at most MAX_NB vectors at once fit the ISA's registers.
 template <int P, int MAX_NB>
 [[gnu::always_inline]] inline void convolve_block(const Block& s) {
-  const int64_t acc_step = s.vectors * kLanes;
-  std::fill(s.acc, s.acc + s.pixels * acc_step, 0.f);
+  const int64_t acc_step = s.vectors * kLanes, n_taps = s.kh * s.kw;
+  int64_t taps[64];  // tap offsets in x; kernels up to 8x8 (larger ones take the loop below in pieces)
   const float* w_group = s.w;
   for (int64_t g0 = 0; g0 < s.vectors; g0 += kGroup) {
     const int64_t nb_group = std::min(kGroup, s.vectors - g0), w_step = nb_group * kLanes;
-    for (int64_t i = 0; i < s.kh; ++i)
-      for (int64_t j = 0; j < s.kw; ++j) {
-        const float* x_tap = s.x + i * s.row_step + j * s.col_step;
-        const float* w_tap = w_group + (i * s.kw + j) * s.c_in * w_step;
-        for (int64_t c0 = 0; c0 < s.c_in; c0 += kChannelBlock) {
-          const int64_t cb = std::min(kChannelBlock, s.c_in - c0);
-          for (int64_t v0 = 0; v0 < nb_group; v0 += MAX_NB) {
-            const float* w = w_tap + c0 * w_step + v0 * kLanes;
-            float* acc = s.acc + (g0 + v0) * kLanes;
-            switch (std::min<int64_t>(MAX_NB, nb_group - v0)) {
-              case 4: if constexpr (MAX_NB >= 4) pass<P, 4>(s, x_tap + c0, w, w_step, cb, acc, acc_step); break;
-              case 3: if constexpr (MAX_NB >= 3) pass<P, 3>(s, x_tap + c0, w, w_step, cb, acc, acc_step); break;
-              case 2: if constexpr (MAX_NB >= 2) pass<P, 2>(s, x_tap + c0, w, w_step, cb, acc, acc_step); break;
-              default: pass<P, 1>(s, x_tap + c0, w, w_step, cb, acc, acc_step); break;
-            }
+    for (int64_t t0 = 0; t0 < n_taps; t0 += 64) {
+      const int64_t count = std::min<int64_t>(64, n_taps - t0);
+      for (int64_t t = 0; t < count; ++t)
+        taps[t] = ((t0 + t) / s.kw) * s.row_step + ((t0 + t) % s.kw) * s.col_step;
+      const float* w_taps = w_group + t0 * s.c_in * w_step;
+      for (int64_t v0 = 0; v0 < nb_group; v0 += MAX_NB) {
+        const float* w = w_taps + v0 * kLanes;
+        const int64_t nb = std::min<int64_t>(MAX_NB, nb_group - v0);
+        for (int64_t p = 0; p < s.pixels; p += P) {
+          float* acc = s.acc + p * acc_step + (g0 + v0) * kLanes;
+          const int64_t rows = std::min<int64_t>(P, s.pixels - p);
+          if (t0 > 0) {  // a kernel with more than 64 taps: add this piece to the last one
+            float partial[P * MAX_NB * kLanes];
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, s.c_in, partial, MAX_NB * kLanes);
+            for (int64_t i = 0; i < rows; ++i)
+              for (int64_t l = 0; l < nb * kLanes; ++l) acc[i * acc_step + l] += partial[i * MAX_NB * kLanes + l];
+          } else {
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, s.c_in, acc, acc_step);
           }
         }
       }
-    w_group += s.kh * s.kw * s.c_in * w_step;
+    }
+    w_group += n_taps * s.c_in * w_step;
   }
   store_block(s);
 }

@@ -124,12 +124,13 @@ int main() {
   failures += check(odd, false, 2, rng);
   failures += check(shape(2, 70, 9, 70, 3, 70, 3, 3, 1, 1, 1), false, 3, rng);  // C_in, C_out > 64, rows > 64
   failures += check(shape(1, 17, 6, 6, 2, 17, 3, 3, 1, 1, 1), false, 1, rng);   // partial output vector
+  failures += check(shape(1, 3, 12, 13, 2, 5, 9, 9, 1, 4, 1), false, 2, rng);   // 81 taps: the reduction in pieces
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
     std::printf("FAIL validate accepted an empty output\n");
     ++failures;
   }
-  std::printf("%d passed, %d failed\n", 12 - failures, failures);
+  std::printf("%d passed, %d failed\n", 13 - failures, failures);
   return failures == 0 ? 0 : 1;
 }
