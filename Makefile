@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp plugins
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
 
-# Native libraries (C++/CUDA) under build/plugins: libdrconv_onnxruntime.so and the
-# kernel test program. ONNX Runtime's C API headers are fetched once into
-# build/plugins/_deps unless ONNXRUNTIME_INCLUDE_DIR is set.
+# Native libraries (C++/CUDA) under build/plugins: libdrconv_onnxruntime.so, with nvcc
+# also libdrconv_tensorrt.so, and their test programs. The headers they compile against
+# (ONNX Runtime 1.21's C API, TensorRT 10's) are fetched once into build/plugins/_deps
+# unless ONNXRUNTIME_INCLUDE_DIR / TensorRT_INCLUDE_DIR (or TENSORRT_ROOT) say where.
 plugins: setup
-	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(PY)) > /dev/null
 	cmake --build $(BUILD) -j 2
 
 demo: setup plugins

@@ -1,0 +1,78 @@
+#include <cstring>
+#include <new>
+
+#include "region_conv2d_plugin.h"
+
+namespace drconv::trt {
+
+using nvinfer1::PluginField;
+using nvinfer1::PluginFieldType;
+
+namespace {
+
+std::string read_ints(PluginField const& field, std::vector<int64_t>& out) {
+  if (field.length < 0 || (field.length > 0 && field.data == nullptr))
+    return std::string("field ") + field.name + " has no data";
+  out.resize(static_cast<size_t>(field.length));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (field.type == PluginFieldType::kINT32)
+      out[i] = static_cast<int32_t const*>(field.data)[i];
+    else if (field.type == PluginFieldType::kINT64)
+      out[i] = static_cast<int64_t const*>(field.data)[i];
+    else
+      return std::string("field ") + field.name + " must hold int32 or int64 values";
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string parse_fields(nvinfer1::PluginFieldCollection const* fc, RegionConvAttrs& attrs) {
+  attrs = RegionConvAttrs{};
+  if (fc == nullptr) return {};
+  if (fc->nbFields > 0 && fc->fields == nullptr) return "the field collection has no fields array";
+  for (int32_t i = 0; i < fc->nbFields; ++i) {
+    PluginField const& field = fc->fields[i];
+    if (field.name == nullptr) return "a field has no name";
+    std::string bad;
+    if (std::strcmp(field.name, "strides") == 0)
+      bad = read_ints(field, attrs.strides);
+    else if (std::strcmp(field.name, "pads") == 0)
+      bad = read_ints(field, attrs.pads);
+    else if (std::strcmp(field.name, "dilations") == 0)
+      bad = read_ints(field, attrs.dilations);
+    else if (std::strcmp(field.name, "plugin_version") != 0 && std::strcmp(field.name, "plugin_namespace") != 0)
+      log(nvinfer1::ILogger::Severity::kWARNING, std::string("RegionConv2d: ignoring unknown field ") + field.name);
+    if (!bad.empty()) return bad;
+  }
+  return attrs.validate();
+}
+
+RegionConv2dCreator::RegionConv2dCreator() {
+  fields_.emplace_back("strides", nullptr, PluginFieldType::kINT32, 2);
+  fields_.emplace_back("pads", nullptr, PluginFieldType::kINT32, 4);
+  fields_.emplace_back("dilations", nullptr, PluginFieldType::kINT32, 2);
+  field_names_.nbFields = static_cast<int32_t>(fields_.size());
+  field_names_.fields = fields_.data();
+}
+
+nvinfer1::IPluginV3* RegionConv2dCreator::createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc,
+                                                       nvinfer1::TensorRTPhase) noexcept {
+  // Build and runtime phases read the same fields (getFieldsToSerialize writes what
+  // parse_fields reads), so one path serves both.
+  RegionConvAttrs attrs;
+  std::string const bad = parse_fields(fc, attrs);
+  if (!bad.empty()) {
+    log(nvinfer1::ILogger::Severity::kERROR,
+        std::string("RegionConv2d (") + (name != nullptr ? name : "unnamed") + "): " + bad);
+    return nullptr;
+  }
+  try {
+    return new RegionConv2dPlugin(std::move(attrs));
+  } catch (std::exception const&) {
+    log(nvinfer1::ILogger::Severity::kERROR, "RegionConv2d: out of memory creating the plugin");
+    return nullptr;
+  }
+}
+
+}  // namespace drconv::trt

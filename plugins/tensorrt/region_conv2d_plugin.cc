@@ -1,0 +1,150 @@
+#include "region_conv2d_plugin.h"
+
+#include <cuda_fp16.h>
+
+#include <exception>
+#include <new>
+
+#include "region_conv_cuda.h"
+
+namespace drconv::trt {
+
+using nvinfer1::DataType;
+using nvinfer1::TensorFormat;
+
+Fields::Fields(RegionConvAttrs const& attrs) {
+  for (size_t i = 0; i < 2; ++i) strides_[i] = static_cast<int32_t>(attrs.strides[i]);
+  for (size_t i = 0; i < 4; ++i) pads_[i] = static_cast<int32_t>(attrs.pads[i]);
+  for (size_t i = 0; i < 2; ++i) dilations_[i] = static_cast<int32_t>(attrs.dilations[i]);
+  fields_[0] = nvinfer1::PluginField("strides", strides_.data(), nvinfer1::PluginFieldType::kINT32, 2);
+  fields_[1] = nvinfer1::PluginField("pads", pads_.data(), nvinfer1::PluginFieldType::kINT32, 4);
+  fields_[2] = nvinfer1::PluginField("dilations", dilations_.data(), nvinfer1::PluginFieldType::kINT32, 2);
+  collection_.nbFields = static_cast<int32_t>(fields_.size());
+  collection_.fields = fields_.data();
+}
+
+RegionConv2dPlugin::RegionConv2dPlugin(RegionConvAttrs attrs) : attrs_(std::move(attrs)), fields_(attrs_) {}
+
+// The fields point into the object that owns them, so a copy rebuilds its own.
+RegionConv2dPlugin::RegionConv2dPlugin(RegionConv2dPlugin const& other)
+    : nvinfer1::IPluginV3(other),
+      nvinfer1::IPluginV3OneCore(other),
+      nvinfer1::IPluginV3OneBuild(other),
+      nvinfer1::IPluginV3OneRuntime(other),
+      attrs_(other.attrs_),
+      fields_(attrs_) {}
+
+nvinfer1::IPluginCapability* RegionConv2dPlugin::getCapabilityInterface(
+    nvinfer1::PluginCapabilityType type) noexcept {
+  switch (type) {
+    case nvinfer1::PluginCapabilityType::kCORE:
+      return static_cast<nvinfer1::IPluginV3OneCore*>(this);
+    case nvinfer1::PluginCapabilityType::kBUILD:
+      return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
+    case nvinfer1::PluginCapabilityType::kRUNTIME:
+      return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
+  }
+  return nullptr;
+}
+
+nvinfer1::IPluginV3* RegionConv2dPlugin::clone() noexcept { return new (std::nothrow) RegionConv2dPlugin(*this); }
+
+int32_t RegionConv2dPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
+                                               int32_t nbInputs) const noexcept {
+  if (nbInputs != 3 || nbOutputs != 1) return -1;
+  outputTypes[0] = inputTypes[0];  // strongly typed: Y has X's type
+  return 0;
+}
+
+int32_t RegionConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
+                                            nvinfer1::DimsExprs const*, int32_t, nvinfer1::DimsExprs* outputs,
+                                            int32_t nbOutputs, nvinfer1::IExprBuilder&) noexcept {
+  if (nbInputs != 3 || nbOutputs != 1 || inputs[0].nbDims != 4 || inputs[1].nbDims != 6 || inputs[2].nbDims != 4) {
+    log(nvinfer1::ILogger::Severity::kERROR,
+        "RegionConv2d: inputs must be X [N, C_in, H, W], filters [N, R, C_out, C_in, kh, kw], guide [N, R, H_out, "
+        "W_out]");
+    return -1;
+  }
+  // Y [N, C_out, H_out, W_out]: the guide carries the output's spatial size (enqueue
+  // checks it against the conv formula on every call).
+  outputs[0].nbDims = 4;
+  outputs[0].d[0] = inputs[0].d[0];
+  outputs[0].d[1] = inputs[1].d[2];
+  outputs[0].d[2] = inputs[2].d[2];
+  outputs[0].d[3] = inputs[2].d[3];
+  return 0;
+}
+
+bool RegionConv2dPlugin::supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut,
+                                                   int32_t nbInputs, int32_t nbOutputs) noexcept {
+  if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos >= 4) return false;
+  nvinfer1::PluginTensorDesc const& desc = inOut[pos].desc;
+  if (desc.format != TensorFormat::kLINEAR) return false;
+  if (pos == 0) return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
+  return desc.type == inOut[0].desc.type;  // one type for all inputs and the output
+}
+
+int32_t RegionConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const*, int32_t nbInputs,
+                                            nvinfer1::DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept {
+  return nbInputs == 3 && nbOutputs == 1 ? 0 : -1;
+}
+
+size_t RegionConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const*, int32_t,
+                                            nvinfer1::DynamicPluginTensorDesc const*, int32_t) const noexcept {
+  return 0;  // the kernel finds each tile's regions in shared memory: no scratch
+}
+
+std::string RegionConv2dPlugin::check(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
+                                      RegionConvShape& shape) const {
+  if (nbInputs != 3) return "RegionConv2d: expects 3 inputs (X, filters, guide), got " + std::to_string(nbInputs);
+  int64_t dims[3][nvinfer1::Dims::MAX_DIMS] = {};
+  size_t ranks[3] = {};
+  for (int i = 0; i < 3; ++i) {
+    ranks[i] = static_cast<size_t>(in[i].dims.nbDims < 0 ? 0 : in[i].dims.nbDims);
+    for (size_t d = 0; d < ranks[i]; ++d) dims[i][d] = in[i].dims.d[d];
+  }
+  return make_shape(attrs_, dims[0], ranks[0], dims[1], ranks[1], dims[2], ranks[2], shape);
+}
+
+int32_t RegionConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
+                                          nvinfer1::PluginTensorDesc const*, int32_t) noexcept {
+  RegionConvShape shape;
+  std::string const bad = check(in, nbInputs, shape);
+  if (bad.empty()) return 0;
+  log(nvinfer1::ILogger::Severity::kERROR, bad);
+  return -1;
+}
+
+int32_t RegionConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const*,
+                                    void const* const* inputs, void* const* outputs, void*,
+                                    cudaStream_t stream) noexcept {
+  RegionConvShape shape;  // read from this call's descriptors: shapes change within a profile
+  std::string const bad = check(inputDesc, 3, shape);
+  if (!bad.empty()) {
+    log(nvinfer1::ILogger::Severity::kERROR, bad);
+    return -1;
+  }
+  cudaError_t err = cudaSuccess;
+  if (inputDesc[0].type == DataType::kHALF) {
+    err = region_conv_cuda_forward<__half>(static_cast<__half const*>(inputs[0]), static_cast<__half const*>(inputs[1]),
+                                           static_cast<__half const*>(inputs[2]), static_cast<__half*>(outputs[0]),
+                                           shape, stream);
+  } else {
+    err = region_conv_cuda_forward<float>(static_cast<float const*>(inputs[0]), static_cast<float const*>(inputs[1]),
+                                          static_cast<float const*>(inputs[2]), static_cast<float*>(outputs[0]), shape,
+                                          stream);
+  }
+  if (err == cudaSuccess) return 0;
+  log(nvinfer1::ILogger::Severity::kERROR, std::string("RegionConv2d: kernel launch failed: ") + cudaGetErrorString(err));
+  return -1;
+}
+
+nvinfer1::IPluginV3* RegionConv2dPlugin::attachToContext(nvinfer1::IPluginResourceContext*) noexcept {
+  return clone();  // no per-context resources
+}
+
+nvinfer1::PluginFieldCollection const* RegionConv2dPlugin::getFieldsToSerialize() noexcept {
+  return fields_.collection();
+}
+
+}  // namespace drconv::trt

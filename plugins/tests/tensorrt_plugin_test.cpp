@@ -1,0 +1,241 @@
+// Host test of libdrconv_tensorrt, without a GPU and without libnvinfer: loads the library
+// by path the way IPluginRegistry::loadLibrary does (getCreators, setLoggerFinder) and
+// checks the creator, the plugin's build-time methods, and serialization.
+//
+// usage: tensorrt_plugin_test path/to/libdrconv_tensorrt.so
+#include <NvInferRuntime.h>
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace nvinfer1;
+
+namespace {
+
+int failures = 0, checks = 0;
+
+void expect(bool ok, std::string const& what) {
+  ++checks;
+  if (!ok) ++failures;
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+}
+
+struct CapturingLogger : ILogger {
+  std::vector<std::string> errors;
+  void log(Severity severity, AsciiChar const* msg) noexcept override {
+    if (severity <= Severity::kERROR) errors.emplace_back(msg);
+  }
+};
+
+struct Finder : ILoggerFinder {
+  explicit Finder(ILogger* logger) : logger_(logger) {}
+  ILogger* findLogger() override { return logger_; }
+  ILogger* logger_;
+};
+
+struct PluginDeleter {
+  void operator()(IPluginV3* plugin) const { delete plugin; }
+};
+using PluginPtr = std::unique_ptr<IPluginV3, PluginDeleter>;
+
+PluginFieldCollection collection(std::vector<PluginField> const& fields) {
+  return PluginFieldCollection{static_cast<int32_t>(fields.size()), fields.data()};
+}
+
+// The three ints fields of a plugin's serialization, as one comparable vector.
+std::vector<int64_t> serialized(IPluginV3* plugin) {
+  auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+  PluginFieldCollection const* fc = runtime->getFieldsToSerialize();
+  std::vector<int64_t> out;
+  for (int32_t i = 0; i < fc->nbFields; ++i) {
+    out.push_back(-1000 - i);  // a separator, so that field boundaries count
+    auto const* data = static_cast<int32_t const*>(fc->fields[i].data);
+    for (int32_t j = 0; j < fc->fields[i].length; ++j) out.push_back(data[j]);
+  }
+  return out;
+}
+
+DynamicPluginTensorDesc desc(DataType type, TensorFormat format) {
+  DynamicPluginTensorDesc d{};
+  d.desc.type = type;
+  d.desc.format = format;
+  return d;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s libdrconv_tensorrt.so\n", argv[0]);
+    return 2;
+  }
+  void* handle = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    std::printf("FAIL dlopen: %s\n", dlerror());
+    return 1;
+  }
+  using GetCreators = IPluginCreatorInterface* const* (*)(int32_t&);
+  using SetLoggerFinder = void (*)(ILoggerFinder*);
+  auto get_creators = reinterpret_cast<GetCreators>(dlsym(handle, "getCreators"));
+  auto set_logger_finder = reinterpret_cast<SetLoggerFinder>(dlsym(handle, "setLoggerFinder"));
+  expect(get_creators != nullptr && set_logger_finder != nullptr, "exports getCreators and setLoggerFinder");
+  expect(dlsym(handle, "getPluginCreators") == nullptr, "no V2 entry point (getPluginCreators)");
+  if (get_creators == nullptr || set_logger_finder == nullptr) return 1;
+
+  CapturingLogger logger;
+  Finder finder(&logger);
+  set_logger_finder(&finder);
+
+  int32_t count = 0;
+  IPluginCreatorInterface* const* creators = get_creators(count);
+  expect(count == 1 && creators != nullptr && creators[0] != nullptr, "one creator");
+  InterfaceInfo info = creators[0]->getInterfaceInfo();
+  expect(std::strcmp(info.kind, "PLUGIN CREATOR_V3ONE") == 0 && info.major == 1, "creator is an IPluginCreatorV3One");
+  auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
+  expect(std::strcmp(creator->getPluginName(), "RegionConv2d") == 0, "creator name RegionConv2d");
+  expect(std::strcmp(creator->getPluginVersion(), "1") == 0, "creator version 1");
+  expect(std::strcmp(creator->getPluginNamespace(), "") == 0, "creator namespace empty");
+  PluginFieldCollection const* names = creator->getFieldNames();
+  bool names_ok = names != nullptr && names->nbFields == 3;
+  char const* expected_names[3] = {"strides", "pads", "dilations"};
+  int32_t expected_lengths[3] = {2, 4, 2};
+  for (int i = 0; names_ok && i < 3; ++i)
+    names_ok = std::strcmp(names->fields[i].name, expected_names[i]) == 0 &&
+               names->fields[i].type == PluginFieldType::kINT32 && names->fields[i].length == expected_lengths[i];
+  expect(names_ok, "fields strides[2], pads[4], dilations[2], kINT32");
+
+  // Defaults when the node has no attributes: strides 1, pads 0, dilations 1.
+  PluginFieldCollection empty{0, nullptr};
+  PluginPtr defaults(creator->createPlugin("rc", &empty, TensorRTPhase::kBUILD));
+  expect(defaults != nullptr, "createPlugin with no fields");
+  if (defaults != nullptr)
+    expect(serialized(defaults.get()) == std::vector<int64_t>{-1000, 1, 1, -1001, 0, 0, 0, 0, -1002, 1, 1},
+           "no fields -> strides [1, 1], pads [0, 0, 0, 0], dilations [1, 1]");
+
+  // What the ONNX parser passes: int32 fields plus plugin_version (a string).
+  int32_t strides[2] = {2, 1}, pads[4] = {1, 2, 1, 2}, dilations[2] = {1, 3};
+  char const version[] = "1";
+  std::vector<PluginField> onnx_fields = {
+      PluginField("strides", strides, PluginFieldType::kINT32, 2),
+      PluginField("pads", pads, PluginFieldType::kINT32, 4),
+      PluginField("dilations", dilations, PluginFieldType::kINT32, 2),
+      PluginField("plugin_version", version, PluginFieldType::kCHAR, 1),
+  };
+  PluginFieldCollection onnx_fc = collection(onnx_fields);
+  PluginPtr plugin(creator->createPlugin("rc", &onnx_fc, TensorRTPhase::kBUILD));
+  expect(plugin != nullptr, "createPlugin with the ONNX parser's fields");
+  if (plugin == nullptr) return 1;
+  std::vector<int64_t> const want = {-1000, 2, 1, -1001, 1, 2, 1, 2, -1002, 1, 3};
+  expect(serialized(plugin.get()) == want, "fields parsed into the plugin");
+
+  // int64 fields are accepted too.
+  int64_t strides64[2] = {2, 1};
+  std::vector<PluginField> fields64 = {PluginField("strides", strides64, PluginFieldType::kINT64, 2)};
+  PluginFieldCollection fc64 = collection(fields64);
+  PluginPtr plugin64(creator->createPlugin("rc", &fc64, TensorRTPhase::kBUILD));
+  expect(plugin64 != nullptr && serialized(plugin64.get())[1] == 2, "int64 fields accepted");
+
+  // Invalid values: null plugin and a logged reason naming the field.
+  struct Bad {
+    char const* name;
+    std::vector<int32_t> values;
+    char const* reason;
+  };
+  std::vector<Bad> bad = {
+      {"strides", {0, 1}, "strides must be >= 1"},
+      {"strides", {1, 1, 1}, "strides must have 2 values"},
+      {"dilations", {1, -1}, "dilations must be >= 1"},
+      {"pads", {-1, 0, -1, 0}, "pads must be >= 0"},
+      {"pads", {1, 1}, "pads must have 4 values"},
+      {"pads", {1, 0, 2, 0}, "symmetric"},
+  };
+  for (Bad const& b : bad) {
+    logger.errors.clear();
+    std::vector<PluginField> f = {
+        PluginField(b.name, b.values.data(), PluginFieldType::kINT32, static_cast<int32_t>(b.values.size()))};
+    PluginFieldCollection fc = collection(f);
+    PluginPtr refused(creator->createPlugin("rc", &fc, TensorRTPhase::kBUILD));
+    bool logged = !logger.errors.empty() && logger.errors.back().find(b.reason) != std::string::npos;
+    expect(refused == nullptr && logged, std::string("refuses ") + b.name + " (" + b.reason + ")");
+  }
+  float not_ints[2] = {1.f, 1.f};
+  std::vector<PluginField> float_field = {PluginField("strides", not_ints, PluginFieldType::kFLOAT32, 2)};
+  PluginFieldCollection float_fc = collection(float_field);
+  PluginPtr refused_float(creator->createPlugin("rc", &float_fc, TensorRTPhase::kBUILD));
+  expect(refused_float == nullptr, "refuses float strides");
+
+  // Build-time methods.
+  auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
+  auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+  auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+  expect(core != nullptr && build != nullptr && runtime != nullptr, "core, build and runtime capabilities");
+  expect(std::strcmp(core->getPluginName(), "RegionConv2d") == 0 && std::strcmp(core->getPluginVersion(), "1") == 0,
+         "plugin name and version");
+  expect(std::strcmp(core->getInterfaceInfo().kind, "PLUGIN_V3ONE_CORE") == 0 &&
+             std::strcmp(build->getInterfaceInfo().kind, "PLUGIN_V3ONE_BUILD") == 0 &&
+             std::strcmp(runtime->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0,
+         "capability interface kinds");
+  expect(build->getNbOutputs() == 1, "one output");
+  for (DataType type : {DataType::kFLOAT, DataType::kHALF}) {
+    DataType in[3] = {type, type, type}, out[1] = {DataType::kINT8};
+    expect(build->getOutputDataTypes(out, 1, in, 3) == 0 && out[0] == type,
+           std::string("output type follows input: ") + (type == DataType::kFLOAT ? "float" : "half"));
+  }
+  DynamicPluginTensorDesc all_float[4] = {desc(DataType::kFLOAT, TensorFormat::kLINEAR),
+                                          desc(DataType::kFLOAT, TensorFormat::kLINEAR),
+                                          desc(DataType::kFLOAT, TensorFormat::kLINEAR),
+                                          desc(DataType::kFLOAT, TensorFormat::kLINEAR)};
+  bool accepted = true;
+  for (int32_t pos = 0; pos < 4; ++pos) accepted = accepted && build->supportsFormatCombination(pos, all_float, 3, 1);
+  expect(accepted, "accepts float, linear, at every position");
+  DynamicPluginTensorDesc all_half[4] = {desc(DataType::kHALF, TensorFormat::kLINEAR),
+                                         desc(DataType::kHALF, TensorFormat::kLINEAR),
+                                         desc(DataType::kHALF, TensorFormat::kLINEAR),
+                                         desc(DataType::kHALF, TensorFormat::kLINEAR)};
+  accepted = true;
+  for (int32_t pos = 0; pos < 4; ++pos) accepted = accepted && build->supportsFormatCombination(pos, all_half, 3, 1);
+  expect(accepted, "accepts half, linear, at every position");
+  DynamicPluginTensorDesc mixed[4] = {all_float[0], desc(DataType::kHALF, TensorFormat::kLINEAR), all_float[2],
+                                      all_float[3]};
+  expect(!build->supportsFormatCombination(1, mixed, 3, 1), "refuses filters of another type than X");
+  DynamicPluginTensorDesc int8[4] = {desc(DataType::kINT8, TensorFormat::kLINEAR), all_float[1], all_float[2],
+                                     all_float[3]};
+  expect(!build->supportsFormatCombination(0, int8, 3, 1), "refuses int8");
+  DynamicPluginTensorDesc chw32[4] = {desc(DataType::kFLOAT, TensorFormat::kCHW32), all_float[1], all_float[2],
+                                      all_float[3]};
+  expect(!build->supportsFormatCombination(0, chw32, 3, 1), "refuses a non-linear format");
+  expect(!build->supportsFormatCombination(4, all_float, 3, 1), "refuses a position past the output");
+  expect(build->configurePlugin(all_float, 3, all_float + 3, 1) == 0, "configurePlugin with 3 inputs, 1 output");
+  expect(build->getWorkspaceSize(all_float, 3, all_float + 3, 1) == 0, "no workspace");
+
+  // onShapeChange validates the runtime shapes, without a GPU.
+  PluginTensorDesc shapes[3] = {};
+  shapes[0].dims = Dims{4, {2, 3, 9, 10}};
+  shapes[1].dims = Dims{6, {2, 4, 5, 3, 3, 3}};
+  shapes[2].dims = Dims{4, {2, 4, 5, 8}};  // strides (2, 1), pads (1, 2), dilations (1, 3): 5 x 8
+  for (PluginTensorDesc& d : shapes) d.type = DataType::kFLOAT;
+  expect(runtime->onShapeChange(shapes, 3, shapes, 1) == 0, "onShapeChange accepts matching shapes");
+  shapes[2].dims.d[3] = 10;
+  logger.errors.clear();
+  expect(runtime->onShapeChange(shapes, 3, shapes, 1) != 0 && !logger.errors.empty() &&
+             logger.errors.back().find("guide must be 5x8") != std::string::npos,
+         "onShapeChange refuses a guide of the wrong size, with a reason");
+
+  // Serialization round trip and clone.
+  PluginPtr restored(creator->createPlugin("rc", runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
+  expect(restored != nullptr && serialized(restored.get()) == want, "serialize -> runtime createPlugin round trip");
+  PluginPtr cloned(plugin->clone());
+  expect(cloned != nullptr && serialized(cloned.get()) == want, "clone keeps the fields");
+  plugin.reset();  // the clone must not point into the original
+  expect(cloned != nullptr && serialized(cloned.get()) == want, "clone outlives the original");
+  PluginPtr attached(runtime == nullptr ? nullptr : cloned->clone());
+  expect(attached != nullptr, "attachToContext-style clone");
+
+  set_logger_finder(nullptr);
+  std::printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures == 0 ? 0 : 1;
+}
