@@ -52,8 +52,8 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (DrconvError, ValueError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -228,6 +228,10 @@ def export(
     verify: Annotated[
         bool, typer.Option("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
     ] = False,
+    trt_ep: Annotated[
+        bool,
+        typer.Option("--trt-ep", help="Custom nodes in domain trt.plugins, for ONNX Runtime's TensorRT provider."),
+    ] = False,
 ) -> None:
     """Export a model to ONNX: DRConv layers as custom nodes (custom) or standard ops (portable)."""
     import torch
@@ -238,10 +242,12 @@ def export(
     net = models_mod.load_model(model, checkpoint)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
-        to_onnx(net, x, output, mode=mode.value, dynamic=not static, opset=opset)
+        to_onnx(net, x, output, mode=mode.value, dynamic=not static, opset=opset, trt_ep=trt_ep)
     console.print("wrote ", end="")
     _print_onnx_summary(output)
-    if verify:
+    if verify and trt_ep:
+        console.print("skipping --verify: trt.plugins nodes run only on ONNX Runtime's TensorRT provider")
+    elif verify:
         batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, shape[2] + 13)
         _run_verify(output, net, batch, size, atol=1e-4, rtol=1e-3)
 
@@ -264,6 +270,47 @@ def verify_cmd(
         raise DrconvError(f"{onnx_file}: no such file")
     net = models_mod.load_model(model, checkpoint)
     _run_verify(onnx_file, net, batch, size, atol, rtol)
+
+
+@app.command()
+@user_errors
+def build(
+    onnx_file: Annotated[Path, typer.Argument(help="An ONNX file from `drconv export` (custom mode).", dir_okay=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The engine file to write.", dir_okay=False)],
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Allow float16 kernels (TensorRT 10; 11 reads the ONNX types).")
+    ] = False,
+    min_shape: Annotated[
+        list[str] | None, typer.Option("--min-shape", help="Smallest input shape, input:NxCxHxW.")
+    ] = None,
+    opt_shape: Annotated[
+        list[str] | None, typer.Option("--opt-shape", help="Shape to tune for, input:NxCxHxW.")
+    ] = None,
+    max_shape: Annotated[
+        list[str] | None, typer.Option("--max-shape", help="Largest input shape, input:NxCxHxW.")
+    ] = None,
+    workspace_mb: Annotated[int, typer.Option("--workspace-mb", help="Builder workspace limit in MiB.", min=1)] = 1024,
+    timing_cache: Annotated[
+        Path | None, typer.Option("--timing-cache", help="Timing cache to read and update.", dir_okay=False)
+    ] = None,
+) -> None:
+    """Build a TensorRT engine (plus a JSON sidecar) from an exported ONNX model, with the drconv plugin."""
+    from drconv.runtime import trt
+
+    trt._tensorrt()  # first: without TensorRT nothing else matters (exit 2)
+    options = trt.BuildOptions(
+        fp16=fp16,
+        min_shapes=dict(trt.parse_shape_spec(s) for s in min_shape or []),
+        opt_shapes=dict(trt.parse_shape_spec(s) for s in opt_shape or []),
+        max_shapes=dict(trt.parse_shape_spec(s) for s in max_shape or []),
+        workspace_mb=workspace_mb,
+        timing_cache=timing_cache,
+    )
+    with console.status(f"building a TensorRT engine from {onnx_file} ..."):
+        meta = trt.build_engine(onnx_file, output, options)
+    console.print(
+        f"wrote {output} and {output.name}.json: TensorRT {meta['tensorrt']}, {meta['precision']}, GPU {meta['gpu']}"
+    )
 
 
 def main() -> None:

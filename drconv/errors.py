@@ -2,4 +2,6 @@
 
 
 class DrconvError(Exception):
-    """A user-facing error: the CLI prints its message as one line and exits non-zero."""
+    """A user-facing error: the CLI prints its message as one line and exits with `exit_code`."""
+
+    exit_code = 1

@@ -40,3 +40,97 @@ def test_plugin_host_program():
     assert "FAIL" not in result.stdout
     passed = int(result.stdout.strip().splitlines()[-1].split()[0])
     assert passed >= 40, result.stdout
+
+
+# ---- the Python side, without TensorRT ------------------------------------------------------
+
+
+def test_build_without_tensorrt_is_exit_2_and_writes_nothing(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here; this checks the message for machines without it")
+    from test_cli import run
+
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"whatever")
+    result = run("build", str(onnx_file), "-o", str(tmp_path / "m.engine"))
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "TensorRT is not installed" in line and "pip install tensorrt" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_shape_specs():
+    from drconv.errors import DrconvError
+    from drconv.runtime.trt import parse_shape_spec
+
+    assert parse_shape_spec("input:1x3x224x224") == ("input", (1, 3, 224, 224))
+    assert parse_shape_spec("a:b:2X3") == ("a:b", (2, 3))
+    for bad in ("1x3x224x224", "input:", "input:1x0x2", "input:axb", ":1x2"):
+        with pytest.raises(DrconvError, match="must look like input:1x3x224x224"):
+            parse_shape_spec(bad)
+
+
+def test_profile_shapes_from_options_and_static_inputs():
+    from drconv.errors import DrconvError
+    from drconv.runtime.trt import BuildOptions, _profile_shapes
+
+    static = {"input": (1, 3, 64, 64)}
+    assert _profile_shapes(static, BuildOptions()) == {"input": ((1, 3, 64, 64),) * 3}
+    dynamic = {"input": (None, 3, None, None)}
+    with pytest.raises(DrconvError, match="dynamic axes"):
+        _profile_shapes(dynamic, BuildOptions())
+    shapes = BuildOptions(
+        min_shapes={"input": (1, 3, 32, 32)},
+        opt_shapes={"input": (4, 3, 224, 224)},
+        max_shapes={"input": (8, 3, 512, 512)},
+    )
+    assert _profile_shapes(dynamic, shapes) == {"input": ((1, 3, 32, 32), (4, 3, 224, 224), (8, 3, 512, 512))}
+    with pytest.raises(DrconvError, match="axis 1 is fixed to 3"):
+        _profile_shapes(
+            dynamic,
+            BuildOptions(
+                min_shapes={"input": (1, 4, 32, 32)},
+                opt_shapes={"input": (1, 4, 32, 32)},
+                max_shapes={"input": (1, 4, 32, 32)},
+            ),
+        )
+    with pytest.raises(DrconvError, match="min <= opt <= max"):
+        _profile_shapes(
+            dynamic,
+            BuildOptions(
+                min_shapes={"input": (8, 3, 32, 32)},
+                opt_shapes={"input": (1, 3, 32, 32)},
+                max_shapes={"input": (8, 3, 32, 32)},
+            ),
+        )
+    with pytest.raises(DrconvError, match="no input named 'x'"):
+        _profile_shapes(static, BuildOptions(min_shapes={"x": (1, 3, 64, 64)}))
+
+
+def test_trt_ep_export_and_session_options(tmp_path):
+    import onnx
+    import torch
+
+    from drconv import DRConv2d
+    from drconv.errors import DrconvError
+    from drconv.export import to_onnx
+    from drconv.runtime.ort import provider_options, session
+
+    path = to_onnx(DRConv2d(2, 2, 3, 2).eval(), torch.randn(2, 2, 8, 8), tmp_path / "trt.onnx", trt_ep=True)
+    proto = onnx.load(str(path))
+    domains = {n.domain for n in proto.graph.node if n.op_type == "RegionConv2d"}
+    assert domains == {"trt.plugins"}
+    assert "trt.plugins" in {o.domain for o in proto.opset_import} and "drconv" not in {
+        o.domain for o in proto.opset_import
+    }
+    with pytest.raises(DrconvError, match="only the TensorrtExecutionProvider runs"):
+        session(path)
+    with pytest.raises(DrconvError, match="custom mode only"):
+        to_onnx(DRConv2d(2, 2, 3, 2).eval(), torch.randn(2, 2, 8, 8), tmp_path / "x.onnx", mode="portable", trt_ep=True)
+    if plugin_path("tensorrt") is not None:
+        options = provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+        assert options[0] == ("TensorrtExecutionProvider", {"trt_extra_plugin_lib_paths": str(plugin_path("tensorrt"))})
+        assert options[1] == "CUDAExecutionProvider"

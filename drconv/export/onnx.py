@@ -17,10 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections import Counter
-from contextlib import suppress
 from pathlib import Path
 from typing import Literal
 
@@ -28,12 +26,14 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+from drconv._atomic import atomic_path
 from drconv.errors import DrconvError
 
 __all__ = ["CUSTOM_DOMAIN", "CUSTOM_OP", "MODES", "PLUGIN_VERSION", "describe", "portable_region_conv", "to_onnx"]
 
 CUSTOM_DOMAIN = "drconv"
 CUSTOM_OP = "RegionConv2d"
+TRT_PLUGIN_DOMAIN = "trt.plugins"  # what ONNX Runtime's TensorRT execution provider reads as plugins
 PLUGIN_VERSION = "1"
 MODES = ("custom", "portable")
 # The exporter builds opset 18; converting down fails on ReduceMean/ReduceSum axes inputs.
@@ -152,26 +152,6 @@ def _input_symbols(program: torch.export.ExportedProgram) -> dict[str, str]:
     return names
 
 
-def _write_atomically(proto: onnx.ModelProto, path: Path) -> None:
-    directory = path.parent
-    if not directory.is_dir():
-        raise DrconvError(f"cannot write {path}: directory {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise DrconvError(f"cannot write {path}: {exc.strerror}; choose a writable location with -o") from None
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DrconvError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def to_onnx(
     model: torch.nn.Module,
     sample_input: torch.Tensor,
@@ -179,6 +159,7 @@ def to_onnx(
     mode: Mode = "custom",
     dynamic: bool = True,
     opset: int = MIN_OPSET,
+    trt_ep: bool = False,
 ) -> Path:
     """Export `model` to ONNX at `path` and return the path.
 
@@ -197,6 +178,8 @@ def to_onnx(
         DrconvError: on bad arguments, a model torch.export cannot trace, or an unwritable path.
     """
     _check_args(model, sample_input, mode, opset)
+    if trt_ep and mode != "custom":
+        raise DrconvError("trt_ep applies to custom mode only (portable graphs have no plugin nodes)")
     path = Path(path)
     if path.is_dir():
         raise DrconvError(f"cannot write {path}: it is a directory; give a file name like model.onnx")
@@ -237,8 +220,20 @@ def to_onnx(
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise DrconvError(f"the exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from exc
-    _write_atomically(proto, path)
+    if trt_ep:
+        _to_trt_plugin_domain(proto)
+    with atomic_path(path, "-o") as tmp:
+        onnx.save(proto, str(tmp))
     return path
+
+
+def _to_trt_plugin_domain(proto: onnx.ModelProto) -> None:
+    for node in proto.graph.node:
+        if node.domain == CUSTOM_DOMAIN:
+            node.domain = TRT_PLUGIN_DOMAIN
+    for opset in proto.opset_import:
+        if opset.domain == CUSTOM_DOMAIN:
+            opset.domain = TRT_PLUGIN_DOMAIN
 
 
 def _shape(value: onnx.ValueInfoProto) -> list[int | str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import onnx
 
 from drconv.errors import DrconvError
-from drconv.export.onnx import CUSTOM_DOMAIN
+from drconv.export.onnx import CUSTOM_DOMAIN, TRT_PLUGIN_DOMAIN
 from drconv.info import plugin_path
 
-__all__ = ["custom_op_library", "needs_custom_ops", "session"]
+__all__ = ["custom_op_library", "needs_custom_ops", "needs_trt_plugins", "provider_options", "session"]
 
 
 def custom_op_library() -> Path:
@@ -31,6 +31,26 @@ def needs_custom_ops(model: str | os.PathLike | onnx.ModelProto) -> bool:
     if not isinstance(model, onnx.ModelProto):
         model = _load(Path(model))
     return any(node.domain == CUSTOM_DOMAIN for node in model.graph.node)
+
+
+def needs_trt_plugins(model: str | os.PathLike | onnx.ModelProto) -> bool:
+    """Whether the graph has nodes in trt.plugins, the domain of `drconv export --trt-ep`."""
+    if not isinstance(model, onnx.ModelProto):
+        model = _load(Path(model))
+    return any(node.domain == TRT_PLUGIN_DOMAIN for node in model.graph.node)
+
+
+def provider_options(providers: Sequence[str]) -> list:
+    """Providers as ONNX Runtime takes them: the TensorRT provider gets our plugin library."""
+    out: list = []
+    for provider in providers:
+        if provider == "TensorrtExecutionProvider":
+            from drconv.runtime.trt import plugin_library
+
+            out.append((provider, {"trt_extra_plugin_lib_paths": str(plugin_library())}))
+        else:
+            out.append(provider)
+    return out
 
 
 def _load(path: Path) -> onnx.ModelProto:
@@ -71,6 +91,11 @@ def session(
     if needs_custom_ops(path):
         options.register_custom_ops_library(str(custom_op_library()))
     providers = list(providers) if providers else ["CPUExecutionProvider"]
+    if needs_trt_plugins(path) and "TensorrtExecutionProvider" not in providers:
+        raise DrconvError(
+            f"{path} has trt.plugins nodes (exported with --trt-ep), which only the TensorrtExecutionProvider runs; "
+            "pass providers=['TensorrtExecutionProvider', 'CUDAExecutionProvider'] or export without --trt-ep"
+        )
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
     if missing:
@@ -79,6 +104,6 @@ def session(
             "for CUDA install onnxruntime-gpu"
         )
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=provider_options(providers))
     except Exception as exc:
         raise DrconvError(f"ONNX Runtime cannot load {path}: {str(exc).strip().splitlines()[0]}") from None

@@ -22,54 +22,9 @@
 #include <vector>
 
 #include "region_conv_cpu_direct.h"
+#include "region_conv_shape.h"
 
 namespace drconv {
-
-struct RegionConvShape {
-  int64_t n = 0, c_in = 0, h = 0, w = 0;  // x [N, C_in, H, W]
-  int64_t regions = 0, c_out = 0, kh = 0, kw = 0;  // filters [N, R, C_out, C_in, kh, kw]
-  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
-
-  int64_t h_out() const { return (h + 2 * pad_h - dil_h * (kh - 1) - 1) / stride_h + 1; }
-  int64_t w_out() const { return (w + 2 * pad_w - dil_w * (kw - 1) - 1) / stride_w + 1; }
-  int64_t pixels() const { return h_out() * w_out(); }
-  int64_t patch() const { return kh * kw * c_in; }  // one im2col row
-};
-
-// Empty when the shape is valid, else one line naming what is wrong.
-inline std::string validate(const RegionConvShape& s) {
-  auto str = [](int64_t v) { return std::to_string(v); };
-  if (s.n < 0 || s.c_in < 0 || s.h < 1 || s.w < 1 || s.c_out < 0)
-    return "x/filters have invalid sizes (N=" + str(s.n) + ", C_in=" + str(s.c_in) + ", H=" + str(s.h) +
-           ", W=" + str(s.w) + ", C_out=" + str(s.c_out) + ")";
-  if (s.regions < 1) return "filters must hold at least one region, got R=" + str(s.regions);
-  if (s.kh < 1 || s.kw < 1) return "kernel size must be >= 1, got " + str(s.kh) + "x" + str(s.kw);
-  if (s.stride_h < 1 || s.stride_w < 1) return "strides must be >= 1, got " + str(s.stride_h) + "," + str(s.stride_w);
-  if (s.dil_h < 1 || s.dil_w < 1) return "dilations must be >= 1, got " + str(s.dil_h) + "," + str(s.dil_w);
-  if (s.pad_h < 0 || s.pad_w < 0) return "pads must be >= 0, got " + str(s.pad_h) + "," + str(s.pad_w);
-  if (s.h_out() < 1 || s.w_out() < 1)
-    return "x spatial size " + str(s.h) + "x" + str(s.w) + " gives an empty output " + str(s.h_out()) + "x" +
-           str(s.w_out()) + " for kernel " + str(s.kh) + "x" + str(s.kw);
-  return {};
-}
-
-// First maximum over R, NaN counting as the maximum (as torch.argmax): the index is
-// always in [0, R).
-template <typename T>
-inline int64_t region_of(const T* guide, int64_t regions, int64_t step) {
-  int64_t best = 0;
-  T best_value = guide[0];
-  if (std::isnan(static_cast<double>(best_value))) return 0;
-  for (int64_t r = 1; r < regions; ++r) {
-    const T v = guide[r * step];
-    if (std::isnan(static_cast<double>(v))) return r;
-    if (v > best_value) {
-      best_value = v;
-      best = r;
-    }
-  }
-  return best;
-}
 
 // Pixels per GEMM: big enough to keep the GEMM efficient, small enough that a
 // tile's im2col rows stay in L2.

@@ -4,7 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "region_conv_cpu.h"  // RegionConvShape, validate()
+#include "region_conv_shape.h"
 
 namespace drconv {
 

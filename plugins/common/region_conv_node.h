@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "region_conv_cpu.h"
+#include "region_conv_shape.h"
 
 namespace drconv {
 

@@ -1,0 +1,46 @@
+"""Files appear whole or not at all: written to a temporary file beside the target, then renamed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from drconv.errors import DrconvError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, what: str = "") -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder; rename it onto `path` if the block succeeds.
+
+    On any failure the temporary file is removed and `path` is left as it was. OSErrors
+    become a DrconvError that names the file (`what` says which flag chose it, e.g. "-o").
+    """
+    path = Path(path)
+    hint = f"; choose a writable location with {what}" if what else ""
+    if path.is_dir():
+        raise DrconvError(f"cannot write {path}: it is a directory{hint}")
+    if not path.parent.is_dir():
+        raise DrconvError(f"cannot write {path}: directory {path.parent} does not exist{hint}")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DrconvError(f"cannot write {path}: {exc.strerror}{hint}") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DrconvError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, what: str = "") -> None:
+    with atomic_path(path, what) as tmp:
+        tmp.write_bytes(data)

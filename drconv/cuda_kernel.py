@@ -1,0 +1,46 @@
+"""The shared CUDA kernel as a PyTorch extension, compiled on first use where torch has CUDA.
+
+It is the kernel the TensorRT plugin and the ONNX Runtime CUDA op run
+(plugins/common/region_conv_cuda.cu); PyTorch's own `region_conv` on CUDA tensors still
+takes the bucketed torch path. Used by the GPU tests and benchmarks/bench_cuda.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from drconv.errors import DrconvError
+
+_ROOT = Path(__file__).resolve().parent.parent
+_SOURCES = [
+    _ROOT / "drconv" / "csrc" / "region_conv_cuda_torch.cpp",
+    _ROOT / "plugins" / "common" / "region_conv_cuda.cu",
+]
+
+
+@functools.cache
+def extension():
+    """The compiled module (torch.utils.cpp_extension.load; cached under TORCH_EXTENSIONS_DIR)."""
+    if not torch.cuda.is_available():
+        raise DrconvError("the CUDA kernel needs torch with CUDA and a GPU (torch.cuda.is_available() is False)")
+    missing = [str(p) for p in _SOURCES if not p.is_file()]
+    if missing:
+        raise DrconvError(f"CUDA kernel sources not found ({', '.join(missing)}): run from a drconv checkout")
+    from torch.utils.cpp_extension import load
+
+    return load(
+        name="drconv_cuda_kernel",
+        sources=[str(p) for p in _SOURCES],
+        extra_include_paths=[str(_ROOT / "plugins" / "common")],
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3"],
+        verbose=False,
+    )
+
+
+def region_conv_cuda(x, filters, guide, stride=(1, 1), padding=(1, 1), dilation=(1, 1)) -> torch.Tensor:
+    """y = the region-wise conv of CUDA tensors with the shared kernel (float32 or float16)."""
+    return extension().forward(x, filters, guide, list(stride), list(padding), list(dilation))

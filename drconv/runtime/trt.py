@@ -1,0 +1,229 @@
+"""TensorRT engines for exported DRConv models: build one from ONNX with our plugin, load one back.
+
+Written against the TensorRT 10 Python API (and 11, which builds strongly typed networks
+only). TensorRT cannot be installed on the machines this project is developed on, so the
+paths that need it run only where a user has it; without it every entry point raises
+TensorRTMissing with the install command.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from drconv import __version__
+from drconv._atomic import write_bytes
+from drconv.errors import DrconvError
+from drconv.info import plugin_path
+
+__all__ = ["BuildOptions", "TensorRTMissing", "build_engine", "load_engine", "parse_shape_spec", "plugin_library"]
+
+INSTALL_HINT = "pip install tensorrt (TensorRT >= 10, with an NVIDIA GPU and driver)"
+
+
+class TensorRTMissing(DrconvError):
+    """TensorRT's Python package is not importable here (exit code 2: the environment, not the input)."""
+
+    exit_code = 2
+
+
+def _tensorrt():
+    try:
+        import tensorrt  # type: ignore[import-not-found]
+    except ImportError:
+        raise TensorRTMissing(f"TensorRT is not installed: {INSTALL_HINT}") from None
+    return tensorrt
+
+
+def _major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def plugin_library() -> Path:
+    """The built libdrconv_tensorrt.so, or a DrconvError saying how to build it."""
+    path = plugin_path("tensorrt")
+    if path is None:
+        raise DrconvError(
+            "the TensorRT plugin libdrconv_tensorrt.so is not built; run `make plugins` on a machine with the "
+            "CUDA toolkit (or set DRCONV_PLUGIN_DIR to the folder that holds it)"
+        )
+    return path
+
+
+def _load_plugin(trt) -> Path:
+    library = plugin_library()
+    if not trt.get_plugin_registry().load_library(str(library)):
+        raise DrconvError(f"TensorRT could not load the plugin library {library}")
+    return library
+
+
+def parse_shape_spec(text: str) -> tuple[str, tuple[int, ...]]:
+    """'input:1x3x224x224' -> ('input', (1, 3, 224, 224))."""
+    name, sep, dims = text.rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or min(shape) < 1:
+        raise DrconvError(f"shape {text!r} must look like input:1x3x224x224 (input name, then positive sizes)")
+    return name, shape
+
+
+@dataclass
+class BuildOptions:
+    fp16: bool = False
+    min_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    opt_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    max_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None
+
+
+def _onnx_inputs(path: Path) -> dict[str, tuple[int | None, ...]]:
+    proto = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in proto.graph.initializer}
+    return {
+        value.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
+        for value in proto.graph.input
+        if value.name not in initializers
+    }
+
+
+def _profile_shapes(inputs: dict[str, tuple[int | None, ...]], options: BuildOptions) -> dict[str, tuple]:
+    """(min, opt, max) per input: from the options, or the ONNX input's own shape when it is static."""
+    for given in (options.min_shapes, options.opt_shapes, options.max_shapes):
+        unknown = set(given) - set(inputs)
+        if unknown:
+            raise DrconvError(f"no input named {sorted(unknown)[0]!r}; the model's inputs: {', '.join(inputs)}")
+    shapes = {}
+    for name, dims in inputs.items():
+        chosen = [options.min_shapes.get(name), options.opt_shapes.get(name), options.max_shapes.get(name)]
+        if any(c is None for c in chosen):
+            if None in dims and any(c is None for c in chosen):
+                raise DrconvError(
+                    f"input {name} has dynamic axes {list(dims)}: give --min-shape, --opt-shape and --max-shape "
+                    f"{name}:NxCxHxW"
+                )
+            chosen = [c if c is not None else dims for c in chosen]
+        low, opt, high = chosen
+        if not (len(low) == len(opt) == len(high) == len(dims)):
+            raise DrconvError(f"input {name} has rank {len(dims)}; the given shapes must have {len(dims)} sizes")
+        for axis, static in enumerate(dims):
+            if static is not None and not low[axis] == opt[axis] == high[axis] == static:
+                raise DrconvError(f"input {name} axis {axis} is fixed to {static} in the ONNX file")
+            if not low[axis] <= opt[axis] <= high[axis]:
+                raise DrconvError(f"input {name} axis {axis}: need min <= opt <= max, got {low}, {opt}, {high}")
+        shapes[name] = (tuple(low), tuple(opt), tuple(high))
+    return shapes
+
+
+def _gpu() -> tuple[str | None, str | None]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return torch.cuda.get_device_name(0), f"{major}.{minor}"
+    except Exception:  # the sidecar is informative; a missing torch CUDA must not fail the build
+        pass
+    return None, None
+
+
+def _sidecar(engine: Path) -> Path:
+    return engine.with_name(engine.name + ".json")
+
+
+def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, options: BuildOptions) -> dict:
+    """Build a TensorRT engine from an exported ONNX file; write it and its JSON sidecar atomically.
+
+    Returns the sidecar's content (TensorRT version, GPU, precision, shapes, plugin sha256).
+    """
+    trt = _tensorrt()
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise DrconvError(f"{onnx_path}: no such file")
+    inputs = _onnx_inputs(onnx_path)
+    shapes = _profile_shapes(inputs, options)
+    logger = trt.Logger(trt.Logger.WARNING)
+    library = _load_plugin(trt)
+
+    builder = trt.Builder(logger)
+    strongly_typed = _major(trt) >= 11  # TensorRT 11 builds strongly typed networks only
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise DrconvError(f"TensorRT cannot parse {onnx_path}: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if options.fp16:
+        if strongly_typed:
+            float16 = onnx.TensorProto.FLOAT16
+            proto = onnx.load(str(onnx_path), load_external_data=False)
+            if proto.graph.input[0].type.tensor_type.elem_type != float16:
+                raise DrconvError(
+                    "TensorRT >= 11 takes precision from the ONNX types: export a float16 model for --fp16"
+                )
+        else:
+            config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in shapes.items():
+        profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(profile)
+    cache = None
+    if options.timing_cache is not None:
+        data = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise DrconvError(f"TensorRT could not build an engine from {onnx_path} (see its messages above)")
+    gpu, capability = _gpu()
+    meta = {
+        "tensorrt": str(trt.__version__),
+        "gpu": gpu,
+        "compute_capability": capability,
+        "precision": "fp16" if options.fp16 else "fp32",
+        "shapes": {name: {"min": s[0], "opt": s[1], "max": s[2]} for name, s in shapes.items()},
+        "onnx": str(onnx_path),
+        "plugin_library": str(library),
+        "plugin_sha256": hashlib.sha256(library.read_bytes()).hexdigest(),
+        "drconv": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_bytes(engine_path, bytes(serialized), "-o")
+    write_bytes(_sidecar(engine_path), (json.dumps(meta, indent=2) + "\n").encode(), "-o")
+    if cache is not None and options.timing_cache is not None:
+        write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()), "--timing-cache")
+    return meta
+
+
+def load_engine(engine_path: str | os.PathLike):
+    """Deserialize an engine built by build_engine: plugin loaded first, TensorRT version checked."""
+    trt = _tensorrt()
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise DrconvError(f"{engine_path}: no such file")
+    sidecar = _sidecar(engine_path)
+    if sidecar.is_file():
+        built_with = json.loads(sidecar.read_text()).get("tensorrt")
+        if built_with != str(trt.__version__):
+            raise DrconvError(
+                f"{engine_path} was built with TensorRT {built_with}, this is {trt.__version__}: "
+                "rebuild it with `drconv build` (engines do not move between TensorRT versions)"
+            )
+    _load_plugin(trt)
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+    if engine is None:
+        raise DrconvError(f"TensorRT could not load {engine_path} (built for another GPU or TensorRT?)")
+    return engine
