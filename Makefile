@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 # CPU path: exact pins (requirements/cpu.txt; torch==2.13.0 is the CPU wheel), then
 # drconv itself, editable, its C++ kernel compiled against that torch.
-$(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp plugins/common/*.h
+$(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp drconv/csrc/*.h plugins/common/*.h
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/cpu.txt

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from drconv import __version__
+from drconv.errors import DrconvError
 from drconv.ops import native_cpu_kernel_available
 
 # Library file names as `make plugins` builds them (plugins/CMakeLists.txt, later issues).
@@ -47,6 +48,23 @@ def plugin_path(backend: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+_BUILD_HINTS = {
+    "onnxruntime": "run `make plugins`",
+    "tensorrt": "run `make plugins` on a machine with the CUDA toolkit",
+}
+
+
+def require_plugin(backend: str) -> Path:
+    """plugin_path(backend), or a DrconvError naming the library and the command that builds it."""
+    path = plugin_path(backend)
+    if path is None:
+        raise DrconvError(
+            f"the {backend} library {PLUGIN_FILES[backend]} is not built; {_BUILD_HINTS[backend]} "
+            "(or set DRCONV_PLUGIN_DIR to the folder that holds it)"
+        )
+    return path
 
 
 def collect() -> dict:

@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "region_conv_checks.h"
 #include "region_conv_cuda.h"
 
 namespace {
@@ -20,23 +21,9 @@ namespace {
 at::Tensor region_conv_cuda(const at::Tensor& x, const at::Tensor& filters, const at::Tensor& guide,
                             std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation) {
   TORCH_CHECK_VALUE(x.is_cuda() && filters.is_cuda() && guide.is_cuda(), "region_conv_cuda: inputs must be on CUDA");
-  TORCH_CHECK_VALUE(x.dim() == 4 && filters.dim() == 6 && guide.dim() == 4, "region_conv_cuda: ranks 4, 6, 4");
-  TORCH_CHECK_VALUE(x.scalar_type() == filters.scalar_type() && x.scalar_type() == guide.scalar_type(),
-                    "region_conv_cuda: one dtype for all inputs");
   TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf,
                     "region_conv_cuda: float32 or float16");
-  TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-                    "region_conv_cuda: stride, padding, dilation are pairs");
-  drconv::RegionConvShape s;
-  s.n = x.size(0), s.c_in = x.size(1), s.h = x.size(2), s.w = x.size(3);
-  s.regions = filters.size(1), s.c_out = filters.size(2), s.kh = filters.size(4), s.kw = filters.size(5);
-  s.stride_h = stride[0], s.stride_w = stride[1], s.pad_h = padding[0], s.pad_w = padding[1];
-  s.dil_h = dilation[0], s.dil_w = dilation[1];
-  const std::string bad = drconv::validate(s);
-  TORCH_CHECK_VALUE(bad.empty(), "region_conv_cuda: ", bad);
-  TORCH_CHECK_VALUE(filters.size(0) == s.n && filters.size(3) == s.c_in && guide.size(0) == s.n &&
-                        guide.size(1) == s.regions && guide.size(2) == s.h_out() && guide.size(3) == s.w_out(),
-                    "region_conv_cuda: filters/guide do not fit x");
+  const drconv::RegionConvShape s = drconv::checked_shape(x, filters, guide, stride, padding, dilation);
   const c10::cuda::CUDAGuard device(x.device());
   const at::Tensor xc = x.contiguous(), fc = filters.contiguous(), gc = guide.contiguous();
   at::Tensor y = at::empty({s.n, s.c_out, s.h_out(), s.w_out()}, x.options());

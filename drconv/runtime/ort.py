@@ -10,20 +10,14 @@ import onnx
 
 from drconv.errors import DrconvError
 from drconv.export.onnx import CUSTOM_DOMAIN, TRT_PLUGIN_DOMAIN
-from drconv.info import plugin_path
+from drconv.info import require_plugin
 
 __all__ = ["custom_op_library", "needs_custom_ops", "needs_trt_plugins", "provider_options", "session"]
 
 
 def custom_op_library() -> Path:
     """The built libdrconv_onnxruntime.so, or a DrconvError saying how to build it."""
-    path = plugin_path("onnxruntime")
-    if path is None:
-        raise DrconvError(
-            "the ONNX Runtime custom-op library libdrconv_onnxruntime.so is not built; "
-            "run `make plugins` (or set DRCONV_PLUGIN_DIR to the folder that holds it)"
-        )
-    return path
+    return require_plugin("onnxruntime")
 
 
 def needs_custom_ops(model: str | os.PathLike | onnx.ModelProto) -> bool:

@@ -20,7 +20,7 @@ import onnx
 from drconv import __version__
 from drconv._atomic import write_bytes
 from drconv.errors import DrconvError
-from drconv.info import plugin_path
+from drconv.info import require_plugin
 
 __all__ = ["BuildOptions", "TensorRTMissing", "build_engine", "load_engine", "parse_shape_spec", "plugin_library"]
 
@@ -47,13 +47,7 @@ def _major(trt) -> int:
 
 def plugin_library() -> Path:
     """The built libdrconv_tensorrt.so, or a DrconvError saying how to build it."""
-    path = plugin_path("tensorrt")
-    if path is None:
-        raise DrconvError(
-            "the TensorRT plugin libdrconv_tensorrt.so is not built; run `make plugins` on a machine with the "
-            "CUDA toolkit (or set DRCONV_PLUGIN_DIR to the folder that holds it)"
-        )
-    return path
+    return require_plugin("tensorrt")
 
 
 def _load_plugin(trt) -> Path:
