@@ -47,19 +47,23 @@ inline std::string dims_to_string(const int64_t* dims, size_t rank) {
 // string; otherwise one line naming the input and all three shapes.
 inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, size_t x_rank, const int64_t* f,
                               size_t f_rank, const int64_t* g, size_t g_rank, RegionConvShape& shape) {
-  const std::string shapes = " (X " + dims_to_string(x, x_rank) + ", filters " + dims_to_string(f, f_rank) +
-                             ", guide " + dims_to_string(g, g_rank) + ")";
-  if (x_rank != 4) return "RegionConv2d: input X must be 4-D [N, C_in, H, W]" + shapes;
-  if (f_rank != 6) return "RegionConv2d: input filters must be 6-D [N, R, C_out, C_in, kh, kw]" + shapes;
-  if (g_rank != 4) return "RegionConv2d: input guide must be 4-D [N, R, H_out, W_out]" + shapes;
+  // Built only on failure: enqueue calls this every time and must not allocate on success.
+  auto shapes = [&] {
+    return " (X " + dims_to_string(x, x_rank) + ", filters " + dims_to_string(f, f_rank) + ", guide " +
+           dims_to_string(g, g_rank) + ")";
+  };
+  if (x_rank != 4) return "RegionConv2d: input X must be 4-D [N, C_in, H, W]" + shapes();
+  if (f_rank != 6) return "RegionConv2d: input filters must be 6-D [N, R, C_out, C_in, kh, kw]" + shapes();
+  if (g_rank != 4) return "RegionConv2d: input guide must be 4-D [N, R, H_out, W_out]" + shapes();
   for (size_t i = 0; i < 4; ++i)
-    if (x[i] < 1 || g[i] < 1) return "RegionConv2d: X and guide must not have empty dimensions" + shapes;
+    if (x[i] < 1 || g[i] < 1) return "RegionConv2d: X and guide must not have empty dimensions" + shapes();
   for (size_t i = 0; i < 6; ++i)
-    if (f[i] < 1) return "RegionConv2d: filters must not have empty dimensions" + shapes;
-  if (f[0] != x[0] || g[0] != x[0]) return "RegionConv2d: X, filters and guide must have the same batch size" + shapes;
-  if (f[3] != x[1]) return "RegionConv2d: filters dim 3 (C_in) must equal X dim 1" + shapes;
-  if (g[1] != f[1]) return "RegionConv2d: guide dim 1 must equal the number of regions, filters dim 1" + shapes;
-  const std::string bad = attrs.validate();
+    if (f[i] < 1) return "RegionConv2d: filters must not have empty dimensions" + shapes();
+  if (f[0] != x[0] || g[0] != x[0])
+    return "RegionConv2d: X, filters and guide must have the same batch size" + shapes();
+  if (f[3] != x[1]) return "RegionConv2d: filters dim 3 (C_in) must equal X dim 1" + shapes();
+  if (g[1] != f[1]) return "RegionConv2d: guide dim 1 must equal the number of regions, filters dim 1" + shapes();
+  std::string bad = attrs.validate();
   if (!bad.empty()) return "RegionConv2d: " + bad;
 
   shape = RegionConvShape{};
@@ -78,10 +82,10 @@ inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, si
   shape.dil_h = attrs.dilations[0];
   shape.dil_w = attrs.dilations[1];
   const std::string invalid = validate(shape);
-  if (!invalid.empty()) return "RegionConv2d: " + invalid + shapes;
+  if (!invalid.empty()) return "RegionConv2d: " + invalid + shapes();
   if (g[2] != shape.h_out() || g[3] != shape.w_out())
     return "RegionConv2d: guide must be " + std::to_string(shape.h_out()) + "x" + std::to_string(shape.w_out()) +
-           " (the conv output size) in dims 2-3" + shapes;
+           " (the conv output size) in dims 2-3" + shapes();
   return {};
 }
 
