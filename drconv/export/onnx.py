@@ -29,7 +29,16 @@ import torch.nn.functional as F
 from drconv._atomic import atomic_path
 from drconv.errors import DrconvError
 
-__all__ = ["CUSTOM_DOMAIN", "CUSTOM_OP", "MODES", "PLUGIN_VERSION", "describe", "portable_region_conv", "to_onnx"]
+__all__ = [
+    "CUSTOM_DOMAIN",
+    "CUSTOM_OP",
+    "MODES",
+    "PLUGIN_VERSION",
+    "describe",
+    "portable_region_conv",
+    "region_conv_graph",
+    "to_onnx",
+]
 
 CUSTOM_DOMAIN = "drconv"
 CUSTOM_OP = "RegionConv2d"
@@ -152,6 +161,68 @@ def _input_symbols(program: torch.export.ExportedProgram) -> dict[str, str]:
     return names
 
 
+def _translate(program: torch.export.ExportedProgram, mode: str, opset: int, input_names: list[str]) -> onnx.ModelProto:
+    """An exported program to ONNX, the region conv as our node (custom) or standard ops (portable)."""
+    exporter_log = logging.getLogger("torch.onnx")
+    log_level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" is not for our users
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            region_conv = _custom_node if mode == "custom" else portable_region_conv
+            program = program.run_decompositions(
+                {
+                    torch.ops.drconv.region_conv.default: region_conv,
+                    torch.ops.aten.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
+                }
+            )
+            onnx_program = torch.onnx.export(
+                program,
+                dynamo=True,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=["output"],
+                optimize=True,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(log_level)
+    return onnx_program.model_proto
+
+
+class _RegionConvOnly(torch.nn.Module):
+    def __init__(self, stride, padding, dilation) -> None:
+        super().__init__()
+        self.conv = (list(stride), list(padding), list(dilation))
+
+    def forward(self, x, filters, guide):
+        return torch.ops.drconv.region_conv(x, filters, guide, *self.conv)
+
+
+def region_conv_graph(
+    x: torch.Tensor,
+    filters: torch.Tensor,
+    guide: torch.Tensor,
+    stride=(1, 1),
+    padding=(1, 1),
+    dilation=(1, 1),
+    mode: Mode = "custom",
+    opset: int = MIN_OPSET,
+) -> onnx.ModelProto:
+    """One region conv alone, static shapes, inputs X, filters, guide (for benchmarks and tests).
+
+    Custom mode gives the single RegionConv2d node; portable the standard-op graph. Filters and
+    guide stay graph inputs, so nothing is folded away at session creation.
+    """
+    if mode not in MODES:
+        raise DrconvError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    module = _RegionConvOnly(stride, padding, dilation)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, (x, filters, guide), strict=False)
+    return _translate(program, mode, opset, ["X", "filters", "guide"])
+
+
 def to_onnx(
     model: torch.nn.Module,
     sample_input: torch.Tensor,
@@ -188,33 +259,13 @@ def to_onnx(
 
     was_training = model.training
     model.eval()
-    exporter_log = logging.getLogger("torch.onnx")
-    log_level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" is not for our users
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = _trace(model, sample_input, dynamic)
-            region_conv = _custom_node if mode == "custom" else portable_region_conv
-            program = program.run_decompositions(
-                {
-                    torch.ops.drconv.region_conv.default: region_conv,
-                    torch.ops.aten.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
-                }
-            )
-            onnx_program = torch.onnx.export(
-                program,
-                dynamo=True,
-                opset_version=opset,
-                input_names=["input"],
-                output_names=["output"],
-                optimize=True,
-                verbose=False,
-            )
+        proto = _translate(program, mode, opset, ["input"])
     finally:
         model.train(was_training)
-        exporter_log.setLevel(log_level)
-    proto = onnx_program.model_proto
     _rename_dims(proto, _input_symbols(program))
     try:
         onnx.checker.check_model(proto)
