@@ -1,19 +1,22 @@
 """The shared CUDA kernel against cuDNN's dense conv of the same shape and the naive R-filter formulation.
 
-CUDA events, backends in alternation, medians. Issue 4's goal: <= 1.5x cuDNN at N=8,
-C=K=64, 56x56, k=3, R=8, float16. Run on a GPU machine:
-`python benchmarks/bench_cuda.py --dtype float16 --iters 200`.
+CUDA events, backends in alternation, medians (drconv.benchmark's timing). Issue 4's goal:
+<= 1.5x cuDNN at N=8, C=K=64, 56x56, k=3, R=8, float16. Run on a GPU machine:
+`python benchmarks/bench_cuda.py --dtype float16 --iters 200`. (`drconv benchmark --layer
+64x56x56 --device cuda` times the same in float32, with TensorRT where it is installed.)
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.table import Table
+
+from drconv.benchmark.backends import LayerSpec, layer_inputs, naive_region_conv
+from drconv.benchmark.report import results, table
+from drconv.benchmark.timing import Backend, alternate
 
 
 def main() -> None:
@@ -33,46 +36,22 @@ def main() -> None:
 
     torch.backends.cudnn.benchmark = True
     dtype = getattr(torch, args.dtype)
-    n, c, size, regions, k = args.batch, args.channels, args.size, args.regions, args.kernel
-    pad = k // 2
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, c, size, size, generator=g).to("cuda", dtype)
-    filters = (torch.randn(n, regions, c, c, k, k, generator=g) / (c * k * k) ** 0.5).to("cuda", dtype)
-    noise = torch.randn(n, regions, size + 8, size + 8, generator=g)
-    guide = F.avg_pool2d(noise, 9, 1).to("cuda", dtype)  # coherent regions, as a trained guide gives
+    spec = LayerSpec(args.batch, args.channels, args.size, args.size, args.regions, args.kernel, args.channels)
+    x, filters, guide = (t.to("cuda", dtype) for t in layer_inputs(spec))
     weight = filters[0, 0].contiguous()
-
-    def naive():
-        y = F.conv2d(x.reshape(1, n * c, size, size), filters.reshape(n * regions * c, c, k, k), padding=pad, groups=n)
-        y = y.view(n, regions, c, size, size)
-        index = guide.argmax(1, keepdim=True).unsqueeze(2).expand(-1, -1, c, -1, -1)
-        return y.gather(1, index).squeeze(1)
-
-    backends = {
-        "cuDNN dense conv (bound)": lambda: F.conv2d(x, weight, padding=pad),
-        "drconv CUDA kernel": lambda: region_conv_cuda(x, filters, guide, (1, 1), (pad, pad), (1, 1)),
-        "naive R filters (public impl.)": naive,
-    }
-    err = (backends["drconv CUDA kernel"]().float() - naive().float()).abs().max().item()
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for i in range(args.warmup + args.iters):
-        for name, fn in backends.items():
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            if i >= args.warmup:
-                times[name].append(start.elapsed_time(end))
-    bound = statistics.median(times["cuDNN dense conv (bound)"])
-    table = Table(title=f"N={n} C=K={c} {size}x{size} k={k} R={regions} {args.dtype}, {torch.cuda.get_device_name(0)}")
-    for col in ("backend", "median ms", "p90 ms", "x cuDNN"):
-        table.add_column(col, justify="left" if col == "backend" else "right")
-    for name, samples in times.items():
-        ordered = sorted(samples)
-        median = statistics.median(ordered)
-        table.add_row(name, f"{median:.4f}", f"{ordered[int(0.9 * (len(ordered) - 1))]:.4f}", f"{median / bound:.2f}")
-    Console().print(table)
+    pad = args.kernel // 2
+    backends = [
+        Backend("drconv CUDA kernel", lambda: region_conv_cuda(x, filters, guide, padding=(pad, pad)),
+                items=spec.batch, bound="cuDNN dense conv", cuda=True),
+        Backend("naive R filters", lambda: naive_region_conv(x, filters, guide, pad),
+                items=spec.batch, bound="cuDNN dense conv", cuda=True),
+        Backend("cuDNN dense conv", lambda: F.conv2d(x, weight, padding=pad), items=spec.batch, cuda=True),
+    ]  # fmt: skip
+    err = (backends[0].run().float() - backends[1].run().float()).abs().max().item()
+    with torch.no_grad():
+        samples = alternate(backends, args.warmup, args.iters)
+    rows = results(backends, samples, "cuda", {})
+    Console().print(table(f"{spec.describe()} {args.dtype}, {torch.cuda.get_device_name(0)}: ms", rows))
     Console().print(f"max |kernel - naive| = {err:.3g}; torch {torch.__version__}, CUDA {torch.version.cuda}")
 
 

@@ -21,88 +21,54 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from _timing import alternate, print_table
-from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 from drconv import DRConv2d
+from drconv.benchmark.backends import LayerSpec, dense_conv_graph, layer_inputs
 from drconv.export import to_onnx
+from drconv.export.onnx import region_conv_graph
 from drconv.models import create
-from drconv.runtime.ort import custom_op_library, session
+from drconv.runtime.ort import session
 
 
-def _session_from_proto(model, threads: int):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+def _session_from_proto(model, threads: int, tmp: Path):
+    path = tmp / f"{model.graph.name}.onnx"
+    onnx.save(model, str(path))
     # Idle ORT threads spin for a while after each run; in alternation that would steal
     # the cores from the next backend.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.register_custom_ops_library(str(custom_op_library()))
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _node_models(n: int, c: int, size: int, regions: int, k: int):
-    pad = k // 2
-    weight = numpy_helper.from_array(
-        (np.random.default_rng(0).standard_normal((c, c, k, k)) * 0.1).astype(np.float32), "W"
-    )
-    x_info = helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, c, size, size])
-    y_info = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, c, size, size])
-    dense = helper.make_graph(
-        [helper.make_node("Conv", ["X", "W"], ["Y"], pads=[pad] * 4)], "dense", [x_info], [y_info], [weight]
-    )
-    region = helper.make_graph(
-        [helper.make_node("RegionConv2d", ["X", "F", "G"], ["Y"], domain="drconv", pads=[pad] * 4)],
-        "region",
-        [
-            x_info,
-            helper.make_tensor_value_info("F", TensorProto.FLOAT, [n, regions, c, c, k, k]),
-            helper.make_tensor_value_info("G", TensorProto.FLOAT, [n, regions, size, size]),
-        ],
-        [y_info],
-    )
-    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("drconv", 1)]
-    return (
-        helper.make_model(dense, opset_imports=opsets),
-        helper.make_model(region, opset_imports=opsets),
-    )
+    return session(path, threads=threads, spinning=False)
 
 
 def layer_goals(args) -> None:
     n, c, size, regions, k = 1, args.channels, args.size, args.regions, args.kernel
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, size, size), dtype=np.float32)
-    filters = rng.standard_normal((n, regions, c, c, k, k), dtype=np.float32)
-    # Spatially coherent regions, as a trained guide gives: smoothed noise.
-    noise = torch.randn(n, regions, size + 8, size + 8, generator=torch.Generator().manual_seed(0))
-    guide = torch.nn.functional.avg_pool2d(noise, 9, 1).numpy()
-    dense_model, region_model = _node_models(n, c, size, regions, k)
-    dense, region = _session_from_proto(dense_model, args.threads), _session_from_proto(region_model, args.threads)
-
+    spec = LayerSpec(n, c, size, size, regions, k, c)
+    xt, ft, gt = layer_inputs(spec)
+    x, filters, guide = xt.numpy(), ft.numpy(), gt.numpy()
     layer = DRConv2d(c, c, k, regions).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        sample = torch.from_numpy(x)
-        custom = session(to_onnx(layer, sample, Path(tmp) / "c.onnx"), threads=args.threads, spinning=False)
+        dense_model = dense_conv_graph(filters[0, 0], x.shape, k // 2)
+        dense = _session_from_proto(dense_model, args.threads, Path(tmp))
+        region = _session_from_proto(region_conv_graph(xt, ft, gt, padding=(k // 2,) * 2), args.threads, Path(tmp))
+        custom = session(to_onnx(layer, xt, Path(tmp) / "c.onnx"), threads=args.threads, spinning=False)
         portable = session(
-            to_onnx(layer, sample, Path(tmp) / "p.onnx", mode="portable"), threads=args.threads, spinning=False
+            to_onnx(layer, xt, Path(tmp) / "p.onnx", mode="portable"), threads=args.threads, spinning=False
         )
     backends = {
-        "ORT Conv node (bound)": lambda: dense.run(None, {"X": x}),
-        "ORT RegionConv2d node": lambda: region.run(None, {"X": x, "F": filters, "G": guide}),
-        "DRConv2d layer, custom": lambda: custom.run(None, {"input": x}),
-        "DRConv2d layer, portable": lambda: portable.run(None, {"input": x}),
+        "ORT Conv node": lambda: dense.run(None, {"X": x}),
+        "ORT RegionConv2d": lambda: region.run(None, {"X": x, "filters": filters, "guide": guide}),
+        "layer custom": lambda: custom.run(None, {"input": x}),
+        "layer portable": lambda: portable.run(None, {"input": x}),
     }
     times = alternate(backends, args.iters, args.warmup)
     shape = f"N={n} C=K={c} {size}x{size} k={k} R={regions}"
-    print_table(
-        f"ONNX Runtime CPU, {shape}, {args.threads} threads, {args.iters} iters", times, "ORT Conv node (bound)"
-    )
+    print_table(f"ONNX Runtime CPU, {shape}, {args.threads} threads, {args.iters} iters", times, "ORT Conv node")
     med = {name: float(np.median(t)) for name, t in times.items()}
-    node_ratio = med["ORT RegionConv2d node"] / med["ORT Conv node (bound)"]
-    layer_ratio = med["DRConv2d layer, portable"] / med["DRConv2d layer, custom"]
+    node_ratio = med["ORT RegionConv2d"] / med["ORT Conv node"]
+    layer_ratio = med["layer portable"] / med["layer custom"]
     Console().print(
         f"RegionConv2d node / Conv node: {node_ratio:.2f}x (goal <= 1.3)   "
         f"layer portable / custom: {layer_ratio:.2f}x (goal >= 4)"
@@ -115,15 +81,13 @@ def models(args) -> None:
     torch.set_num_threads(args.threads)
     net = create("drconv-tiny").eval()
     xt = torch.from_numpy(x)
-    backends = {"PyTorch eager (drconv-tiny)": lambda: net(xt)}
+    backends = {"PyTorch eager": lambda: net(xt)}
     for path in args.model:
         sess = session(path, threads=args.threads, spinning=False)
         backends[f"ORT {Path(path).name}"] = lambda sess=sess: sess.run(None, {"input": x})
     with torch.no_grad():
         times = alternate(backends, args.iters, args.warmup)
-    print_table(
-        f"input {shape}, {args.threads} threads, {args.iters} iters", times, "PyTorch eager (drconv-tiny)", "x PyTorch"
-    )
+    print_table(f"input {shape}, {args.threads} threads, {args.iters} iters", times, "PyTorch eager", "x PyTorch")
 
 
 def main() -> None:

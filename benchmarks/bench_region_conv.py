@@ -25,28 +25,7 @@ from rich.console import Console
 import drconv
 from drconv import _torch_kernels
 from drconv._geometry import check_inputs
-
-
-def naive(x, filters, guide, padding):
-    """The public implementation: all R filters everywhere, then select."""
-    n, regions, c_out, c_in, kh, kw = filters.shape
-    y = F.conv2d(
-        x.reshape(1, n * c_in, *x.shape[2:]),
-        filters.reshape(n * regions * c_out, c_in, kh, kw),
-        padding=padding,
-        groups=n,
-    ).view(n, regions, c_out, *guide.shape[2:])
-    index = guide.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, c_out, -1, -1)
-    return y.gather(1, index).squeeze(1)
-
-
-def make_inputs(n, c, k, size, regions, kernel, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, size, size, generator=g)
-    filters = torch.randn(n, regions, k, c, kernel, kernel, generator=g)
-    # Spatially coherent regions, as a trained guide gives: smoothed noise.
-    guide = F.avg_pool2d(torch.randn(n, regions, size + 8, size + 8, generator=g), 9, 1)
-    return x, filters, guide
+from drconv.benchmark.backends import LayerSpec, layer_inputs, naive_region_conv
 
 
 def main() -> None:
@@ -62,17 +41,18 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    x, filters, guide = make_inputs(args.batch, args.channels, args.channels, args.size, args.regions, args.kernel)
+    spec = LayerSpec(args.batch, args.channels, args.size, args.size, args.regions, args.kernel, args.channels)
+    x, filters, guide = layer_inputs(spec)
     pad = args.kernel // 2
     dense_weight = filters[0, 0].contiguous()
     geo = check_inputs(x, filters, guide, (1, 1), (pad, pad), (1, 1))
     backends = {
-        "dense F.conv2d (bound)": lambda: F.conv2d(x, dense_weight, padding=pad),
+        "F.conv2d dense": lambda: F.conv2d(x, dense_weight, padding=pad),
         "drconv.region_conv": lambda: drconv.region_conv(x, filters, guide),
-        "bucketed torch ops (fallback)": lambda: _torch_kernels.forward(x, filters, guide, geo),
-        "naive R filters (public impl.)": lambda: naive(x, filters, guide, pad),
+        "bucketed fallback": lambda: _torch_kernels.forward(x, filters, guide, geo),
+        "naive R filters": lambda: naive_region_conv(x, filters, guide, pad),
     }
-    reference = backends["naive R filters (public impl.)"]()
+    reference = backends["naive R filters"]()
     for name, fn in backends.items():
         err = (fn() - reference).abs().max().item() if "dense" not in name else 0.0
         if err > 1e-3:
@@ -84,7 +64,7 @@ def main() -> None:
         f"region conv forward, N={args.batch} C=K={args.channels} {args.size}x{args.size} k={args.kernel} "
         f"R={args.regions}, {args.threads} threads, {args.iters} iters in alternation",
         times,
-        "dense F.conv2d (bound)",
+        "F.conv2d dense",
         "x dense",
     )
     Console().print(

@@ -11,6 +11,19 @@ from pathlib import Path
 from drconv.errors import DrconvError
 
 
+def check_writable(path: str | os.PathLike, what: str = "") -> str:
+    """Fail early, before long work, where `path` cannot be written; return the hint for later errors."""
+    path = Path(path)
+    hint = f"; choose a writable location with {what}" if what else ""
+    if path.is_dir():
+        raise DrconvError(f"cannot write {path}: it is a directory{hint}")
+    if not path.parent.is_dir():
+        raise DrconvError(f"cannot write {path}: directory {path.parent} does not exist{hint}")
+    if not os.access(path.parent, os.W_OK):
+        raise DrconvError(f"cannot write {path}: directory {path.parent} is not writable{hint}")
+    return hint
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, what: str = "") -> Iterator[Path]:
     """Yield a temporary path in `path`'s folder; rename it onto `path` if the block succeeds.
@@ -19,11 +32,7 @@ def atomic_path(path: str | os.PathLike, what: str = "") -> Iterator[Path]:
     become a DrconvError that names the file (`what` says which flag chose it, e.g. "-o").
     """
     path = Path(path)
-    hint = f"; choose a writable location with {what}" if what else ""
-    if path.is_dir():
-        raise DrconvError(f"cannot write {path}: it is a directory{hint}")
-    if not path.parent.is_dir():
-        raise DrconvError(f"cannot write {path}: directory {path.parent} does not exist{hint}")
+    hint = check_writable(path, what)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:

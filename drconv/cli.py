@@ -313,6 +313,182 @@ def build(
     )
 
 
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _split_targets(targets: list[str]) -> tuple[list[str], list[Path]]:
+    """Model specs and exported files (.onnx, .engine), in the order given."""
+    specs, files = [], []
+    for target in targets:
+        path = Path(target)
+        if path.suffix in (".onnx", ".engine", ".plan", ".trt") or path.exists():
+            files.append(path)
+        else:
+            specs.append(target)
+    if len(specs) > 1:
+        raise DrconvError(f"benchmark one model at a time, got {', '.join(specs)}")
+    return specs, files
+
+
+@app.command()
+@user_errors
+def benchmark(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="What to time: a model (built-in name or package.module:factory; default --model), "
+            ".onnx files (ONNX Runtime, CPU) and/or .engine files (TensorRT, with --device cuda).",
+            show_default=False,
+        ),
+    ] = None,
+    model: ModelOption = models_mod.DEFAULT_MODEL,
+    checkpoint: CheckpointOption = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            "-b",
+            help="Comma-separated backends (default: all that run here). --layer: torch, torch-naive, torch-dense, "
+            "ort-custom, ort-portable, ort-dense; on cuda torch, torch-naive, torch-cuda, trt, cudnn-dense. "
+            "Models: torch, ort-custom, ort-portable; on cuda torch, trt.",
+        ),
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where PyTorch and TensorRT run (ONNX Runtime runs on the CPU).")] = (
+        Device.cpu
+    ),
+    batch: Annotated[
+        int | None, typer.Option(help="Batch size: N of --input-shape, or of --layer (default 1).", min=1)
+    ] = None,
+    input_shape: Annotated[
+        str, typer.Option("--input-shape", help="Model input N,C,H,W (symbolic axes of .onnx files take it).")
+    ] = "1,3,224,224",
+    layer: Annotated[
+        str | None, typer.Option(help="Time one region conv of input CxHxW (e.g. 64x56x56) instead of a model.")
+    ] = None,
+    regions: Annotated[int, typer.Option(help="Regions R of the --layer.", min=1)] = 8,
+    kernel: Annotated[
+        int, typer.Option(help="Filter size k of the --layer (k x k, stride 1, same padding).", min=1)
+    ] = 3,
+    out_channels: Annotated[
+        int | None, typer.Option("--out-channels", help="Output channels K of the --layer (default: C).", min=1)
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads of PyTorch and ONNX Runtime (default: one per core).", min=1)
+    ] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed rounds before timing.", min=0)] = 5,
+    iters: Annotated[int | None, typer.Option(help="Timed rounds, one call per backend each (default 50).", min=1)] = (
+        None
+    ),
+    seconds: Annotated[
+        float | None, typer.Option(help="Time rounds for this many seconds instead of --iters.", min=0.01)
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON (schema in docs/performance.md).")
+    ] = None,
+    plot_file: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG bar chart: p50 bars, p90 whiskers, bound lines.")
+    ] = None,
+) -> None:
+    """Time backends side by side, in alternation, in one process; report p50/p90/p99 and the ratio to the bound."""
+    import shlex
+    import sys
+    import tempfile
+
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from drconv._atomic import check_writable
+    from drconv.benchmark import backends as bk
+    from drconv.benchmark import env as env_mod
+    from drconv.benchmark import report
+    from drconv.benchmark.timing import alternate
+
+    if iters is not None and seconds is not None:
+        raise DrconvError("give --iters or --seconds, not both")
+    if iters is None and seconds is None:
+        iters = 50
+    for path, flag in ((json_file, "--json"), (plot_file, "--plot")):
+        if path is not None:
+            check_writable(path, flag)
+    if device == Device.cuda and not torch.cuda.is_available():
+        raise DrconvError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)")
+    requested = [b.strip() for b in backend.split(",") if b.strip()] if backend else None
+    threads = threads or bk.default_threads()
+    torch.set_num_threads(threads)
+
+    with tempfile.TemporaryDirectory(prefix="drconv-bench-") as tmp:
+        with err_console.status("preparing backends ...") as status:
+            if layer is not None:
+                if targets:
+                    raise DrconvError("give TARGETs or --layer, not both")
+                spec = bk.LayerSpec.parse(layer, regions, kernel, out_channels, batch or 1)
+                prepared = bk.prepare_layer(spec, requested, device.value, threads, Path(tmp))
+                title = f"region conv {spec.describe()}"
+            else:
+                specs, files = _split_targets(targets or [])
+                shape = parse_shape(input_shape)
+                shape = (batch or shape[0], *shape[1:])
+                if files and requested and not specs:
+                    raise DrconvError(
+                        "--backend chooses the backends of a model or --layer; .onnx and .engine files run in their own"
+                    )
+                prepared = bk.Prepared(config={"mode": "files", "device": device.value, "input_shape": list(shape)})
+                if specs or not files:
+                    spec_name = specs[0] if specs else model
+                    net = models_mod.load_model(spec_name, checkpoint)
+                    prepared = bk.prepare_model(
+                        spec_name,
+                        net,
+                        shape,
+                        requested,
+                        device.value,
+                        threads,
+                        Path(tmp),
+                        lambda text: status.update(text),
+                    )
+                if files:
+                    from_files = bk.prepare_files(files, shape, device.value, threads)
+                    prepared.backends += from_files.backends
+                    prepared.config["files"] = from_files.config["files"]
+                title = (
+                    f"{specs[0] if specs else (model if not files else 'files')} on input {'x'.join(map(str, shape))}"
+                )
+        if not prepared.backends:
+            raise DrconvError(f"no backend can run here: {'; '.join(f'{k}: {v}' for k, v in prepared.skipped.items())}")
+        title += f", {device.value}, {threads} threads"
+        with Progress(
+            TextColumn("timing {task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(", ".join(b.name for b in prepared.backends), total=1.0)
+            with torch.no_grad():
+                samples = alternate(
+                    prepared.backends, warmup, iters, seconds, lambda done: progress.update(task, completed=done)
+                )
+    rows = report.results(prepared.backends, samples, device.value, prepared.errors)
+    console.print(report.table(f"{title}: ms, {rows[0].stats.iters} rounds in alternation", rows))
+    for name, why in prepared.skipped.items():
+        console.print(f"[dim]skipped {name}: {escape(why)}[/]")
+    config = prepared.config | {
+        "threads": threads,
+        "warmup": warmup,
+        "iters": iters,
+        "seconds": seconds,
+        "command": shlex.join(["drconv", *sys.argv[1:]]),
+    }
+    if json_file is not None:
+        report.write_json(json_file, report.to_json(env_mod.collect(threads), config, rows, prepared.skipped))
+        console.print(f"wrote {json_file}")
+    if plot_file is not None:
+        report.plot(plot_file, title, rows)
+        console.print(f"wrote {plot_file}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -22,7 +22,7 @@ PLUGIN_FILES = {
 _REPO_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "plugins"
 
 
-def _version(*dists: str) -> str | None:
+def package_version(*dists: str) -> str | None:
     for dist in dists:
         try:
             return metadata.version(dist)
@@ -76,10 +76,10 @@ def collect() -> dict:
         "platform": platform.platform(),
         "executable": sys.executable,
         "torch": torch.__version__,
-        "onnx": _version("onnx"),
-        "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
-        "onnxscript": _version("onnxscript"),
-        "tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+        "onnx": package_version("onnx"),
+        "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
+        "onnxscript": package_version("onnxscript"),
+        "tensorrt": package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
         "cuda_available": cuda,
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "torch_threads": torch.get_num_threads(),

@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from drconv.errors import DrconvError
-from drconv.runtime.ort import session
+from drconv.runtime.ort import image_input, session
 
 __all__ = ["OutputError", "VerifyReport", "verify_onnx"]
 
@@ -39,17 +39,12 @@ class VerifyReport:
 
 def _input_shape(proto: onnx.ModelProto, batch: int, size: int) -> tuple[int, ...]:
     """The graph's input shape with its symbolic axes set to `batch` and `size`."""
-    graph_inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    if len(graph_inputs) != 1:
-        raise DrconvError(f"verify handles models with one input, this one has {len(graph_inputs)}")
-    dims = graph_inputs[0].type.tensor_type.shape.dim
-    if len(dims) != 4:
-        raise DrconvError(f"verify expects a 4-D image input [N, C, H, W], got rank {len(dims)}")
+    _, dims = image_input(proto)
     fill = (batch, None, size, size)
     shape = []
     for axis, dim in enumerate(dims):
-        if dim.HasField("dim_value"):
-            shape.append(dim.dim_value)
+        if dim is not None:
+            shape.append(dim)
         elif fill[axis] is None:
             raise DrconvError("the ONNX input's channel axis is symbolic; export with a fixed channel count")
         else:

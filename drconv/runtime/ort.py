@@ -12,7 +12,7 @@ from drconv.errors import DrconvError
 from drconv.export.onnx import CUSTOM_DOMAIN, TRT_PLUGIN_DOMAIN
 from drconv.info import require_plugin
 
-__all__ = ["custom_op_library", "needs_custom_ops", "needs_trt_plugins", "provider_options", "session"]
+__all__ = ["custom_op_library", "image_input", "needs_custom_ops", "needs_trt_plugins", "provider_options", "session"]
 
 
 def custom_op_library() -> Path:
@@ -45,6 +45,20 @@ def provider_options(providers: Sequence[str]) -> list:
         else:
             out.append(provider)
     return out
+
+
+def image_input(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, list[int | None]]:
+    """The graph's one image input: its name and dims [N, C, H, W] (None where symbolic)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = _load(Path(model))
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise DrconvError(f"expected a model with one image input, this one has {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise DrconvError(f"expected a 4-D image input [N, C, H, W], input {inputs[0].name} has rank {len(dims)}")
+    return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
 def _load(path: Path) -> onnx.ModelProto:

@@ -22,7 +22,16 @@ from drconv._atomic import write_bytes
 from drconv.errors import DrconvError
 from drconv.info import require_plugin
 
-__all__ = ["BuildOptions", "TensorRTMissing", "build_engine", "load_engine", "parse_shape_spec", "plugin_library"]
+__all__ = [
+    "BuildOptions",
+    "EngineRunner",
+    "TensorRTMissing",
+    "build_engine",
+    "engine_input_name",
+    "load_engine",
+    "parse_shape_spec",
+    "plugin_library",
+]
 
 INSTALL_HINT = "pip install tensorrt (TensorRT >= 10, with an NVIDIA GPU and driver)"
 
@@ -221,3 +230,63 @@ def load_engine(engine_path: str | os.PathLike):
     if engine is None:
         raise DrconvError(f"TensorRT could not load {engine_path} (built for another GPU or TensorRT?)")
     return engine
+
+
+def engine_input_name(engine) -> str:
+    """The name of an engine's one input (benchmarks feed image models)."""
+    trt = _tensorrt()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    if len(inputs) != 1:
+        raise DrconvError(f"expected an engine with one input, this one has {len(inputs)}: {', '.join(inputs)}")
+    return inputs[0]
+
+
+class EngineRunner:
+    """Runs an engine on torch CUDA tensors: shapes set and outputs allocated once, then one
+    execute_async_v3 on the current torch stream per call (what a serving loop does)."""
+
+    def __init__(self, engine, inputs: dict) -> None:
+        import torch
+
+        trt = _tensorrt()
+        self.context = engine.create_execution_context()
+        self.tensors: dict[str, torch.Tensor] = {}
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        wanted = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if sorted(wanted) != sorted(inputs):
+            raise DrconvError(f"the engine's inputs are {', '.join(wanted)}; given {', '.join(inputs)}")
+        for name in wanted:
+            dtype = _torch_dtype(trt, engine.get_tensor_dtype(name))
+            tensor = inputs[name].to(device="cuda", dtype=dtype).contiguous()
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                raise DrconvError(
+                    f"input {name} of shape {tuple(tensor.shape)} is outside the engine's optimization profile "
+                    f"{tuple(engine.get_tensor_profile_shape(name, 0)[0])} .. "
+                    f"{tuple(engine.get_tensor_profile_shape(name, 0)[2])}"
+                )
+            self.tensors[name] = tensor
+        self.outputs = [n for n in names if n not in wanted]
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            self.tensors[name] = torch.empty(
+                shape, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)), device="cuda"
+            )
+        for name, tensor in self.tensors.items():
+            self.context.set_tensor_address(name, tensor.data_ptr())
+
+    def __call__(self):
+        import torch
+
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise DrconvError("TensorRT could not run the engine (see its messages above)")
+        return [self.tensors[name] for name in self.outputs]
+
+
+def _torch_dtype(trt, dtype):
+    import torch
+
+    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.INT32: torch.int32}
+    if dtype not in table:
+        raise DrconvError(f"engine tensors of type {dtype} are not supported by the benchmark")
+    return table[dtype]

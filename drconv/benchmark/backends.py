@@ -1,0 +1,402 @@
+"""The backends `drconv benchmark` times, ready to run: one region conv alone (--layer) or whole models.
+
+Every backend is built with its inputs in place, so a timed call is one inference and
+nothing else; and every backend that computes a region conv is checked against the
+reference op before it is timed, since a fast wrong answer is not a result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+from drconv.benchmark.timing import Backend
+from drconv.errors import DrconvError
+
+__all__ = [
+    "LAYER_BACKENDS",
+    "MODEL_BACKENDS",
+    "LayerSpec",
+    "Prepared",
+    "dense_conv_graph",
+    "layer_inputs",
+    "prepare_files",
+    "prepare_layer",
+    "prepare_model",
+]
+
+# In the order they run and are reported; the dense ones are the bounds.
+LAYER_BACKENDS = {
+    "cpu": ("torch", "torch-naive", "torch-dense", "ort-custom", "ort-portable", "ort-dense"),
+    "cuda": ("torch", "torch-naive", "torch-cuda", "trt", "cudnn-dense"),
+}
+MODEL_BACKENDS = {"cpu": ("torch", "ort-custom", "ort-portable"), "cuda": ("torch", "trt")}
+KNOWN = sorted({b for group in (*LAYER_BACKENDS.values(), *MODEL_BACKENDS.values()) for b in group})
+_BOUND = {
+    "cpu": {
+        "torch": "torch-dense",
+        "torch-naive": "torch-dense",
+        "ort-custom": "ort-dense",
+        "ort-portable": "ort-dense",
+    },
+    "cuda": {"torch": "cudnn-dense", "torch-naive": "cudnn-dense", "torch-cuda": "cudnn-dense", "trt": "cudnn-dense"},
+}
+# |backend - reference| / max|reference|: float32 sums in another order; on CUDA, TF32 convs.
+_TOLERANCE = {"cpu": 1e-3, "cuda": 1e-2}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One region conv: N, C_in, H, W, R regions, k x k filters, K outputs, stride 1, 'same' padding."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    regions: int
+    kernel: int
+    out_channels: int
+
+    @classmethod
+    def parse(cls, text: str, regions: int, kernel: int, out_channels: int | None, batch: int) -> LayerSpec:
+        """From --layer CxHxW and the other flags."""
+        try:
+            c, h, w = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise DrconvError(f"--layer {text!r} must look like 64x56x56 (channels x height x width)") from None
+        if min(c, h, w) < 1 or regions < 1 or kernel < 1 or batch < 1 or (out_channels or c) < 1:
+            raise DrconvError("--layer sizes, --regions, --kernel, --out-channels and --batch must be >= 1")
+        if kernel % 2 == 0:
+            raise DrconvError(f"--kernel {kernel}: use an odd size, so that 'same' padding keeps {h}x{w}")
+        return cls(batch, c, h, w, regions, kernel, out_channels or c)
+
+    def describe(self) -> str:
+        k = self.kernel
+        return (
+            f"N={self.batch} C={self.channels} K={self.out_channels} {self.height}x{self.width} "
+            f"k={k}x{k} R={self.regions}"
+        )
+
+
+@dataclass
+class Prepared:
+    """Backends ready to time, with what the checks found and what was left out."""
+
+    backends: list[Backend] = field(default_factory=list)
+    errors: dict[str, float] = field(default_factory=dict)  # max relative error vs the reference
+    skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it is not here
+    config: dict = field(default_factory=dict)
+
+
+def _unknown(name: str) -> DrconvError:
+    return DrconvError(f"unknown backend {name!r}; choose from {', '.join(KNOWN)}")
+
+
+def select(requested: list[str] | None, offered: tuple[str, ...], what: str) -> tuple[list[str], bool]:
+    """The backends to build, in `offered` order, and whether the user chose them (then none may be skipped)."""
+    if not requested:
+        return list(offered), False
+    for name in requested:
+        if name not in KNOWN:
+            raise _unknown(name)
+        if name not in offered:
+            raise DrconvError(f"backend {name} does not apply to {what} ({_where(name)}); there: {', '.join(offered)}")
+    return [name for name in offered if name in requested], True
+
+
+def _where(name: str) -> str:
+    """Where a backend applies, e.g. 'it times --layer on cuda, models on cuda'."""
+    places = [f"--layer on {d}" for d, names in LAYER_BACKENDS.items() if name in names]
+    places += [f"models on {d}" for d, names in MODEL_BACKENDS.items() if name in names]
+    return "it times " + ", ".join(places)
+
+
+def layer_inputs(spec: LayerSpec, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x, filters and a spatially coherent guide (smoothed noise, as a trained guide gives)."""
+    g = torch.Generator().manual_seed(seed)
+    n, c, k, r = spec.batch, spec.channels, spec.kernel, spec.regions
+    x = torch.randn(n, c, spec.height, spec.width, generator=g)
+    filters = torch.randn(n, r, spec.out_channels, c, k, k, generator=g) / math.sqrt(c * k * k)
+    guide = F.avg_pool2d(torch.randn(n, r, spec.height + 8, spec.width + 8, generator=g), 9, 1)
+    return x, filters, guide
+
+
+def naive_region_conv(x, filters, guide, padding: int) -> torch.Tensor:
+    """The public implementation's formulation: all R filters at every pixel, then select by region."""
+    n, regions, c_out, c_in, kh, kw = filters.shape
+    y = F.conv2d(
+        x.reshape(1, n * c_in, *x.shape[2:]),
+        filters.reshape(n * regions * c_out, c_in, kh, kw),
+        padding=padding,
+        groups=n,
+    ).view(n, regions, c_out, *guide.shape[2:])
+    index = guide.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, c_out, -1, -1)
+    return y.gather(1, index).squeeze(1)
+
+
+def dense_conv_graph(weight: np.ndarray, input_shape: tuple[int, ...], padding: int, opset: int = 18):
+    """One ONNX Conv node, weight as an initializer: the bound a RegionConv2d node is measured against."""
+    n, _, h, w = input_shape
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, list(input_shape))
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, weight.shape[0], h, w])
+    node = helper.make_node("Conv", ["X", "W"], ["Y"], pads=[padding] * 4)
+    graph = helper.make_graph([node], "dense_conv", [x], [y], [numpy_helper.from_array(weight, "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _as_numpy(out) -> np.ndarray:
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    if isinstance(out, torch.Tensor):
+        return out.detach().float().cpu().numpy()
+    return np.asarray(out, dtype=np.float32)
+
+
+def _relative_error(out, reference: np.ndarray) -> float:
+    actual = _as_numpy(out)
+    if actual.shape != reference.shape:
+        return math.inf
+    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-12)
+    return float(np.abs(actual.astype(np.float64) - reference).max(initial=0.0)) / scale
+
+
+def _check(prepared: Prepared, name: str, run: Callable[[], object], reference: np.ndarray, device: str) -> None:
+    error = _relative_error(run(), reference)
+    if not error <= _TOLERANCE[device]:  # NaN fails too
+        raise DrconvError(
+            f"backend {name} disagrees with the reference by {error:.3g} (max |difference| / max |reference|); "
+            "its timing would mean nothing"
+        )
+    prepared.errors[name] = error
+
+
+def _ort_session(proto_or_path, tmp: Path, name: str, threads: int):
+    import onnx
+
+    from drconv.runtime.ort import session
+
+    path = proto_or_path
+    if isinstance(proto_or_path, onnx.ModelProto):
+        path = tmp / f"{name}.onnx"
+        onnx.save(proto_or_path, str(path))
+    # Idle ORT threads spinning after a run would take the cores from the next backend.
+    return session(path, threads=threads, spinning=False)
+
+
+def _availability(name: str, device: str) -> None:
+    """Raise the DrconvError that says why `name` cannot run here (nothing if it can)."""
+    if name == "ort-custom":
+        from drconv.runtime.ort import custom_op_library
+
+        custom_op_library()
+    elif name == "trt":
+        from drconv.runtime import trt
+
+        trt._tensorrt()
+        trt.plugin_library()
+    elif name == "torch-cuda":
+        from drconv.cuda_kernel import extension
+
+        extension()  # compiles on first use; a missing nvcc is a DrconvError
+
+
+def _available(names: list[str], chosen: bool, device: str, prepared: Prepared) -> list[str]:
+    """Names that can run here; with chosen backends the first that cannot is an error."""
+    out = []
+    for name in names:
+        try:
+            _availability(name, device)
+        except DrconvError as exc:
+            if chosen:
+                raise
+            prepared.skipped[name] = str(exc)
+            continue
+        out.append(name)
+    return out
+
+
+def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, threads: int, tmp: Path) -> Prepared:
+    """Backends for one region conv of `spec` on `device`, each checked against drconv.region_conv."""
+    import drconv
+    from drconv.export.onnx import region_conv_graph
+
+    prepared = Prepared(config={"mode": "layer", "device": device, "layer": asdict(spec), "describe": spec.describe()})
+    names, chosen = select(requested, LAYER_BACKENDS[device], f"--layer on {device}")
+    names = _available(names, chosen, device, prepared)
+    x, filters, guide = layer_inputs(spec)
+    pad = spec.kernel // 2
+    reference = drconv.region_conv(x, filters, guide).numpy().astype(np.float64)
+    weight = filters[0, 0].contiguous()  # any K x C x k x k weight: the bound only needs the shape
+    if device == "cuda":
+        x, filters, guide, weight = (t.cuda() for t in (x, filters, guide, weight))
+    feeds = {"X": x.numpy(), "filters": filters.numpy(), "guide": guide.numpy()} if device == "cpu" else {}
+
+    def build(name: str) -> Callable[[], object]:
+        if name == "torch":
+            return lambda: drconv.region_conv(x, filters, guide)
+        if name == "torch-naive":
+            return lambda: naive_region_conv(x, filters, guide, pad)
+        if name in ("torch-dense", "cudnn-dense"):
+            return lambda: F.conv2d(x, weight, padding=pad)
+        if name == "torch-cuda":
+            from drconv.cuda_kernel import region_conv_cuda
+
+            return lambda: region_conv_cuda(x, filters, guide, padding=(pad, pad))
+        if name in ("ort-custom", "ort-portable"):
+            mode = name.removeprefix("ort-")
+            proto = region_conv_graph(x, filters, guide, padding=(pad, pad), mode=mode)
+            sess = _ort_session(proto, tmp, name, threads)
+            return lambda: sess.run(None, feeds)
+        if name == "ort-dense":
+            sess = _ort_session(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name, threads)
+            dense_feed = {"X": feeds["X"]}
+            return lambda: sess.run(None, dense_feed)
+        if name == "trt":
+            return _trt_layer(x, filters, guide, pad, tmp)
+        raise _unknown(name)
+
+    for name in names:
+        run = build(name)
+        if not name.endswith("-dense"):
+            _check(prepared, name, run, reference, device)
+        bound = _BOUND[device].get(name)
+        prepared.backends.append(
+            Backend(name, run, items=spec.batch, bound=bound if bound in names else None, cuda=device == "cuda")
+        )
+    return prepared
+
+
+def _trt_layer(x, filters, guide, pad: int, tmp: Path) -> Callable[[], object]:
+    from drconv.export.onnx import region_conv_graph
+    from drconv.runtime import trt
+
+    onnx_path = tmp / "layer-trt.onnx"
+    cpu = [t.cpu() for t in (x, filters, guide)]
+    import onnx
+
+    onnx.save(region_conv_graph(*cpu, padding=(pad, pad), mode="custom"), str(onnx_path))
+    engine_path = tmp / "layer.engine"
+    trt.build_engine(onnx_path, engine_path, trt.BuildOptions())
+    return trt.EngineRunner(trt.load_engine(engine_path), {"X": x, "filters": filters, "guide": guide})
+
+
+def _model_input(shape: tuple[int, ...], device: str) -> torch.Tensor:
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    return x.cuda() if device == "cuda" else x
+
+
+def prepare_model(
+    spec: str,
+    net: torch.nn.Module,
+    shape: tuple[int, ...],
+    requested: list[str] | None,
+    device: str,
+    threads: int,
+    tmp: Path,
+    status: Callable[[str], None] = lambda _: None,
+) -> Prepared:
+    """Backends for a whole model: PyTorch eager, and the model exported or built for each runtime."""
+    from drconv.export import to_onnx
+
+    prepared = Prepared(config={"mode": "model", "device": device, "model": spec, "input_shape": list(shape)})
+    names, chosen = select(requested, MODEL_BACKENDS[device], f"models on {device}")
+    names = _available(names, chosen, device, prepared)
+    x = _model_input(shape, device)
+    net = net.eval().to(x.device)
+    try:
+        with torch.no_grad():
+            reference = _as_numpy(net(x)).astype(np.float64)
+    except (RuntimeError, ValueError) as exc:
+        raise DrconvError(f"model {spec} cannot run on input {shape}: {str(exc).strip().splitlines()[0]}") from None
+
+    def build(name: str) -> Callable[[], object]:
+        if name == "torch":
+            return lambda: net(x)
+        if name in ("ort-custom", "ort-portable"):
+            mode = name.removeprefix("ort-")
+            status(f"exporting {spec} ({mode}) ...")
+            path = to_onnx(net, x, tmp / f"model-{mode}.onnx", mode=mode)
+            sess = _ort_session(path, tmp, name, threads)
+            feed = {"input": x.numpy()}
+            return lambda: sess.run(None, feed)
+        if name == "trt":
+            from drconv.runtime import trt
+
+            status(f"exporting {spec} and building a TensorRT engine ...")
+            path = to_onnx(net.cpu(), x.cpu(), tmp / "model-trt.onnx", dynamic=False)
+            net.to(x.device)
+            trt.build_engine(path, tmp / "model.engine", trt.BuildOptions())
+            return trt.EngineRunner(trt.load_engine(tmp / "model.engine"), {"input": x})
+        raise _unknown(name)
+
+    with torch.no_grad():
+        for name in names:
+            run = build(name)
+            _check(prepared, name, run, reference, device)
+            prepared.backends.append(Backend(name, run, items=shape[0], cuda=device == "cuda"))
+    return prepared
+
+
+def _fill(dims: list[int | None], shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """The requested shape where the file's axes are symbolic; its fixed axes must agree."""
+    for axis, (fixed, want) in enumerate(zip(dims, shape, strict=True)):
+        if fixed is not None and fixed != want:
+            raise DrconvError(
+                f"input shape {'x'.join(map(str, shape))} does not fit {where}: axis {axis} is fixed to {fixed} "
+                f"(its input is {['?' if d is None else d for d in dims]}); pass a fitting --input-shape / --batch"
+            )
+    return shape
+
+
+def prepare_files(paths: list[Path], shape: tuple[int, ...], device: str, threads: int) -> Prepared:
+    """Backends for exported files: .onnx in ONNX Runtime (CPU), .engine in TensorRT (plugin loaded first)."""
+    prepared = Prepared(
+        config={"mode": "files", "device": device, "files": [str(p) for p in paths], "input_shape": list(shape)}
+    )
+    for path in paths:
+        if not path.is_file():
+            raise DrconvError(f"{path}: no such file")
+        if path.suffix == ".onnx":
+            from drconv.runtime.ort import image_input
+
+            name, dims = image_input(path)
+            x = np.random.default_rng(0).standard_normal(_fill(dims, shape, str(path)), dtype=np.float32)
+            sess = _ort_session(path, path.parent, path.stem, threads)
+            feed = {name: x}
+            run: Callable[[], object] = lambda sess=sess, feed=feed: sess.run(None, feed)  # noqa: E731
+            _first_run(run, path)
+            prepared.backends.append(Backend(f"ort:{path.name}", run, items=shape[0]))
+        elif path.suffix in (".engine", ".plan", ".trt"):
+            from drconv.runtime import trt
+
+            if device != "cuda":
+                raise DrconvError(f"{path} is a TensorRT engine: it runs only with --device cuda")
+            engine = trt.load_engine(path)
+            runner = trt.EngineRunner(engine, {trt.engine_input_name(engine): _model_input(shape, "cuda")})
+            _first_run(runner, path)
+            prepared.backends.append(Backend(f"trt:{path.name}", runner, items=shape[0], cuda=True))
+        else:
+            raise DrconvError(f"{path}: not an .onnx or .engine file (or give a model name instead)")
+    return prepared
+
+
+def _first_run(run: Callable[[], object], path: Path) -> None:
+    try:
+        run()
+    except DrconvError:
+        raise
+    except Exception as exc:  # the runtime's own message, first line: the user's file or shape
+        raise DrconvError(f"{path} failed on its first run: {str(exc).strip().splitlines()[0]}") from None
+
+
+def default_threads() -> int:
+    """One per core this process may use: what PyTorch and ONNX Runtime pick on their own."""
+    return torch.get_num_threads() or os.cpu_count() or 1

@@ -1,0 +1,79 @@
+"""What a reader needs to trust a benchmark's figures: machine, threads, GPU, versions, revision."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from drconv import __version__
+from drconv.info import package_version, plugin_path
+from drconv.ops import native_cpu_kernel_available
+
+_REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_revision() -> str | None:
+    """HEAD of the drconv checkout this runs from, '+dirty' with uncommitted changes; None outside git."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(_REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(_REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _gpu() -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(0)
+    return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
+
+
+def collect(threads: int) -> dict:
+    """The `env` block of a benchmark result."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": threads,
+        "gpu": _gpu(),
+        "platform": platform.platform(),
+        "versions": {
+            "drconv": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
+            "onnx": package_version("onnx"),
+            "numpy": package_version("numpy"),
+            "tensorrt": package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+        },
+        "git": git_revision(),
+        "native_cpu_kernel": native_cpu_kernel_available(),
+        "plugins": {name: (str(p) if (p := plugin_path(name)) else None) for name in ("onnxruntime", "tensorrt")},
+    }
