@@ -35,10 +35,12 @@ demo: setup plugins
 	@mkdir -p build/demo
 	$(VENV)/bin/drconv export -o build/demo/drconv-tiny.onnx --verify
 	$(VENV)/bin/drconv export -o build/demo/drconv-tiny-portable.onnx --mode portable --verify
-	@echo "==> CPU latency of drconv-tiny, 1x3x224x224: PyTorch vs ONNX Runtime custom vs portable"
-	$(PY) benchmarks/bench_onnx.py --model build/demo/drconv-tiny.onnx build/demo/drconv-tiny-portable.onnx
-	@echo "==> one region conv: PyTorch op vs one dense conv (the bound) vs the naive R-filter formulation"
-	$(PY) benchmarks/bench_region_conv.py --iters 30
+	@echo "==> drconv-tiny, 1x3x224x224: PyTorch eager vs the two exported files in ONNX Runtime"
+	$(VENV)/bin/drconv benchmark drconv-tiny build/demo/drconv-tiny.onnx build/demo/drconv-tiny-portable.onnx \
+		--backend torch --threads 2 --iters 20
+	@echo "==> one region conv, N=1 C=K=64 56x56 k=3 R=8: every backend against the dense-conv bound"
+	$(VENV)/bin/drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --threads 2 --iters 50 \
+		--json build/demo/layer.json --plot build/demo/layer.png
 
 test: setup plugins
 	$(PY) -m pytest

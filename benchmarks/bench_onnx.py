@@ -14,6 +14,9 @@ import os
 # numpy's OpenBLAS keeps idle threads spinning on these 2 cores; the measured code does
 # not use it, so it gets one thread and leaves the cores to the backends.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# PyTorch's OpenMP workers spin for milliseconds after each parallel region and would
+# take the cores from the ONNX Runtime backend that runs next (see drconv/cli.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import platform
