@@ -52,9 +52,16 @@ def plot(path: Path, by_regions: dict[int, dict], by_size: dict[int, dict], titl
         style = {"color": f"C{i}", "marker": "o", "linestyle": "--" if name.endswith("-dense") else "-"}
         left.plot(list(by_regions), [p[name] for p in by_regions.values()], label=name, **style)
         right.plot(list(by_size), [p[name] for p in by_size.values()], label=name, **style)
-    left.set(xscale="log", xlabel="regions R (56x56)", ylabel="p50 latency, ms", title="cost vs R")
+    left.set(xlabel="regions R (56x56)", ylabel="p50 latency, ms", title="cost vs R (linear axes)")
     left.set_xticks(list(by_regions), [str(r) for r in by_regions])
-    right.set(xscale="log", yscale="log", xlabel="height = width (R=8)", ylabel="p50 latency, ms", title="cost vs size")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="height = width (R=8)",
+        ylabel="p50 latency, ms",
+        title="cost vs size (log axes)",
+    )
+    right.minorticks_off()
     right.set_xticks(list(by_size), [str(s) for s in by_size])
     left.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -73,7 +80,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--plot", type=Path, default=Path("docs/img/scaling.png"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--replot", type=Path, help="only redraw --plot from a JSON this script wrote")
     args = parser.parse_args()
+    if args.replot:
+        doc = json.loads(args.replot.read_text())
+        as_int = lambda sweep: {int(k): v for k, v in sweep.items()}  # noqa: E731
+        threads = doc["env"]["threads"]
+        title = (
+            f"region conv C=K={args.channels} k=3, N=1, {threads} threads, p50 in alternation ({doc['env']['date']})"
+        )
+        plot(args.plot, as_int(doc["by_regions"]), as_int(doc["by_size"]), title)
+        return
     torch.set_num_threads(args.threads)
     c = args.channels
 
