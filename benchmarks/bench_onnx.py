@@ -14,9 +14,6 @@ import os
 # numpy's OpenBLAS keeps idle threads spinning on these 2 cores; the measured code does
 # not use it, so it gets one thread and leaves the cores to the backends.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# PyTorch's OpenMP workers spin for milliseconds after each parallel region and would
-# take the cores from the ONNX Runtime backend that runs next (see drconv/cli.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import platform
@@ -41,9 +38,7 @@ from drconv.runtime.ort import session
 def _session_from_proto(model, threads: int, tmp: Path):
     path = tmp / f"{model.graph.name}.onnx"
     onnx.save(model, str(path))
-    # Idle ORT threads spin for a while after each run; in alternation that would steal
-    # the cores from the next backend.
-    return session(path, threads=threads, spinning=False)
+    return session(path, threads=threads)
 
 
 def layer_goals(args) -> None:
@@ -56,10 +51,8 @@ def layer_goals(args) -> None:
         dense_model = dense_conv_graph(filters[0, 0], x.shape, k // 2)
         dense = _session_from_proto(dense_model, args.threads, Path(tmp))
         region = _session_from_proto(region_conv_graph(xt, ft, gt, padding=(k // 2,) * 2), args.threads, Path(tmp))
-        custom = session(to_onnx(layer, xt, Path(tmp) / "c.onnx"), threads=args.threads, spinning=False)
-        portable = session(
-            to_onnx(layer, xt, Path(tmp) / "p.onnx", mode="portable"), threads=args.threads, spinning=False
-        )
+        custom = session(to_onnx(layer, xt, Path(tmp) / "c.onnx"), threads=args.threads)
+        portable = session(to_onnx(layer, xt, Path(tmp) / "p.onnx", mode="portable"), threads=args.threads)
     backends = {
         "ORT Conv node": lambda: dense.run(None, {"X": x}),
         "ORT RegionConv2d": lambda: region.run(None, {"X": x, "filters": filters, "guide": guide}),
@@ -86,7 +79,7 @@ def models(args) -> None:
     xt = torch.from_numpy(x)
     backends = {"PyTorch eager": lambda: net(xt)}
     for path in args.model:
-        sess = session(path, threads=args.threads, spinning=False)
+        sess = session(path, threads=args.threads)
         backends[f"ORT {Path(path).name}"] = lambda sess=sess: sess.run(None, {"input": x})
     with torch.no_grad():
         times = alternate(backends, args.iters, args.warmup)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench_onnx.py
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_onnx.py
 
 import argparse
 import json

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -379,12 +377,10 @@ def benchmark(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads of PyTorch and ONNX Runtime (default: one per core).", min=1)
     ] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed rounds before timing.", min=0)] = 5,
-    iters: Annotated[int | None, typer.Option(help="Timed rounds, one call per backend each (default 50).", min=1)] = (
-        None
-    ),
+    warmup: Annotated[int, typer.Option(help="Untimed calls per backend before timing.", min=0)] = 5,
+    iters: Annotated[int | None, typer.Option(help="Timed calls per backend (default 50).", min=1)] = (None),
     seconds: Annotated[
-        float | None, typer.Option(help="Time rounds for this many seconds instead of --iters.", min=0.01)
+        float | None, typer.Option(help="Time for this many seconds in all instead of --iters.", min=0.01)
     ] = None,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON (schema in docs/performance.md).")
@@ -395,6 +391,7 @@ def benchmark(
 ) -> None:
     """Time backends side by side, in alternation, in one process; report p50/p90/p99 and the ratio to the bound."""
     import shlex
+    import sys
     import tempfile
 
     import torch
@@ -403,8 +400,7 @@ def benchmark(
     from drconv._atomic import check_writable
     from drconv.benchmark import backends as bk
     from drconv.benchmark import env as env_mod
-    from drconv.benchmark import report
-    from drconv.benchmark.timing import alternate
+    from drconv.benchmark import report, timing
 
     if iters is not None and seconds is not None:
         raise DrconvError("give --iters or --seconds, not both")
@@ -468,11 +464,12 @@ def benchmark(
         ) as progress:
             task = progress.add_task(", ".join(b.name for b in prepared.backends), total=1.0)
             with torch.no_grad():
-                samples = alternate(
+                samples = timing.alternate(
                     prepared.backends, warmup, iters, seconds, lambda done: progress.update(task, completed=done)
                 )
     rows = report.results(prepared.backends, samples, device.value, prepared.errors)
-    console.print(report.table(f"{title}: ms, {rows[0].stats.iters} rounds in alternation", rows))
+    how = f"{rows[0].stats.iters} calls each, in alternating bursts of {timing.BURST}"
+    console.print(report.table(f"{title}: ms, {how}", rows))
     for name, why in prepared.skipped.items():
         console.print(f"[dim]skipped {name}: {escape(why)}[/]")
     config = prepared.config | {
@@ -480,6 +477,8 @@ def benchmark(
         "warmup": warmup,
         "iters": iters,
         "seconds": seconds,
+        "burst": timing.BURST,
+        "pause_ms": timing.PAUSE_S * 1e3,
         "command": shlex.join(["drconv", *sys.argv[1:]]),
     }
     if json_file is not None:
@@ -490,24 +489,8 @@ def benchmark(
         console.print(f"wrote {plot_file}")
 
 
-def _passive_openmp_for_benchmark() -> None:
-    """Re-run `drconv benchmark` with OMP_WAIT_POLICY=PASSIVE unless the user set it.
-
-    Backends run in alternation; libgomp's workers (PyTorch's) spin for milliseconds after
-    each parallel region by default and take the cores from the backend that runs next
-    (measured: ONNX Runtime's RegionConv2d 1.6x slower right after torch's conv on 2 cores).
-    ONNX Runtime's spinning is turned off per session; OpenMP reads its policy once, when
-    torch loads, hence a fresh process.
-    """
-    if len(sys.argv) > 1 and sys.argv[1] == "benchmark" and "OMP_WAIT_POLICY" not in os.environ:
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-        sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "drconv", *sys.argv[1:]], env)
-
-
 def main() -> None:
     """Console-script entry point."""
-    _passive_openmp_for_benchmark()
     app()
 
 

@@ -23,6 +23,7 @@ _REPO_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "plugins"
 
 
 def package_version(*dists: str) -> str | None:
+    """The installed version of the first of `dists` that is installed (e.g. onnxruntime or onnxruntime-gpu)."""
     for dist in dists:
         try:
             return metadata.version(dist)

@@ -29,18 +29,21 @@ def test_stats_of_known_samples():
     assert s.p50_ms <= s.p90_ms <= s.p99_ms <= 4.0
 
 
-def test_alternate_interleaves_and_skips_warmup():
+def test_alternate_bursts_in_turn_and_skips_warmup():
     calls = []
     backends = [Backend(name, lambda name=name: calls.append(name)) for name in "abc"]
-    samples = alternate(backends, warmup=2, iters=4)
-    assert calls == list("abc") * 6  # round by round, never a backend twice in a row
-    assert {name: len(s) for name, s in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    samples = alternate(backends, warmup=2, iters=5, burst=2, pause_s=0)
+    # warmup per backend, then rounds of (one untimed call + a burst) per backend in turn;
+    # the last burst is cut to make exactly `iters` timed calls
+    rounds = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    assert calls == list("aabbcc") + rounds * 2 + list("aabbcc")
+    assert {name: len(s) for name, s in samples.items()} == {"a": 5, "b": 5, "c": 5}
     assert all(t >= 0 for s in samples.values() for t in s)
 
 
 def test_alternate_by_time_and_progress():
     seen = []
-    samples = alternate([Backend("a", lambda: None)], warmup=0, seconds=0.05, progress=seen.append)
+    samples = alternate([Backend("a", lambda: None)], warmup=0, seconds=0.05, progress=seen.append, burst=1)
     assert len(samples["a"]) >= 3
     assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
     with pytest.raises(ValueError, match="iters or seconds"):
@@ -91,7 +94,7 @@ def test_layer_benchmark_json_plot_and_table(tmp_path):
     by_name = {r["backend"]: r for r in doc["results"]}
     assert by_name["ort-custom"]["bound"] == "ort-dense" and by_name["torch"]["bound"] == "torch-dense"
     for name, r in by_name.items():
-        assert r["iters"] == 3 and r["items"] == 2
+        assert r["iters"] == 3 and r["items"] == 2  # --iters counts calls per backend
         if name.endswith("-dense"):
             assert r["max_rel_error"] is None and r["bound"] is None
         elif name == "torch":
@@ -103,7 +106,7 @@ def test_layer_benchmark_json_plot_and_table(tmp_path):
     }  # fmt: skip
     assert doc["config"]["command"].startswith("drconv benchmark --layer 6x13x11")
     assert doc["env"]["threads"] == 1 and doc["env"]["versions"]["torch"] == torch.__version__
-    assert doc["env"]["omp_wait_policy"] == "PASSIVE"  # idle PyTorch workers must not spin into the next backend
+    assert doc["config"]["burst"] >= 1 and doc["config"]["pause_ms"] > 0
     with Image.open(png) as image:
         assert image.format == "PNG" and image.width > 300 and image.height > 200
     for name in LAYER_BACKENDS["cpu"]:
@@ -141,6 +144,7 @@ def test_seconds_instead_of_iters(tmp_path):
     assert [r["backend"] for r in doc["results"]] == ["torch", "torch-dense"]
     assert doc["config"]["seconds"] == 0.3 and doc["config"]["iters"] is None
     assert doc["results"][0]["iters"] >= 3
+    assert doc["results"][0]["iters"] == doc["results"][1]["iters"]  # same number of calls each
 
 
 @pytest.mark.parametrize(
@@ -150,6 +154,7 @@ def test_seconds_instead_of_iters(tmp_path):
         (["--layer", "8x8x8", "--backend", "trt"], "backend trt does not apply to --layer on cpu"),
         (["--backend", "ort-dense"], "backend ort-dense does not apply to models on cpu"),
         (["missing.onnx"], "missing.onnx: no such file"),
+        (["missing.engine"], "missing.engine: no such file"),
         (["--layer", "8x8"], "must look like 64x56x56"),
         (["--layer", "8x8x8", "--kernel", "2"], "use an odd size"),
         (["--layer", "8x8x8", "--iters", "3", "--seconds", "1"], "give --iters or --seconds, not both"),
@@ -174,6 +179,14 @@ def test_static_file_and_a_shape_that_does_not_fit(tmp_path):
     result = run("benchmark", str(onnx_path), "--input-shape", "1,3,48,48")
     assert result.returncode == 1
     assert "does not fit" in result.stderr and "axis 2 is fixed to 32" in result.stderr
+
+
+def test_an_engine_needs_cuda(tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not really an engine")
+    result = run("benchmark", str(engine))
+    assert result.returncode == 1
+    assert "is a TensorRT engine: it runs only with --device cuda" in result.stderr
 
 
 def test_unwritable_json_fails_before_timing(tmp_path):

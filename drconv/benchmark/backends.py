@@ -187,8 +187,9 @@ def _ort_session(proto_or_path, tmp: Path, name: str, threads: int):
     if isinstance(proto_or_path, onnx.ModelProto):
         path = tmp / f"{name}.onnx"
         onnx.save(proto_or_path, str(path))
-    # Idle ORT threads spinning after a run would take the cores from the next backend.
-    return session(path, threads=threads, spinning=False)
+    # ONNX Runtime's defaults (idle workers spin a while): timing.alternate pauses
+    # between backends so that the spinning never overlaps another backend's calls.
+    return session(path, threads=threads)
 
 
 def _availability(name: str, device: str) -> None:

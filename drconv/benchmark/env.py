@@ -62,7 +62,7 @@ def collect(threads: int) -> dict:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": threads,
-        # How idle OpenMP (PyTorch) workers wait; `drconv benchmark` sets PASSIVE (see cli.py).
+        # How idle OpenMP (PyTorch) workers wait: unset is libgomp's default (spin, then sleep).
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gpu": _gpu(),
         "platform": platform.platform(),

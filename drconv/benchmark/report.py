@@ -80,7 +80,8 @@ def table(title: str, rows: list[Result]) -> Table:
     out = Table(
         title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0)
     )
-    out.add_column("backend", no_wrap=True)
+    # Long file names fold onto a second line rather than squeezing the figures.
+    out.add_column("backend", max_width=20, overflow="fold")
     for col in ("p50", "p90", "p99", "mean", "min", "std", "items/s", "/bound", "/first"):
         out.add_column(col, justify="right", no_wrap=True)
     for r in rows:
@@ -160,13 +161,15 @@ SCHEMA = {
         },
         "config": {
             "type": "object",
-            "required": ["mode", "device", "warmup", "command"],
+            "required": ["mode", "device", "warmup", "burst", "pause_ms", "command"],
             "properties": {
                 "mode": {"enum": ["layer", "model", "files"]},
                 "device": {"enum": ["cpu", "cuda"]},
                 "warmup": {"type": "integer", "minimum": 0},
                 "iters": {"type": ["integer", "null"]},
                 "seconds": {"type": ["number", "null"]},
+                "burst": {"type": "integer", "minimum": 1},
+                "pause_ms": {"type": "number", "minimum": 0},
                 "command": {"type": "string"},
             },
         },

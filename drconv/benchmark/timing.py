@@ -1,13 +1,19 @@
 """Timing backends side by side: in alternation, with CUDA events where the work is on a GPU.
 
-Each round calls every backend once (A B C A B C ...), so machine drift, thermal state and
-neighbours' load hit all of them alike; a backend timed alone in its own loop would not be
-comparable with the next one.
+Rounds take every backend in turn (A B C A B C ...), so machine drift, thermal state and
+neighbours' load hit all of them alike; backends timed one after the other in loops of
+their own would not be comparable. Within a round each backend gets a short burst of
+calls, after a pause and one untimed call: ONNX Runtime's and OpenMP's idle workers spin
+for milliseconds after a call (their defaults, which is what users run), and called
+strictly A B C A B C those spinning threads take the cores from the next backend (measured
+on 2 cores: a RegionConv2d node read 1.6x slower right after a PyTorch conv, and PyTorch
+eager 2x slower after ONNX Runtime). The pause lets them park, the untimed call pays the
+wake-up, and the burst measures each backend as a serving loop runs it, in its own
+default configuration.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +23,8 @@ import numpy as np
 __all__ = ["Backend", "Stats", "alternate"]
 
 MIN_ROUNDS = 3  # percentiles of fewer samples say nothing
+BURST = 10  # timed calls per backend per round
+PAUSE_S = 0.05  # before each burst: longer than the runtimes' spin-then-park
 
 
 @dataclass(frozen=True)
@@ -83,31 +91,40 @@ def alternate(
     iters: int | None = None,
     seconds: float | None = None,
     progress: Callable[[float], None] | None = None,
+    burst: int = BURST,
+    pause_s: float = PAUSE_S,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each backend, from rounds of one call each.
+    """Seconds per call of each backend: `iters` calls each, or as many as fit in `seconds`.
 
-    Runs `warmup` untimed rounds, then `iters` rounds, or rounds until `seconds` of wall time
-    have passed (at least MIN_ROUNDS). `progress` gets the fraction done after every round.
+    First `warmup` untimed calls of each backend (in turn). Then rounds: for each backend,
+    a pause of `pause_s`, one untimed call, `burst` timed calls. With `seconds`, rounds
+    go on until that much wall time has passed (at least MIN_ROUNDS of them). `progress`
+    gets the fraction done after every round.
     """
     if (iters is None) == (seconds is None):
         raise ValueError("give iters or seconds, not both")
-    timers = [(b.name, _timer(b)) for b in backends]
-    for _ in range(warmup):
-        for _, timer in timers:
-            timer()
-    samples: dict[str, list[float]] = {name: [] for name, _ in timers}
+    if burst < 1:
+        raise ValueError(f"burst must be >= 1, got {burst}")
+    timers = [(b, _timer(b)) for b in backends]
+    for backend, _ in timers:
+        for _ in range(warmup):
+            backend.run()
+    samples: dict[str, list[float]] = {b.name: [] for b, _ in timers}
     began = time.perf_counter()
     rounds = 0
     while True:
-        for name, timer in timers:
-            samples[name].append(timer())
+        calls = burst if iters is None else min(burst, iters - rounds * burst)
+        for backend, timer in timers:
+            time.sleep(pause_s)
+            backend.run()
+            samples[backend.name].extend(timer() for _ in range(calls))
         rounds += 1
         if iters is not None:
-            done = rounds / iters
+            done = min(rounds * burst / iters, 1.0)
         else:
             elapsed = time.perf_counter() - began
             done = 1.0 if rounds >= MIN_ROUNDS and elapsed >= seconds else min(elapsed / seconds, 0.99)
         if progress is not None:
-            progress(min(done, 1.0))
-        if done >= 1.0 or math.isclose(done, 1.0):
+            progress(done)
+        if done >= 1.0:
             return samples
