@@ -332,6 +332,16 @@ def _split_targets(targets: list[str]) -> tuple[list[str], list[Path]]:
     return specs, files
 
 
+def _check_layer_flags(layer, targets, input_shape, checkpoint, layer_sizes) -> None:
+    """Options that the chosen mode would silently ignore are mistakes: say so."""
+    if layer is not None:
+        for given, what in ((targets, "TARGETs"), (input_shape, "--input-shape"), (checkpoint, "--checkpoint")):
+            if given:
+                raise DrconvError(f"{what} is for models and files, not --layer (which takes CxHxW, with --batch)")
+    elif any(v is not None for v in layer_sizes):
+        raise DrconvError("--regions, --kernel and --out-channels describe a --layer: add --layer CxHxW")
+
+
 @app.command()
 @user_errors
 def benchmark(
@@ -362,15 +372,18 @@ def benchmark(
         int | None, typer.Option(help="Batch size: N of --input-shape, or of --layer (default 1).", min=1)
     ] = None,
     input_shape: Annotated[
-        str, typer.Option("--input-shape", help="Model input N,C,H,W (symbolic axes of .onnx files take it).")
-    ] = "1,3,224,224",
+        str | None,
+        typer.Option(
+            "--input-shape", help="Model input N,C,H,W, default 1,3,224,224 (symbolic axes of .onnx files take it)."
+        ),
+    ] = None,
     layer: Annotated[
         str | None, typer.Option(help="Time one region conv of input CxHxW (e.g. 64x56x56) instead of a model.")
     ] = None,
-    regions: Annotated[int, typer.Option(help="Regions R of the --layer.", min=1)] = 8,
+    regions: Annotated[int | None, typer.Option(help="Regions R of the --layer (default 8).", min=1)] = None,
     kernel: Annotated[
-        int, typer.Option(help="Filter size k of the --layer (k x k, stride 1, same padding).", min=1)
-    ] = 3,
+        int | None, typer.Option(help="Filter size k of the --layer (default 3; k x k, stride 1, same padding).", min=1)
+    ] = None,
     out_channels: Annotated[
         int | None, typer.Option("--out-channels", help="Output channels K of the --layer (default: C).", min=1)
     ] = None,
@@ -404,6 +417,7 @@ def benchmark(
 
     if iters is not None and seconds is not None:
         raise DrconvError("give --iters or --seconds, not both")
+    _check_layer_flags(layer, targets, input_shape, checkpoint, (regions, kernel, out_channels))
     if iters is None and seconds is None:
         iters = 50
     for path, flag in ((json_file, "--json"), (plot_file, "--plot")):
@@ -418,14 +432,12 @@ def benchmark(
     with tempfile.TemporaryDirectory(prefix="drconv-bench-") as tmp:
         with err_console.status("preparing backends ...") as status:
             if layer is not None:
-                if targets:
-                    raise DrconvError("give TARGETs or --layer, not both")
-                spec = bk.LayerSpec.parse(layer, regions, kernel, out_channels, batch or 1)
+                spec = bk.LayerSpec.parse(layer, regions or 8, kernel or 3, out_channels, batch or 1)
                 prepared = bk.prepare_layer(spec, requested, device.value, threads, Path(tmp))
                 title = f"region conv {spec.describe()}"
             else:
                 specs, files = _split_targets(targets or [])
-                shape = parse_shape(input_shape)
+                shape = parse_shape(input_shape or "1,3,224,224")
                 shape = (batch or shape[0], *shape[1:])
                 if files and requested and not specs:
                     raise DrconvError(

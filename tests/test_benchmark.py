@@ -160,6 +160,9 @@ def test_seconds_instead_of_iters(tmp_path):
         (["--layer", "8x8x8", "--iters", "3", "--seconds", "1"], "give --iters or --seconds, not both"),
         (["--layer", "8x8x8", "--device", "cuda"], "CUDA is not available"),
         (["--input-shape", "1,4,64,64", "--backend", "torch"], "cannot run on input (1, 4, 64, 64)"),
+        (["--layer", "8x8x8", "--input-shape", "1,3,8,8"], "--input-shape is for models and files, not --layer"),
+        (["drconv-tiny", "--layer", "8x8x8"], "TARGETs is for models and files, not --layer"),
+        (["--regions", "4"], "describe a --layer: add --layer CxHxW"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
