@@ -402,7 +402,7 @@ def benchmark(
         Path | None, typer.Option("--plot", help="Write a PNG bar chart: p50 bars, p90 whiskers, bound lines.")
     ] = None,
 ) -> None:
-    """Time backends side by side, in alternation, in one process; report p50/p90/p99 and the ratio to the bound."""
+    """Time backends side by side in one process, in alternating bursts; p50/p90/p99 and the ratio to the bound."""
     import shlex
     import sys
     import tempfile
