@@ -332,14 +332,45 @@ def _split_targets(targets: list[str]) -> tuple[list[str], list[Path]]:
     return specs, files
 
 
-def _check_layer_flags(layer, targets, input_shape, checkpoint, layer_sizes) -> None:
+def _check_layer_flags(layer, targets, model, input_shape, checkpoint, layer_sizes) -> None:
     """Options that the chosen mode would silently ignore are mistakes: say so."""
     if layer is not None:
-        for given, what in ((targets, "TARGETs"), (input_shape, "--input-shape"), (checkpoint, "--checkpoint")):
+        given_flags = (
+            (targets, "TARGETs"),
+            (model, "--model"),
+            (input_shape, "--input-shape"),
+            (checkpoint, "--checkpoint"),
+        )
+        for given, what in given_flags:
             if given:
                 raise DrconvError(f"{what} is for models and files, not --layer (which takes CxHxW, with --batch)")
     elif any(v is not None for v in layer_sizes):
         raise DrconvError("--regions, --kernel and --out-channels describe a --layer: add --layer CxHxW")
+
+
+def _prepare_targets(targets, model, checkpoint, shape, requested, device, threads, tmp, status):
+    """Backends for a model (a TARGET, --model, or the default when no file is given) and for files."""
+    from drconv.benchmark import backends as bk
+
+    specs, files = _split_targets(targets)
+    if specs and model is not None:
+        raise DrconvError(f"give the model once: as a TARGET ({specs[0]}) or with --model ({model})")
+    name = specs[0] if specs else model
+    if name is None and not files:
+        name = models_mod.DEFAULT_MODEL
+    if name is None and requested:
+        raise DrconvError("--backend chooses the backends of a model or --layer; .onnx and .engine files run as given")
+    if name is None and checkpoint is not None:
+        raise DrconvError("--checkpoint loads weights into a model (a TARGET or --model); exported files carry theirs")
+    prepared = bk.Prepared(config={"mode": "files", "device": device, "input_shape": list(shape)})
+    if name is not None:
+        net = models_mod.load_model(name, checkpoint)
+        prepared = bk.prepare_model(name, net, shape, requested, device, threads, tmp, status)
+    if files:
+        from_files = bk.prepare_files(files, shape, device, threads)
+        prepared.backends += from_files.backends
+        prepared.config["files"] = from_files.config["files"]
+    return prepared, name if not files else ", ".join([*([name] if name else []), *(f.name for f in files)])
 
 
 @app.command()
@@ -348,12 +379,20 @@ def benchmark(
     targets: Annotated[
         list[str] | None,
         typer.Argument(
-            help="What to time: a model (built-in name or package.module:factory; default --model), "
-            ".onnx files (ONNX Runtime, CPU) and/or .engine files (TensorRT, with --device cuda).",
+            help="What to time: a model (built-in name or package.module:factory), .onnx files (ONNX Runtime, "
+            "CPU) and/or .engine files (TensorRT, with --device cuda). Default: drconv-tiny.",
             show_default=False,
         ),
     ] = None,
-    model: ModelOption = models_mod.DEFAULT_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=f"A model to time (built-in name or package.module:factory), besides any files; "
+            f"with no TARGET, {models_mod.DEFAULT_MODEL}.",
+        ),
+    ] = None,
     checkpoint: CheckpointOption = None,
     backend: Annotated[
         str | None,
@@ -417,7 +456,7 @@ def benchmark(
 
     if iters is not None and seconds is not None:
         raise DrconvError("give --iters or --seconds, not both")
-    _check_layer_flags(layer, targets, input_shape, checkpoint, (regions, kernel, out_channels))
+    _check_layer_flags(layer, targets, model, input_shape, checkpoint, (regions, kernel, out_channels))
     if iters is None and seconds is None:
         iters = 50
     for path, flag in ((json_file, "--json"), (plot_file, "--plot")):
@@ -436,34 +475,12 @@ def benchmark(
                 prepared = bk.prepare_layer(spec, requested, device.value, threads, Path(tmp))
                 title = f"region conv {spec.describe()}"
             else:
-                specs, files = _split_targets(targets or [])
                 shape = parse_shape(input_shape or "1,3,224,224")
                 shape = (batch or shape[0], *shape[1:])
-                if files and requested and not specs:
-                    raise DrconvError(
-                        "--backend chooses the backends of a model or --layer; .onnx and .engine files run in their own"
-                    )
-                prepared = bk.Prepared(config={"mode": "files", "device": device.value, "input_shape": list(shape)})
-                if specs or not files:
-                    spec_name = specs[0] if specs else model
-                    net = models_mod.load_model(spec_name, checkpoint)
-                    prepared = bk.prepare_model(
-                        spec_name,
-                        net,
-                        shape,
-                        requested,
-                        device.value,
-                        threads,
-                        Path(tmp),
-                        lambda text: status.update(text),
-                    )
-                if files:
-                    from_files = bk.prepare_files(files, shape, device.value, threads)
-                    prepared.backends += from_files.backends
-                    prepared.config["files"] = from_files.config["files"]
-                title = (
-                    f"{specs[0] if specs else (model if not files else 'files')} on input {'x'.join(map(str, shape))}"
+                prepared, what = _prepare_targets(
+                    targets or [], model, checkpoint, shape, requested, device.value, threads, Path(tmp), status.update
                 )
+                title = f"{what} on input {'x'.join(map(str, shape))}"
         if not prepared.backends:
             raise DrconvError(f"no backend can run here: {'; '.join(f'{k}: {v}' for k, v in prepared.skipped.items())}")
         title += f", {device.value}, {threads} threads"

@@ -120,8 +120,8 @@ def test_model_and_file_targets(tmp_path):
     assert exported.returncode == 0, exported.stderr
     out = tmp_path / "model.json"
     result = run(
-        "benchmark", "drconv-tiny", str(onnx_path), "--input-shape", "1,3,40,36", "--batch", "2", "--iters", "2",
-        "--warmup", "0", "--threads", "2", "--json", str(out),
+        "benchmark", str(onnx_path), "--model", "drconv-tiny", "--input-shape", "1,3,40,36", "--batch", "2",
+        "--iters", "2", "--warmup", "0", "--threads", "2", "--json", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
@@ -163,6 +163,8 @@ def test_seconds_instead_of_iters(tmp_path):
         (["--layer", "8x8x8", "--input-shape", "1,3,8,8"], "--input-shape is for models and files, not --layer"),
         (["drconv-tiny", "--layer", "8x8x8"], "TARGETs is for models and files, not --layer"),
         (["--regions", "4"], "describe a --layer: add --layer CxHxW"),
+        (["drconv-tiny", "--model", "drconv-tiny"], "give the model once"),
+        (["x.onnx", "--checkpoint", "w.pt"], "--checkpoint loads weights into a model"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
