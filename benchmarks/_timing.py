@@ -18,6 +18,5 @@ def alternate(backends: dict[str, Callable[[], object]], iters: int, warmup: int
 
 def print_table(title: str, times: dict[str, list[float]], bound: str, ratio_label: str = "x bound") -> None:
     """Statistics of each backend, and the ratio of each p50 to that of `bound` (/bound)."""
-    rows = results([Backend(name, lambda: None, bound=bound if name != bound else None) for name in times], times,
-                   "cpu", {})  # fmt: skip
+    rows = results([Backend(name, lambda: None, bound=bound if name != bound else None) for name in times], times, {})
     Console().print(table(f"{title} (/bound = {ratio_label})", rows))

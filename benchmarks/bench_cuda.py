@@ -50,7 +50,7 @@ def main() -> None:
     err = (backends[0].run().float() - backends[1].run().float()).abs().max().item()
     with torch.no_grad():
         samples = alternate(backends, args.warmup, args.iters)
-    rows = results(backends, samples, "cuda", {})
+    rows = results(backends, samples, {})
     Console().print(table(f"{spec.describe()} {args.dtype}, {torch.cuda.get_device_name(0)}: ms", rows))
     Console().print(f"max |kernel - naive| = {err:.3g}; torch {torch.__version__}, CUDA {torch.version.cuda}")
 

@@ -22,10 +22,9 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from drconv._atomic import atomic_path, write_bytes
 from drconv.benchmark import env
 from drconv.benchmark.backends import LayerSpec, prepare_layer
-from drconv.benchmark.report import results
+from drconv.benchmark.report import pyplot, results, save_png, write_json
 from drconv.benchmark.timing import alternate
 
 BACKENDS = ["torch", "torch-naive", "torch-dense", "ort-custom", "ort-portable", "ort-dense"]
@@ -37,16 +36,11 @@ def point(spec: LayerSpec, threads: int, iters: int, warmup: int) -> dict[str, f
         prepared = prepare_layer(spec, BACKENDS, "cpu", threads, Path(tmp))
         with torch.no_grad():
             samples = alternate(prepared.backends, warmup, iters)
-    return {r.backend: r.stats.p50_ms for r in results(prepared.backends, samples, "cpu", prepared.errors)}
+    return {r.backend: r.stats.p50_ms for r in results(prepared.backends, samples, prepared.errors)}
 
 
 def plot(path: Path, by_regions: dict[int, dict], by_size: dict[int, dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for i, name in enumerate(BACKENDS):
         style = {"color": f"C{i}", "marker": "o", "linestyle": "--" if name.endswith("-dense") else "-"}
         left.plot(list(by_regions), [p[name] for p in by_regions.values()], label=name, **style)
@@ -64,9 +58,7 @@ def plot(path: Path, by_regions: dict[int, dict], by_size: dict[int, dict], titl
     right.set_xticks(list(by_size), [str(s) for s in by_size])
     left.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    with atomic_path(path, "--plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main() -> None:
@@ -113,7 +105,7 @@ def main() -> None:
     plot(args.plot, by_regions, by_size, title)
     if args.json:
         doc = {"env": env.collect(args.threads), "by_regions": by_regions, "by_size": by_size}
-        write_bytes(args.json, (json.dumps(doc, indent=2) + "\n").encode(), "--json")
+        write_json(args.json, doc)
     print(f"wrote {args.plot}")
 
 

@@ -362,15 +362,17 @@ def _prepare_targets(targets, model, checkpoint, shape, requested, device, threa
         raise DrconvError("--backend chooses the backends of a model or --layer; .onnx and .engine files run as given")
     if name is None and checkpoint is not None:
         raise DrconvError("--checkpoint loads weights into a model (a TARGET or --model); exported files carry theirs")
-    prepared = bk.Prepared(config={"mode": "files", "device": device, "input_shape": list(shape)})
+    prepared = None
     if name is not None:
         net = models_mod.load_model(name, checkpoint)
         prepared = bk.prepare_model(name, net, shape, requested, device, threads, tmp, status)
     if files:
         from_files = bk.prepare_files(files, shape, device, threads)
+        if prepared is None:
+            return from_files, ", ".join(f.name for f in files)
         prepared.backends += from_files.backends
         prepared.config["files"] = from_files.config["files"]
-    return prepared, name if not files else ", ".join([*([name] if name else []), *(f.name for f in files)])
+    return prepared, ", ".join([name, *(f.name for f in files)])
 
 
 @app.command()
@@ -496,7 +498,7 @@ def benchmark(
                 samples = timing.alternate(
                     prepared.backends, warmup, iters, seconds, lambda done: progress.update(task, completed=done)
                 )
-    rows = report.results(prepared.backends, samples, device.value, prepared.errors)
+    rows = report.results(prepared.backends, samples, prepared.errors)
     how = f"{rows[0].stats.iters} calls each, in alternating bursts of {timing.BURST}"
     console.print(report.table(f"{title}: ms, {how}", rows))
     for name, why in prepared.skipped.items():

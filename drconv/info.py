@@ -68,6 +68,19 @@ def require_plugin(backend: str) -> Path:
     return path
 
 
+def gpu() -> dict | None:
+    """The first CUDA device torch sees: name, compute capability, CUDA version; None without one."""
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(0)
+    return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
+
+
+def plugins() -> dict[str, str | None]:
+    """Each plugin library's path, None where it is not built."""
+    return {backend: (str(p) if (p := plugin_path(backend)) else None) for backend in PLUGIN_FILES}
+
+
 def collect() -> dict:
     """Everything `drconv info` reports, JSON-ready."""
     cuda = torch.cuda.is_available()
@@ -85,5 +98,5 @@ def collect() -> dict:
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "torch_threads": torch.get_num_threads(),
         "native_cpu_kernel": native_cpu_kernel_available(),
-        "plugins": {backend: (str(p) if (p := plugin_path(backend)) else None) for backend in PLUGIN_FILES},
+        "plugins": plugins(),
     }

@@ -8,7 +8,6 @@ reference op before it is timed, since a fast wrong answer is not a result.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -178,15 +177,17 @@ def _check(prepared: Prepared, name: str, run: Callable[[], object], reference: 
     prepared.errors[name] = error
 
 
-def _ort_session(proto_or_path, tmp: Path, name: str, threads: int):
+def _saved(proto, tmp: Path, name: str) -> Path:
     import onnx
 
+    path = tmp / f"{name}.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def _ort_session(path: Path, threads: int):
     from drconv.runtime.ort import session
 
-    path = proto_or_path
-    if isinstance(proto_or_path, onnx.ModelProto):
-        path = tmp / f"{name}.onnx"
-        onnx.save(proto_or_path, str(path))
     # ONNX Runtime's defaults (idle workers spin a while): timing.alternate pauses
     # between backends so that the spinning never overlaps another backend's calls.
     return session(path, threads=threads)
@@ -254,10 +255,10 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
         if name in ("ort-custom", "ort-portable"):
             mode = name.removeprefix("ort-")
             proto = region_conv_graph(x, filters, guide, padding=(pad, pad), mode=mode)
-            sess = _ort_session(proto, tmp, name, threads)
+            sess = _ort_session(_saved(proto, tmp, name), threads)
             return lambda: sess.run(None, feeds)
         if name == "ort-dense":
-            sess = _ort_session(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name, threads)
+            sess = _ort_session(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)
             dense_feed = {"X": feeds["X"]}
             return lambda: sess.run(None, dense_feed)
         if name == "trt":
@@ -280,11 +281,8 @@ def _trt_layer(x, filters, guide, pad: int, tmp: Path) -> Callable[[], object]:
     from drconv.export.onnx import region_conv_graph
     from drconv.runtime import trt
 
-    onnx_path = tmp / "layer-trt.onnx"
     cpu = [t.cpu() for t in (x, filters, guide)]
-    import onnx
-
-    onnx.save(region_conv_graph(*cpu, padding=(pad, pad), mode="custom"), str(onnx_path))
+    onnx_path = _saved(region_conv_graph(*cpu, padding=(pad, pad), mode="custom"), tmp, "layer-trt")
     engine_path = tmp / "layer.engine"
     trt.build_engine(onnx_path, engine_path, trt.BuildOptions())
     return trt.EngineRunner(trt.load_engine(engine_path), {"X": x, "filters": filters, "guide": guide})
@@ -326,7 +324,7 @@ def prepare_model(
             mode = name.removeprefix("ort-")
             status(f"exporting {spec} ({mode}) ...")
             path = to_onnx(net, x, tmp / f"model-{mode}.onnx", mode=mode)
-            sess = _ort_session(path, tmp, name, threads)
+            sess = _ort_session(path, threads)
             feed = {"input": x.numpy()}
             return lambda: sess.run(None, feed)
         if name == "trt":
@@ -372,7 +370,7 @@ def prepare_files(paths: list[Path], shape: tuple[int, ...], device: str, thread
 
             name, dims = image_input(path)
             x = np.random.default_rng(0).standard_normal(_fill(dims, shape, str(path)), dtype=np.float32)
-            sess = _ort_session(path, path.parent, path.stem, threads)
+            sess = _ort_session(path, threads)
             feed = {name: x}
             run: Callable[[], object] = lambda sess=sess, feed=feed: sess.run(None, feed)  # noqa: E731
             _first_run(run, path)
@@ -402,4 +400,4 @@ def _first_run(run: Callable[[], object], path: Path) -> None:
 
 def default_threads() -> int:
     """One per core this process may use: what PyTorch and ONNX Runtime pick on their own."""
-    return torch.get_num_threads() or os.cpu_count() or 1
+    return torch.get_num_threads()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from drconv import __version__
-from drconv.info import package_version, plugin_path
+from drconv.info import gpu, package_version, plugins
 from drconv.ops import native_cpu_kernel_available
 
 _REPO = Path(__file__).resolve().parent.parent.parent
@@ -47,13 +47,6 @@ def git_revision() -> str | None:
         return None
 
 
-def _gpu() -> dict | None:
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability(0)
-    return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
-
-
 def collect(threads: int) -> dict:
     """The `env` block of a benchmark result."""
     return {
@@ -64,7 +57,7 @@ def collect(threads: int) -> dict:
         "threads": threads,
         # How idle OpenMP (PyTorch) workers wait: unset is libgomp's default (spin, then sleep).
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "gpu": _gpu(),
+        "gpu": gpu(),
         "platform": platform.platform(),
         "versions": {
             "drconv": __version__,
@@ -77,5 +70,5 @@ def collect(threads: int) -> dict:
         },
         "git": git_revision(),
         "native_cpu_kernel": native_cpu_kernel_available(),
-        "plugins": {name: (str(p) if (p := plugin_path(name)) else None) for name in ("onnxruntime", "tensorrt")},
+        "plugins": plugins(),
     }

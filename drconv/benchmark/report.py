@@ -13,7 +13,7 @@ from rich.table import Table
 from drconv._atomic import atomic_path, write_bytes
 from drconv.benchmark.timing import Backend, Stats
 
-__all__ = ["SCHEMA", "Result", "plot", "results", "table", "to_json", "write_json"]
+__all__ = ["SCHEMA", "Result", "plot", "pyplot", "results", "save_png", "table", "to_json", "write_json"]
 
 SCHEMA_VERSION = 1
 
@@ -37,9 +37,7 @@ class Result:
         return out
 
 
-def results(
-    backends: list[Backend], samples: dict[str, list[float]], device: str, errors: dict[str, float]
-) -> list[Result]:
+def results(backends: list[Backend], samples: dict[str, list[float]], errors: dict[str, float]) -> list[Result]:
     """Statistics of each backend, with its ratio to its bound and to the first backend (p50 / p50)."""
     stats = {b.name: Stats.of(samples[b.name]) for b in backends}
     first = stats[backends[0].name].p50_ms
@@ -110,13 +108,26 @@ def write_json(path: str | os.PathLike, document: dict) -> None:
     write_bytes(path, (json.dumps(document, indent=2) + "\n").encode(), "--json")
 
 
-def plot(path: str | os.PathLike, title: str, rows: list[Result]) -> None:
-    """Bars of p50 with whiskers up to p90, and each bound's p50 as a dashed line; PNG, headless."""
+def pyplot():
+    """matplotlib.pyplot, headless."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(fig, path: str | os.PathLike) -> None:
+    """Write the figure atomically and release it."""
+    with atomic_path(Path(path), "--plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    pyplot().close(fig)
+
+
+def plot(path: str | os.PathLike, title: str, rows: list[Result]) -> None:
+    """Bars of p50 with whiskers up to p90, and each bound's p50 as a dashed line; PNG, headless."""
+    plt = pyplot()
     names = [r.backend for r in rows]
     p50 = [r.stats.p50_ms for r in rows]
     whisker = [[0.0] * len(rows), [r.stats.p90_ms - r.stats.p50_ms for r in rows]]
@@ -132,9 +143,7 @@ def plot(path: str | os.PathLike, title: str, rows: list[Result]) -> None:
     ax.tick_params(axis="x", labelrotation=20)
     if bounds:
         ax.legend(fontsize=8)
-    with atomic_path(Path(path), "--plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 _NUMBER = {"type": "number"}

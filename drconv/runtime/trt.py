@@ -20,7 +20,7 @@ import onnx
 from drconv import __version__
 from drconv._atomic import write_bytes
 from drconv.errors import DrconvError
-from drconv.info import require_plugin
+from drconv.info import gpu, require_plugin
 
 __all__ = [
     "BuildOptions",
@@ -128,14 +128,10 @@ def _profile_shapes(inputs: dict[str, tuple[int | None, ...]], options: BuildOpt
 
 def _gpu() -> tuple[str | None, str | None]:
     try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return torch.cuda.get_device_name(0), f"{major}.{minor}"
-    except Exception:  # the sidecar is informative; a missing torch CUDA must not fail the build
-        pass
-    return None, None
+        found = gpu()
+    except Exception:  # the sidecar is informative; a broken torch CUDA must not fail the build
+        found = None
+    return (found["name"], found["compute_capability"]) if found else (None, None)
 
 
 def _sidecar(engine: Path) -> Path:
