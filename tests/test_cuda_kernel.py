@@ -63,3 +63,41 @@ def test_bad_input_is_a_value_error():
     x, f, g, s, p, d = _case(4, 4, 2, 3, 1, 1, 8, 8, batch=1, dtype=torch.float32, seed=0)
     with pytest.raises(ValueError, match="do not fit"):
         region_conv_cuda(x.cuda(), f.cuda(), g[:, :, :4].cuda(), s, p, d)
+
+
+# Shapes past the small LAYERS: more than 32 regions (the kernel's region tables are
+# scanned a warp at a time), more than one 64-channel tile, more than one 256-pixel block,
+# one region holding every pixel, float16 on tensor cores with a ragged last tile.
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "regions", "k", "h", "w", "batch", "guide_kind", "dtype"),
+    [
+        (16, 130, 40, 3, 37, 29, 3, "noise", torch.float32),
+        (16, 130, 40, 3, 37, 29, 3, "noise", torch.float16),
+        (8, 16, 4, 3, 40, 40, 2, "constant", torch.float32),
+        (32, 72, 16, 1, 50, 47, 2, "smooth", torch.float16),
+        (3, 64, 2, 7, 64, 64, 1, "smooth", torch.float32),
+    ],
+)
+def test_bucketing_edges(c_in, c_out, regions, k, h, w, batch, guide_kind, dtype):
+    from drconv.cuda_kernel import region_conv_cuda
+
+    x, f, g, s, p, d = _case(c_in, c_out, regions, k, 1, 1, h, w, batch=batch, dtype=dtype, seed=regions)
+    if guide_kind == "constant":
+        g = torch.zeros_like(g)  # every pixel in region 0, the first maximum
+    elif guide_kind == "smooth":
+        g = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(g, (4, 4, 4, 4), mode="replicate"), 9, 1)
+    x, f, g = x.to(dtype), f.to(dtype), g.to(dtype)
+    expected = region_conv(x.float(), f.float(), g.float(), s, p, d)
+    got = region_conv_cuda(x.cuda(), f.cuda(), g.cuda(), s, p, d).float().cpu()
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+
+
+def test_too_many_regions_is_a_value_error():
+    from drconv.cuda_kernel import region_conv_cuda
+
+    x = torch.randn(1, 1, 3, 3, device="cuda")
+    f = torch.randn(1, 4097, 1, 1, 1, 1, device="cuda")
+    g = torch.randn(1, 4097, 3, 3, device="cuda")
+    with pytest.raises(ValueError, match="at most 4096 regions"):
+        region_conv_cuda(x, f, g, (1, 1), (0, 0), (1, 1))

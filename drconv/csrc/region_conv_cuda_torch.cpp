@@ -11,6 +11,7 @@
 
 #include <cuda_fp16.h>
 
+#include <string>
 #include <vector>
 
 #include "region_conv_checks.h"
@@ -24,19 +25,24 @@ at::Tensor region_conv_cuda(const at::Tensor& x, const at::Tensor& filters, cons
   TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf,
                     "region_conv_cuda: float32 or float16");
   const drconv::RegionConvShape s = drconv::checked_shape(x, filters, guide, stride, padding, dilation);
+  const std::string unsupported = drconv::cuda_shape_error(s);
+  TORCH_CHECK_VALUE(unsupported.empty(), "region_conv_cuda: ", unsupported);
   const c10::cuda::CUDAGuard device(x.device());
   const at::Tensor xc = x.contiguous(), fc = filters.contiguous(), gc = guide.contiguous();
   at::Tensor y = at::empty({s.n, s.c_out, s.h_out(), s.w_out()}, x.options());
+  const at::Tensor workspace = at::empty({static_cast<int64_t>(drconv::region_conv_cuda_workspace_size(s))},
+                                         x.options().dtype(at::kByte));
+  void* scratch = workspace.data_ptr();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   cudaError_t err;
   if (x.scalar_type() == at::kHalf) {
     err = drconv::region_conv_cuda_forward<__half>(
         reinterpret_cast<const __half*>(xc.data_ptr<at::Half>()), reinterpret_cast<const __half*>(fc.data_ptr<at::Half>()),
         reinterpret_cast<const __half*>(gc.data_ptr<at::Half>()), reinterpret_cast<__half*>(y.data_ptr<at::Half>()), s,
-        stream);
+        scratch, stream);
   } else {
     err = drconv::region_conv_cuda_forward<float>(xc.data_ptr<float>(), fc.data_ptr<float>(), gc.data_ptr<float>(),
-                                                  y.data_ptr<float>(), s, stream);
+                                                  y.data_ptr<float>(), s, scratch, stream);
   }
   TORCH_CHECK(err == cudaSuccess, "region_conv_cuda: kernel launch failed: ", cudaGetErrorString(err));
   return y;

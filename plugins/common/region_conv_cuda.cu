@@ -1,14 +1,21 @@
-// Region-wise convolution on CUDA at about the cost of one dense conv.
+// Region-wise convolution on CUDA at the cost of one dense conv, whatever the regions' shapes.
 //
-// Implicit GEMM over tiles of 64 output pixels x 64 output channels. A tile first finds
-// the region of each of its pixels (once, from the guide), then runs the K loop
-// (C_in * kh * kw, staged through shared memory 16 at a time) once per region present in
-// the tile, with the patch values of pixels from other regions zeroed. Regions are
-// spatially coherent, so a tile of consecutive pixels holds one region, rarely two: the
-// multiply-adds stay close to one dense conv instead of R of them.
+// Three launches on one stream, no host synchronisation:
+//  1. assign: each pixel's region (first argmax of the guide), counted per (sample, region);
+//  2. bucket: each sample's pixels listed region by region (a warp's pixels of one region
+//     stay together and in order, so tiles keep most of the input's locality);
+//  3. gemm: implicit GEMM over tiles of 64 listed pixels x 64 output channels. A tile lies
+//     inside one region and runs exactly one filter: the multiply-adds of one dense conv,
+//     plus each region's partial last tile.
+// Tiles of neighbouring pixels masked per region would instead cost one pass per region
+// present in the tile; a trained (or smoothed-noise) guide puts 7 of 8 regions in a
+// 64-pixel run, so that is nearly the R-filter cost this project exists to avoid.
+// float32 runs on the FMA units (4x4 outputs a thread); float16 on tensor cores (WMMA,
+// float accumulation).
 #include <cuda_fp16.h>
+#include <mma.h>
 
-#include <cmath>
+#include <climits>
 #include <cstdint>
 
 #include "region_conv_cuda.h"
@@ -16,140 +23,369 @@
 namespace drconv {
 namespace {
 
-constexpr int kTileP = 64;   // output pixels per block
-constexpr int kTileC = 64;   // output channels per block
-constexpr int kTileK = 16;   // reduction slice staged in shared memory
-constexpr int kThreads = 256;  // 16 x 16 threads, 4 x 4 outputs each
+constexpr int kTileP = 64;            // listed pixels per tile
+constexpr int kTileC = 64;            // output channels per tile
+constexpr int kBucketThreads = 256;   // pixels per block in steps 1 and 2
+constexpr int kF32Threads = 256;      // 16 x 16 threads, 4 x 4 outputs each
+constexpr int kF32K = 16;             // reduction slice staged in shared memory (float32)
+constexpr int kF16Threads = 128;      // 4 warps, 32 x 32 outputs each
+constexpr int kF16K = 32;             // reduction slice (float16): two WMMA steps
+constexpr int kNoRow = INT_MIN / 2;   // an input row no bounds check accepts
+constexpr unsigned kFullMask = 0xffffffffu;
 
+// Sizes as 32-bit ints: cuda_shape_error() guarantees every in-sample index fits.
 struct Params {
-  int64_t n, c_in, h, w, regions, c_out, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out;
+  int n, c_in, h, w, regions, c_out, kh, kw, sh, sw, ph, pw, dh, dw, h_out, w_out, pixels, patch;
 };
+
+struct Buckets {
+  int* counts;   // [N, R] pixels per region
+  int* cursors;  // [N, R] slots taken so far in step 2
+  int* region;   // [N, P] each pixel's region
+  int* order;    // [N, P] pixel indices, region by region
+};
+
+Buckets carve(void* workspace, const RegionConvShape& s) {
+  char* base = static_cast<char*>(workspace);
+  const size_t table = cuda_int_block(s.n * s.regions), list = cuda_int_block(s.n * s.pixels());
+  return {reinterpret_cast<int*>(base), reinterpret_cast<int*>(base + table),
+          reinterpret_cast<int*>(base + 2 * table), reinterpret_cast<int*>(base + 2 * table + list)};
+}
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 
 // The contract's argmax: first maximum, NaN counts as the maximum (first NaN wins).
 template <typename T>
-__device__ int region_of(const T* guide, int64_t regions, int64_t step) {
+__device__ int region_of(const T* guide, int regions, int step) {
   float best = to_float(guide[0]);
   if (isnan(best)) return 0;
   int index = 0;
-  for (int64_t r = 1; r < regions; ++r) {
-    const float v = to_float(guide[r * step]);
-    if (isnan(v)) return static_cast<int>(r);
+  for (int r = 1; r < regions; ++r) {
+    const float v = to_float(guide[static_cast<int64_t>(r) * step]);
+    if (isnan(v)) return r;
     if (v > best) {
       best = v;
-      index = static_cast<int>(r);
+      index = r;
     }
   }
   return index;
 }
 
+__device__ __forceinline__ int warp_inclusive_sum(int v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int u = __shfl_up_sync(kFullMask, v, d);
+    if (lane >= d) v += u;
+  }
+  return v;
+}
+
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    region_conv_kernel(const T* __restrict__ x, const T* __restrict__ filters, const T* __restrict__ guide,
-                       T* __restrict__ y, Params p) {
-  __shared__ float patch[kTileK][kTileP];
-  __shared__ float weight[kTileK][kTileC + 1];
-  __shared__ int region[kTileP];
-
-  const int64_t pixels = p.h_out * p.w_out;
-  const int64_t patch_size = p.c_in * p.kh * p.kw;
-  const int64_t sample = blockIdx.z;
-  const int64_t pixel0 = static_cast<int64_t>(blockIdx.x) * kTileP;
-  const int64_t channel0 = static_cast<int64_t>(blockIdx.y) * kTileC;
-  const int tid = threadIdx.x;
-  const int tx = tid % 16, ty = tid / 16;  // tx: pixel group, ty: channel group
-
-  const T* x_n = x + sample * p.c_in * p.h * p.w;
-  if (tid < kTileP) {
-    const int64_t pixel = pixel0 + tid;
-    region[tid] = pixel < pixels ? region_of(guide + sample * p.regions * pixels + pixel, p.regions, pixels) : -1;
+__global__ void __launch_bounds__(kBucketThreads) assign_regions(const T* __restrict__ guide, Params p, Buckets b) {
+  extern __shared__ int hist[];  // [R]: this block's pixels per region
+  const int n = blockIdx.y;
+  const int pixel = blockIdx.x * kBucketThreads + threadIdx.x;
+  for (int r = threadIdx.x; r < p.regions; r += kBucketThreads) hist[r] = 0;
+  __syncthreads();
+  if (pixel < p.pixels) {
+    const int r = region_of(guide + static_cast<int64_t>(n) * p.regions * p.pixels + pixel, p.regions, p.pixels);
+    b.region[static_cast<int64_t>(n) * p.pixels + pixel] = r;
+    atomicAdd(&hist[r], 1);
   }
   __syncthreads();
+  for (int r = threadIdx.x; r < p.regions; r += kBucketThreads)
+    if (hist[r] > 0) atomicAdd(&b.counts[n * p.regions + r], hist[r]);
+}
 
-  float acc[4][4] = {};
-  for (int64_t r = 0; r < p.regions; ++r) {
-    const bool present = __syncthreads_or(tid < kTileP && region[tid] == r);
-    if (!present) continue;
-    const T* w_r = filters + (sample * p.regions + r) * p.c_out * patch_size;
-    for (int64_t k0 = 0; k0 < patch_size; k0 += kTileK) {
-      // Stage the patch slice: 16 x 64 values, 4 per thread, zero outside this region.
-      for (int i = tid; i < kTileK * kTileP; i += kThreads) {
-        const int kk = i / kTileP, pp = i % kTileP;
-        const int64_t k = k0 + kk, pixel = pixel0 + pp;
-        float v = 0.f;
-        if (k < patch_size && region[pp] == r) {
-          const int64_t c = k / (p.kh * p.kw), tap = k % (p.kh * p.kw);
-          const int64_t oh = pixel / p.w_out, ow = pixel % p.w_out;
-          const int64_t ih = oh * p.sh - p.ph + (tap / p.kw) * p.dh;
-          const int64_t iw = ow * p.sw - p.pw + (tap % p.kw) * p.dw;
-          if (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w) v = to_float(x_n[(c * p.h + ih) * p.w + iw]);
-        }
-        patch[kk][pp] = v;
-      }
-      // Stage the filter slice: 16 x 64, read along k (contiguous in memory).
-      for (int i = tid; i < kTileK * kTileC; i += kThreads) {
-        const int cc = i / kTileK, kk = i % kTileK;
-        const int64_t k = k0 + kk, channel = channel0 + cc;
-        weight[kk][cc] = (k < patch_size && channel < p.c_out) ? to_float(w_r[channel * patch_size + k]) : 0.f;
-      }
-      __syncthreads();
-#pragma unroll
-      for (int kk = 0; kk < kTileK; ++kk) {
-        float a[4], b[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) a[i] = patch[kk][tx + 16 * i];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) b[j] = weight[kk][ty + 16 * j];
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-      }
-      __syncthreads();
+__global__ void __launch_bounds__(kBucketThreads) bucket_pixels(Params p, Buckets b) {
+  extern __shared__ int smem[];
+  int* local = smem;              // [R]: this block's pixels per region
+  int* start = smem + p.regions;  // [R]: where this block's run of each region starts in order[]
+  const int n = blockIdx.y;
+  const int pixel = blockIdx.x * kBucketThreads + threadIdx.x;
+  const int lane = threadIdx.x & 31;
+  for (int r = threadIdx.x; r < p.regions; r += kBucketThreads) local[r] = 0;
+  __syncthreads();
+
+  // A warp's pixels of one region take consecutive slots, in pixel order: one atomic each.
+  const int r = pixel < p.pixels ? b.region[static_cast<int64_t>(n) * p.pixels + pixel] : -1;
+  const unsigned peers = __match_any_sync(kFullMask, r);
+  const int leader = __ffs(peers) - 1;
+  int base = 0;
+  if (r >= 0 && lane == leader) base = atomicAdd(&local[r], __popc(peers));
+  const int rank = __shfl_sync(kFullMask, base, leader) + __popc(peers & ((1u << lane) - 1));
+
+  if (threadIdx.x < 32) {  // start[r] = pixels of this sample in regions before r
+    int before = 0;
+    for (int r0 = 0; r0 < p.regions; r0 += 32) {
+      const int q = r0 + lane;
+      const int count = q < p.regions ? b.counts[n * p.regions + q] : 0;
+      const int inclusive = warp_inclusive_sum(count);
+      if (q < p.regions) start[q] = before + inclusive - count;
+      before += __shfl_sync(kFullMask, inclusive, 31);
     }
   }
+  __syncthreads();
+  for (int q = threadIdx.x; q < p.regions; q += kBucketThreads)
+    if (local[q] > 0) start[q] += atomicAdd(&b.cursors[n * p.regions + q], local[q]);
+  __syncthreads();
+  if (r >= 0) b.order[static_cast<int64_t>(n) * p.pixels + start[r] + rank] = pixel;
+}
 
-  T* y_n = y + sample * p.c_out * pixels;
+// What a GEMM block knows of its tile: the region and, per listed pixel, where its
+// receptive field starts; and per reduction index k in the current slice, where the
+// input value sits relative to that start (a small table, double-buffered, so that
+// no thread divides by the kernel size in the inner loop).
+template <int K>
+struct TileState {
+  int region, first, count;  // pixels order[first, first + count) of the sample, count <= kTileP
+  int pixel[kTileP], ih0[kTileP], iw0[kTileP];
+  int koff[2][K], kdy[2][K], kdx[2][K];
+};
+
+// Finds tile `t` of sample `n` (tiles numbered region by region); false when there is none.
+// Called by every thread of the block.
+template <int K>
+__device__ bool locate_tile(const Params& p, const Buckets& b, int n, int t, TileState<K>& s) {
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    if (lane == 0) s.region = -1;
+    int tiles_before = 0, pixels_before = 0;
+    for (int r0 = 0; r0 < p.regions && tiles_before <= t; r0 += 32) {
+      const int r = r0 + lane;
+      const int count = r < p.regions ? b.counts[n * p.regions + r] : 0;
+      const int tiles = (count + kTileP - 1) / kTileP;
+      const int tiles_inclusive = warp_inclusive_sum(tiles), pixels_inclusive = warp_inclusive_sum(count);
+      const int first_tile = tiles_before + tiles_inclusive - tiles;
+      if (t >= first_tile && t < first_tile + tiles) {
+        const int j = t - first_tile;
+        s.region = r;
+        s.first = pixels_before + pixels_inclusive - count + j * kTileP;
+        s.count = min(kTileP, count - j * kTileP);
+      }
+      tiles_before += __shfl_sync(kFullMask, tiles_inclusive, 31);
+      pixels_before += __shfl_sync(kFullMask, pixels_inclusive, 31);
+    }
+  }
+  __syncthreads();
+  return s.region >= 0;
+}
+
+template <int K>
+__device__ void load_pixels(const Params& p, const Buckets& b, int n, TileState<K>& s) {
+  const int i = threadIdx.x;
+  if (i >= kTileP) return;
+  const int pixel = i < s.count ? b.order[static_cast<int64_t>(n) * p.pixels + s.first + i] : -1;
+  s.pixel[i] = pixel;
+  s.ih0[i] = pixel < 0 ? kNoRow : (pixel / p.w_out) * p.sh - p.ph;
+  s.iw0[i] = pixel < 0 ? 0 : (pixel % p.w_out) * p.sw - p.pw;
+}
+
+// Table entry for reduction index k = (channel, tap); past the end, a row no check accepts.
+template <int K>
+__device__ void decode_k(const Params& p, int k, int slot, int buf, TileState<K>& s) {
+  if (k >= p.patch) {
+    s.koff[buf][slot] = 0, s.kdy[buf][slot] = kNoRow, s.kdx[buf][slot] = 0;
+    return;
+  }
+  const int taps = p.kh * p.kw;
+  const int c = k / taps, tap = k - c * taps;
+  const int ky = tap / p.kw, kx = tap - ky * p.kw;
+  const int dy = ky * p.dh, dx = kx * p.dw;
+  s.koff[buf][slot] = (c * p.h + dy) * p.w + dx;
+  s.kdy[buf][slot] = dy, s.kdx[buf][slot] = dx;
+}
+
+// The input value of the staged (pixel, k) pair, zero in the padding.
+template <typename T, int K>
+__device__ __forceinline__ T patch_value(const T* x_n, const Params& p, const TileState<K>& s, int buf, int kk,
+                                         int ih0, int iw0, int pixel_base) {
+  const int ih = ih0 + s.kdy[buf][kk], iw = iw0 + s.kdx[buf][kk];
+  const bool inside = static_cast<unsigned>(ih) < static_cast<unsigned>(p.h) &&
+                      static_cast<unsigned>(iw) < static_cast<unsigned>(p.w);
+  return inside ? x_n[s.koff[buf][kk] + pixel_base] : T(0.f);
+}
+
+__global__ void __launch_bounds__(kF32Threads)
+    gemm_f32(const float* __restrict__ x, const float* __restrict__ filters, float* __restrict__ y, Params p,
+             Buckets b) {
+  __shared__ __align__(16) float a_s[kF32K][kTileP];
+  __shared__ __align__(16) float b_s[kF32K][kTileC + 4];
+  __shared__ TileState<kF32K> s;
+  const int n = blockIdx.y, c0 = blockIdx.z * kTileC, tid = threadIdx.x;
+  if (!locate_tile(p, b, n, blockIdx.x, s)) return;
+  load_pixels(p, b, n, s);
+  if (tid < kF32K) decode_k(p, tid, tid, 0, s);
+  __syncthreads();
+
+  const float* x_n = x + static_cast<int64_t>(n) * p.c_in * p.h * p.w;
+  const float* w_r = filters + (static_cast<int64_t>(n) * p.regions + s.region) * p.c_out * p.patch;
+  const int pp = tid % kTileP;  // the pixel this thread stages
+  const int ih0 = s.ih0[pp], iw0 = s.iw0[pp], pixel_base = s.pixel[pp] < 0 ? 0 : ih0 * p.w + iw0;
+  const int tx = tid % 16, ty = tid / 16;  // outputs: pixels 4tx..4tx+3, channels 4ty..4ty+3
+  float acc[4][4] = {};
+  int buf = 0;
+  for (int k0 = 0; k0 < p.patch; k0 += kF32K, buf ^= 1) {
+    for (int kk = tid / kTileP; kk < kF32K; kk += kF32Threads / kTileP)
+      a_s[kk][pp] = patch_value(x_n, p, s, buf, kk, ih0, iw0, pixel_base);
+    for (int i = tid; i < kF32K * kTileC; i += kF32Threads) {
+      const int cc = i / kF32K, kk = i % kF32K, k = k0 + kk, channel = c0 + cc;
+      b_s[kk][cc] = k < p.patch && channel < p.c_out ? w_r[static_cast<int64_t>(channel) * p.patch + k] : 0.f;
+    }
+    if (tid < kF32K) decode_k(p, k0 + kF32K + tid, tid, buf ^ 1, s);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kF32K; ++kk) {
+      const float4 a = *reinterpret_cast<const float4*>(&a_s[kk][4 * tx]);
+      const float4 w = *reinterpret_cast<const float4*>(&b_s[kk][4 * ty]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, wv[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], wv[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+  float* y_n = y + static_cast<int64_t>(n) * p.c_out * p.pixels;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const int64_t pixel = pixel0 + tx + 16 * i;
-    if (pixel >= pixels) continue;
+    const int pixel = s.pixel[4 * tx + i];
+    if (pixel < 0) continue;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int64_t channel = channel0 + ty + 16 * j;
-      if (channel < p.c_out) y_n[channel * pixels + pixel] = from_float<T>(acc[i][j]);
+      const int channel = c0 + 4 * ty + j;
+      if (channel < p.c_out) y_n[static_cast<int64_t>(channel) * p.pixels + pixel] = acc[i][j];
     }
   }
+}
+
+__global__ void __launch_bounds__(kF16Threads)
+    gemm_f16(const __half* __restrict__ x, const __half* __restrict__ filters, __half* __restrict__ y, Params p,
+             Buckets b) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int kLdA = kF16K + 8, kLdB = kTileC + 8, kLdC = kTileP + 4;  // padded against bank conflicts
+  __shared__ __align__(32) __half a_s[kTileP][kLdA];                      // pixel x k
+  __shared__ __align__(32) __half b_s[kF16K][kLdB];                       // k x channel
+  __shared__ __align__(32) float c_s[kTileC][kLdC];                       // channel x pixel
+  __shared__ TileState<kF16K> s;
+  const int n = blockIdx.y, c0 = blockIdx.z * kTileC, tid = threadIdx.x;
+  if (!locate_tile(p, b, n, blockIdx.x, s)) return;
+  load_pixels(p, b, n, s);
+  if (tid < kF16K) decode_k(p, tid, tid, 0, s);
+  __syncthreads();
+
+  const __half* x_n = x + static_cast<int64_t>(n) * p.c_in * p.h * p.w;
+  const __half* w_r = filters + (static_cast<int64_t>(n) * p.regions + s.region) * p.c_out * p.patch;
+  const int pp = tid % kTileP;
+  const int ih0 = s.ih0[pp], iw0 = s.iw0[pp], pixel_base = s.pixel[pp] < 0 ? 0 : ih0 * p.w + iw0;
+  const int warp = tid / 32, wm = warp % 2, wn = warp / 2;  // this warp's 32 pixels x 32 channels
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+  int buf = 0;
+  for (int k0 = 0; k0 < p.patch; k0 += kF16K, buf ^= 1) {
+    for (int kk = tid / kTileP; kk < kF16K; kk += kF16Threads / kTileP)
+      a_s[pp][kk] = patch_value(x_n, p, s, buf, kk, ih0, iw0, pixel_base);
+    for (int i = tid; i < kF16K * kTileC; i += kF16Threads) {
+      const int cc = i / kF16K, kk = i % kF16K, k = k0 + kk, channel = c0 + cc;
+      b_s[kk][cc] =
+          k < p.patch && channel < p.c_out ? w_r[static_cast<int64_t>(channel) * p.patch + k] : __half(0.f);
+    }
+    if (tid < kF16K) decode_k(p, k0 + kF16K + tid, tid, buf ^ 1, s);
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < kF16K; ks += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> w[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &a_s[32 * wm + 16 * i][ks], kLdA);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(w[j], &b_s[ks][32 * wn + 16 * j], kLdB);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], w[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&c_s[32 * wn + 16 * j][32 * wm + 16 * i], acc[i][j], kLdC, wmma::mem_col_major);
+  __syncthreads();
+  __half* y_n = y + static_cast<int64_t>(n) * p.c_out * p.pixels;
+  for (int i = tid; i < kTileC * kTileP; i += kF16Threads) {
+    const int cc = i / kTileP, q = i % kTileP, pixel = s.pixel[q], channel = c0 + cc;
+    if (pixel >= 0 && channel < p.c_out)
+      y_n[static_cast<int64_t>(channel) * p.pixels + pixel] = __float2half_rn(c_s[cc][q]);
+  }
+}
+
+void launch_gemm(const float* x, const float* filters, float* y, const Params& p, const Buckets& b, dim3 grid,
+                 cudaStream_t stream) {
+  gemm_f32<<<grid, kF32Threads, 0, stream>>>(x, filters, y, p, b);
+}
+
+void launch_gemm(const __half* x, const __half* filters, __half* y, const Params& p, const Buckets& b, dim3 grid,
+                 cudaStream_t stream) {
+  gemm_f16<<<grid, kF16Threads, 0, stream>>>(x, filters, y, p, b);
 }
 
 }  // namespace
 
+std::string cuda_shape_error(const RegionConvShape& s) {
+  if (s.regions > kCudaMaxRegions)
+    return "the CUDA kernel takes at most " + std::to_string(kCudaMaxRegions) + " regions, got R=" +
+           std::to_string(s.regions);
+  const int64_t limit = INT32_MAX;
+  if (s.c_in * s.h * s.w > limit || s.c_out * s.patch() > limit || s.regions * s.pixels() > limit ||
+      s.c_out * s.pixels() > limit || s.pixels() + kTileP * s.regions > limit)
+    return "one sample is too large for the CUDA kernel (more than 2^31 values in x, filters, guide or y of one "
+           "sample); split the input";
+  if (s.n > 65535 || (s.c_out + kTileC - 1) / kTileC > 65535)
+    return "the CUDA kernel takes at most 65535 samples and " + std::to_string(65535 * kTileC) +
+           " output channels; split the batch";
+  return {};
+}
+
 template <typename T>
 cudaError_t region_conv_cuda_forward(const T* x, const T* filters, const T* guide, T* y, const RegionConvShape& s,
-                                     cudaStream_t stream) {
+                                     void* workspace, cudaStream_t stream) {
   if (s.n == 0 || s.c_out == 0) return cudaSuccess;
-  const Params p{s.n,       s.c_in,    s.h,      s.w,      s.regions, s.c_out,  s.kh,      s.kw,
-                 s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.dil_h,   s.dil_w,  s.h_out(), s.w_out()};
-  const int64_t pixel_tiles = (s.pixels() + kTileP - 1) / kTileP;
-  const int64_t channel_tiles = (s.c_out + kTileC - 1) / kTileC;
-  if (pixel_tiles > INT32_MAX || channel_tiles > 65535 || s.n > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(pixel_tiles), static_cast<unsigned>(channel_tiles),
-                  static_cast<unsigned>(s.n));
-  region_conv_kernel<T><<<grid, kThreads, 0, stream>>>(x, filters, guide, y, p);
+  if (!cuda_shape_error(s).empty()) return cudaErrorInvalidValue;
+  auto i32 = [](int64_t v) { return static_cast<int>(v); };
+  const Params p{i32(s.n),        i32(s.c_in),     i32(s.h),        i32(s.w),     i32(s.regions),
+                 i32(s.c_out),    i32(s.kh),       i32(s.kw),       i32(s.stride_h), i32(s.stride_w),
+                 i32(s.pad_h),    i32(s.pad_w),    i32(s.dil_h),    i32(s.dil_w), i32(s.h_out()),
+                 i32(s.w_out()),  i32(s.pixels()), i32(s.patch())};
+  const Buckets b = carve(workspace, s);
+  const size_t tables = 2 * cuda_int_block(s.n * s.regions);  // counts and cursors, adjacent
+  cudaError_t err = cudaMemsetAsync(b.counts, 0, tables, stream);
+  if (err != cudaSuccess) return err;
+
+  const dim3 bucket_grid(static_cast<unsigned>((p.pixels + kBucketThreads - 1) / kBucketThreads),
+                         static_cast<unsigned>(p.n));
+  const size_t hist_bytes = static_cast<size_t>(p.regions) * sizeof(int);
+  assign_regions<T><<<bucket_grid, kBucketThreads, hist_bytes, stream>>>(guide, p, b);
+  bucket_pixels<<<bucket_grid, kBucketThreads, 2 * hist_bytes, stream>>>(p, b);
+  // At most one partial tile per region: ceil(P / 64) + R tiles bound every sample's count.
+  const dim3 gemm_grid(static_cast<unsigned>((p.pixels + kTileP - 1) / kTileP + p.regions),
+                       static_cast<unsigned>(p.n), static_cast<unsigned>((p.c_out + kTileC - 1) / kTileC));
+  launch_gemm(x, filters, y, p, b, gemm_grid, stream);
   return cudaGetLastError();
 }
 
 template cudaError_t region_conv_cuda_forward<float>(const float*, const float*, const float*, float*,
-                                                     const RegionConvShape&, cudaStream_t);
+                                                     const RegionConvShape&, void*, cudaStream_t);
 template cudaError_t region_conv_cuda_forward<__half>(const __half*, const __half*, const __half*, __half*,
-                                                      const RegionConvShape&, cudaStream_t);
+                                                      const RegionConvShape&, void*, cudaStream_t);
 
 }  // namespace drconv

@@ -67,4 +67,40 @@ inline const char* type_name(ONNXTensorElementDataType type) {
   }
 }
 
+// Scratch memory from one of the session's allocators (an arena: no page faults or
+// cudaMalloc per call), 256-byte aligned, released on every path out of a compute call.
+// On CUDA the release only returns the block to the arena, and everything the session
+// enqueues runs on the same stream after this kernel, so freeing before the kernel
+// finishes is safe (as ORT's own CUDA kernels do).
+class Scratch {
+ public:
+  explicit Scratch(const OrtApi& api) : api_(api) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    if (data_ != nullptr) release(api_.AllocatorFree(allocator_, data_));
+    if (allocator_ != nullptr) api_.ReleaseAllocator(allocator_);
+  }
+
+  OrtStatus* allocate(OrtKernelContext* context, const OrtMemoryInfo* memory, int64_t bytes) {
+    DRCONV_ORT_RETURN_IF_ERROR(api_.KernelContext_GetAllocator(context, memory, &allocator_));
+    return api_.AllocatorAlloc(allocator_, static_cast<size_t>(bytes) + kAlign, &data_);
+  }
+
+  void* aligned() const {
+    return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(data_) + kAlign - 1) / kAlign * kAlign);
+  }
+
+ private:
+  static constexpr uintptr_t kAlign = 256;
+
+  void release(OrtStatus* status) const {
+    if (status != nullptr) api_.ReleaseStatus(status);
+  }
+
+  const OrtApi& api_;
+  OrtAllocator* allocator_ = nullptr;
+  void* data_ = nullptr;
+};
+
 }  // namespace drconv::ort

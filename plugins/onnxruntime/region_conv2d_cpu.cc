@@ -33,35 +33,6 @@ class OrtParallelFor {
   OrtKernelContext* context_;
 };
 
-// Scratch memory from the session's CPU allocator (an arena: no page faults per call),
-// released on every path out of compute_cpu.
-class Workspace {
- public:
-  Workspace(const OrtApi& api) : api_(api) {}
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
-  ~Workspace() {
-    if (data_ != nullptr) release(api_.AllocatorFree(allocator_, data_));
-    if (allocator_ != nullptr) api_.ReleaseAllocator(allocator_);
-  }
-
-  OrtStatus* allocate(OrtKernelContext* context, const OrtMemoryInfo* memory, int64_t bytes) {
-    DRCONV_ORT_RETURN_IF_ERROR(api_.KernelContext_GetAllocator(context, memory, &allocator_));
-    return api_.AllocatorAlloc(allocator_, static_cast<size_t>(bytes) + 64, &data_);
-  }
-
-  void* aligned() const { return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(data_) + 63) / 64 * 64); }
-
- private:
-  void release(OrtStatus* status) const {
-    if (status != nullptr) api_.ReleaseStatus(status);
-  }
-
-  const OrtApi& api_;
-  OrtAllocator* allocator_ = nullptr;
-  void* data_ = nullptr;
-};
-
 }  // namespace
 
 OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[3],
@@ -83,7 +54,7 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   // The number of tasks, not of threads: each task owns a slice of the workspace,
   // and ORT runs them on however many intra-op threads the session has.
   const int64_t workers = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
-  Workspace workspace(*api);
+  Scratch workspace(*api);
   const int64_t bytes = region_conv_workspace_size<float>(shape, workers);
   DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));
   region_conv_forward_f32(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),

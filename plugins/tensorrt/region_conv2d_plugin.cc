@@ -89,9 +89,14 @@ int32_t RegionConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc co
   return nbInputs == 3 && nbOutputs == 1 ? 0 : -1;
 }
 
-size_t RegionConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const*, int32_t,
+size_t RegionConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
                                             nvinfer1::DynamicPluginTensorDesc const*, int32_t) const noexcept {
-  return 0;  // the kernel finds each tile's regions in shared memory: no scratch
+  // The kernel buckets pixels by region in scratch: sized for the profile's largest
+  // batch, region count and guide (whose spatial size is the output's).
+  if (nbInputs != 3 || inputs[1].max.nbDims != 6 || inputs[2].max.nbDims != 4) return 0;
+  auto dim = [](int64_t v) { return v < 0 ? int64_t{0} : v; };
+  nvinfer1::Dims const& guide = inputs[2].max;
+  return region_conv_cuda_workspace_size(dim(guide.d[0]), dim(inputs[1].max.d[1]), dim(guide.d[2]) * dim(guide.d[3]));
 }
 
 std::string RegionConv2dPlugin::check(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
@@ -116,10 +121,11 @@ int32_t RegionConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, 
 }
 
 int32_t RegionConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const*,
-                                    void const* const* inputs, void* const* outputs, void*,
+                                    void const* const* inputs, void* const* outputs, void* workspace,
                                     cudaStream_t stream) noexcept {
   RegionConvShape shape;  // read from this call's descriptors: shapes change within a profile
-  std::string const bad = check(inputDesc, 3, shape);
+  std::string bad = check(inputDesc, 3, shape);
+  if (bad.empty()) bad = cuda_shape_error(shape);
   if (!bad.empty()) {
     log(nvinfer1::ILogger::Severity::kERROR, bad);
     return -1;
@@ -128,11 +134,11 @@ int32_t RegionConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
   if (inputDesc[0].type == DataType::kHALF) {
     err = region_conv_cuda_forward<__half>(static_cast<__half const*>(inputs[0]), static_cast<__half const*>(inputs[1]),
                                            static_cast<__half const*>(inputs[2]), static_cast<__half*>(outputs[0]),
-                                           shape, stream);
+                                           shape, workspace, stream);
   } else {
     err = region_conv_cuda_forward<float>(static_cast<float const*>(inputs[0]), static_cast<float const*>(inputs[1]),
                                           static_cast<float const*>(inputs[2]), static_cast<float*>(outputs[0]), shape,
-                                          stream);
+                                          workspace, stream);
   }
   if (err == cudaSuccess) return 0;
   log(nvinfer1::ILogger::Severity::kERROR, std::string("RegionConv2d: kernel launch failed: ") + cudaGetErrorString(err));

@@ -210,7 +210,13 @@ int main(int argc, char** argv) {
   expect(!build->supportsFormatCombination(0, chw32, 3, 1), "refuses a non-linear format");
   expect(!build->supportsFormatCombination(4, all_float, 3, 1), "refuses a position past the output");
   expect(build->configurePlugin(all_float, 3, all_float + 3, 1) == 0, "configurePlugin with 3 inputs, 1 output");
-  expect(build->getWorkspaceSize(all_float, 3, all_float + 3, 1) == 0, "no workspace");
+  // Scratch for the largest shape of the profile: two [N, R] int tables and two [N, P] int
+  // lists, each rounded up to 256 bytes (N=2, R=4, P=5x8=40: 256 + 256 + 512 + 512).
+  DynamicPluginTensorDesc sized[4] = {all_float[0], all_float[1], all_float[2], all_float[3]};
+  sized[0].max = Dims{4, {2, 3, 9, 10}};
+  sized[1].max = Dims{6, {2, 4, 5, 3, 3, 3}};
+  sized[2].max = Dims{4, {2, 4, 5, 8}};
+  expect(build->getWorkspaceSize(sized, 3, sized + 3, 1) == 1536, "workspace sized from the profile's maxima");
 
   // onShapeChange validates the runtime shapes, without a GPU.
   PluginTensorDesc shapes[3] = {};

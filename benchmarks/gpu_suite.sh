@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Every GPU check in one go, on a machine with an NVIDIA GPU, PyTorch with CUDA and drconv's
+# Python dependencies already installed (nothing is downloaded):
+#   1. install drconv (editable, against that torch) and build the CUDA kernel's extension;
+#   2. the GPU-marked tests;
+#   3. benchmarks/bench_cuda.py: the kernel against cuDNN, R = 1..16, float16 and float32;
+#   4. `drconv benchmark --device cuda`: the layer and drconv-tiny, batch 1 and 8;
+#   5. compute-sanitizer memcheck over the kernel's correctness checks, where it works.
+# Usage: benchmarks/gpu_suite.sh OUTDIR [--baseline DIR]   (DIR: an older kernel to compare)
+# Writes OUTDIR/suite.log, OUTDIR/bench_cuda.json and OUTDIR/{layer,model}-b{1,8}.json;
+# exits non-zero if any step failed, after running the others.
+set -u
+out=${1:?usage: benchmarks/gpu_suite.sh OUTDIR [--baseline DIR]}
+shift
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+exec > >(tee "$out/suite.log") 2>&1
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
+failed=()
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, record a failure, go on
+  local name=$1 limit=$2
+  shift 2
+  echo "==> $name ($(date -u +%T))"
+  timeout "$limit" "$@" || { echo "!! $name failed (exit $?)"; failed+=("$name"); }
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+
+# The two extension builds and the install compile at once.
+python3 -c 'from drconv.cuda_kernel import extension; extension()' > "$out/.kernel-build.log" 2>&1 &
+kernel_build=$!
+if [ $# -ge 2 ] && [ "$1" = --baseline ]; then
+  python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
+from bench_cuda import baseline_kernel; baseline_kernel(Path('$2'))" > "$out/.baseline-build.log" 2>&1 &
+fi
+if ! python3 -m pip install --quiet --no-build-isolation --no-deps -e . > "$out/.install.log" 2>&1; then
+  # The C++ CPU op did not build here (drconv falls back to its torch kernels): run from the tree.
+  tail -20 "$out/.install.log"
+  failed+=("install")
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  printf '#!/bin/sh\nexec python3 -m drconv "$@"\n' > /usr/local/bin/drconv && chmod +x /usr/local/bin/drconv
+fi
+wait $kernel_build || { cat "$out/.kernel-build.log"; failed+=("kernel build"); }
+wait
+cat "$out"/.baseline-build.log 2>/dev/null | tail -20
+python3 -c 'import drconv.ops as o; print("drconv._C built:", o._C is not None)'
+
+step "GPU tests" 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests
+step "bench_cuda" 300 python3 benchmarks/bench_cuda.py --dtype float16 float32 --batch 1 8 --regions 1 2 4 8 16 \
+  --json "$out/bench_cuda.json" "$@"
+for b in 1 8; do
+  step "layer b$b" 120 drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --device cuda --batch "$b" \
+    --iters 200 --json "$out/layer-b$b.json"
+  step "model b$b" 120 drconv benchmark --device cuda --batch "$b" --iters 100 --json "$out/model-b$b.json"
+done
+if command -v compute-sanitizer > /dev/null; then
+  step "memcheck" 150 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -c "
+import sys, torch; sys.path.insert(0, 'benchmarks')
+from bench_cuda import check; from drconv.cuda_kernel import region_conv_cuda
+for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 1e-2)):
+    err = check({'drconv': region_conv_cuda}, dtype, seed=1, cpu_reference=True)['drconv']
+    print(dtype, 'relative error', err); assert err < tol"
+fi
+rm -f "$out"/.*.log
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "all GPU checks passed"
