@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp drconv/
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/cpu.txt
-	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	DRCONV_WERROR=1 $(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
 
 # Native libraries (C++/CUDA) under build/plugins: libdrconv_onnxruntime.so, with nvcc

@@ -31,9 +31,11 @@ python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", 
 # The two extension builds and the install compile at once.
 python3 -c 'from drconv.cuda_kernel import extension; extension()' > "$out/.kernel-build.log" 2>&1 &
 kernel_build=$!
+baseline_build=
 if [ $# -ge 2 ] && [ "$1" = --baseline ]; then
   python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
 from bench_cuda import baseline_kernel; baseline_kernel(Path('$2'))" > "$out/.baseline-build.log" 2>&1 &
+  baseline_build=$!
 fi
 if ! python3 -m pip install --quiet --no-build-isolation --no-deps -e . > "$out/.install.log" 2>&1; then
   # The C++ CPU op did not build here (drconv falls back to its torch kernels): run from the tree.
@@ -42,9 +44,16 @@ if ! python3 -m pip install --quiet --no-build-isolation --no-deps -e . > "$out/
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   printf '#!/bin/sh\nexec python3 -m drconv "$@"\n' > /usr/local/bin/drconv && chmod +x /usr/local/bin/drconv
 fi
-wait $kernel_build || { cat "$out/.kernel-build.log"; failed+=("kernel build"); }
-wait
-cat "$out"/.baseline-build.log 2>/dev/null | tail -20
+# Wait for these by pid: a bare `wait` would also wait for the tee above, forever.
+if ! wait $kernel_build; then
+  tail -40 "$out/.kernel-build.log"
+  echo "FAILED: the CUDA kernel did not build; nothing else can run"
+  exit 1
+fi
+if [ -n "$baseline_build" ] && ! wait "$baseline_build"; then
+  tail -20 "$out/.baseline-build.log"
+  failed+=("baseline build")
+fi
 python3 -c 'import drconv.ops as o; print("drconv._C built:", o._C is not None)'
 
 step "GPU tests" 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests

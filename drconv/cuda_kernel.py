@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
+from drconv._geometry import check_inputs, pair
 from drconv.errors import DrconvError
 
+MAX_REGIONS = 4096  # kCudaMaxRegions in plugins/common/region_conv_cuda.h
 _ROOT = Path(__file__).resolve().parent.parent
 _SOURCES = [
     _ROOT / "drconv" / "csrc" / "region_conv_cuda_torch.cpp",
@@ -42,5 +44,20 @@ def extension():
 
 
 def region_conv_cuda(x, filters, guide, stride=(1, 1), padding=(1, 1), dilation=(1, 1)) -> torch.Tensor:
-    """y = the region-wise conv of CUDA tensors with the shared kernel (float32 or float16)."""
+    """y = the region-wise conv of CUDA tensors with the shared kernel (float32 or float16).
+
+    Bad input raises ValueError here, before the extension: a C++ exception thrown out of a
+    JIT-built extension crashed the process on a GPU machine whose compiler's C++ runtime
+    differs from PyTorch's (seen on an H200, torch 2.11), so the binding's own checks are
+    only a backstop.
+    """
+    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
+    check_inputs(x, filters, guide, stride, padding, dilation)
+    if not x.is_cuda:
+        raise ValueError(f"region_conv_cuda: inputs must be CUDA tensors, got {x.device}")
+    if x.dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"region_conv_cuda: float32 or float16 inputs, got {x.dtype}")
+    if filters.shape[1] > MAX_REGIONS:
+        regions = filters.shape[1]
+        raise ValueError(f"region_conv_cuda: the CUDA kernel takes at most {MAX_REGIONS} regions, got R={regions}")
     return extension().forward(x, filters, guide, list(stride), list(padding), list(dilation))

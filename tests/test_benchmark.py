@@ -7,7 +7,6 @@ ratios that follow from the figures), not speed; speed is in docs/performance.md
 import json
 import math
 
-import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -70,6 +69,8 @@ def test_a_wrong_backend_is_refused_before_timing():
 
 
 def _validate(doc: dict) -> None:
+    import jsonschema  # here, not at the top: the GPU tests in this file run where it is absent
+
     jsonschema.validate(doc, SCHEMA)
     by_name = {r["backend"]: r for r in doc["results"]}
     first = doc["results"][0]

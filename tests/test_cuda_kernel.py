@@ -61,7 +61,7 @@ def test_bad_input_is_a_value_error():
     from drconv.cuda_kernel import region_conv_cuda
 
     x, f, g, s, p, d = _case(4, 4, 2, 3, 1, 1, 8, 8, batch=1, dtype=torch.float32, seed=0)
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(ValueError, match="guide"):
         region_conv_cuda(x.cuda(), f.cuda(), g[:, :, :4].cuda(), s, p, d)
 
 

@@ -54,6 +54,14 @@ Buckets carve(void* workspace, const RegionConvShape& s) {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+// Zero without __half's float constructor, which PyTorch's builds switch off
+// (__CUDA_NO_HALF_CONVERSIONS__).
+template <typename T>
+__device__ __forceinline__ T zero();
+template <>
+__device__ __forceinline__ float zero<float>() { return 0.f; }
+template <>
+__device__ __forceinline__ __half zero<__half>() { return __float2half(0.f); }
 
 // The contract's argmax: first maximum, NaN counts as the maximum (first NaN wins).
 template <typename T>
@@ -205,7 +213,7 @@ __device__ __forceinline__ T patch_value(const T* x_n, const Params& p, const Ti
   const int ih = ih0 + s.kdy[buf][kk], iw = iw0 + s.kdx[buf][kk];
   const bool inside = static_cast<unsigned>(ih) < static_cast<unsigned>(p.h) &&
                       static_cast<unsigned>(iw) < static_cast<unsigned>(p.w);
-  return inside ? x_n[s.koff[buf][kk] + pixel_base] : T(0.f);
+  return inside ? x_n[s.koff[buf][kk] + pixel_base] : zero<T>();
 }
 
 __global__ void __launch_bounds__(kF32Threads)
@@ -295,7 +303,7 @@ __global__ void __launch_bounds__(kF16Threads)
     for (int i = tid; i < kF16K * kTileC; i += kF16Threads) {
       const int cc = i / kF16K, kk = i % kF16K, k = k0 + kk, channel = c0 + cc;
       b_s[kk][cc] =
-          k < p.patch && channel < p.c_out ? w_r[static_cast<int64_t>(channel) * p.patch + k] : __half(0.f);
+          k < p.patch && channel < p.c_out ? w_r[static_cast<int64_t>(channel) * p.patch + k] : zero<__half>();
     }
     if (tid < kF16K) decode_k(p, k0 + kF16K + tid, tid, buf ^ 1, s);
     __syncthreads();
