@@ -7,8 +7,9 @@
 // in registers through the whole reduction (taps x C_in), one broadcast input value and
 // one filter row of 64 channels per step, reading each pixel's input straight from the
 // zero-padded channels-last copy of x through its own offset. Filters are packed once
-// per (sample, region) as [channel group][tap][C_in][64], so the weights stream in
-// order. The block's outputs go to y through 16 x 16 register transposes. The
+// per (sample, region) as [channel group][C_in][tap][64]: the reduction runs in the
+// filter's own (C_in, tap) order, so packing is a plain 16 x 16 block transpose with
+// both sides contiguous, and the weights stream in order. The block's outputs go to y through 16 x 16 register transposes. The
 // multiply-adds are those of one dense convolution, whether the regions are coherent
 // blobs or scattered pixels.
 //
@@ -33,7 +34,7 @@ constexpr int64_t kBlockRows = (kBlock + 15) / 16 * 16;  // accumulator rows: th
 
 typedef float Vec __attribute__((vector_size(64), aligned(4)));  // unaligned-safe
 
-// Floats of one (sample, region) packed filter: groups x taps x C_in x (vectors of the group x 16).
+// Floats of one (sample, region) packed filter: groups x C_in x taps x (vectors of the group x 16).
 inline int64_t packed_filter_size(int64_t c_out, int64_t c_in, int64_t taps) {
   const int64_t vectors = (c_out + kLanes - 1) / kLanes;
   return vectors * kLanes * taps * c_in;
@@ -70,15 +71,17 @@ typedef int32_t Mask __attribute__((vector_size(64)));
   for (int k = 0; k < 16; ++k) std::memcpy(dst[k], &r[k], sizeof(Vec));
 }
 
-// f (C_out, C_in, kh, kw) -> [group][tap][c][v * 16 + lane], zero in the padding lanes.
-// f is a [C_out][C_in * taps] matrix; packing transposes it in 16 x 16 blocks, each
-// column (c, t) landing in row t * C_in + c of its group. Edges go one value at a time.
+// f (C_out, C_in, kh, kw) -> [group][c][tap][v * 16 + lane], zero in the padding lanes.
+// f is a [C_out][C_in * taps] matrix; packing transposes it in 16 x 16 blocks, column
+// k = c * taps + t becoming row k of its group. (Rows in [tap][c] order instead scattered
+// each block's 16 stores C_in rows apart, 16 KiB at C_in=64: packing then took 30% as
+// long as the convolution.) Edges go one value at a time.
 [[gnu::always_inline]] inline void pack_filter_impl(const float* f, int64_t c_out, int64_t c_in, int64_t taps,
                                                     float* out) {
   const int64_t vectors = (c_out + kLanes - 1) / kLanes, patch = c_in * taps;
   for (int64_t g0 = 0; g0 < vectors; g0 += kGroup) {
     const int64_t nb = std::min(kGroup, vectors - g0), width = nb * kLanes;
-    auto row = [&](int64_t k) { return out + ((k % taps) * c_in + k / taps) * width; };  // k = c * taps + t
+    auto row = [&](int64_t k) { return out + k * width; };
     for (int64_t l0 = 0; l0 < width; l0 += kLanes) {
       const int64_t o0 = g0 * kLanes + l0;
       int64_t k0 = 0;
@@ -129,20 +132,22 @@ typedef int32_t Mask __attribute__((vector_size(64)));
   }
 }
 
-// acc[p][v] += sum_c x[offset[p] + c] * w[c * w_step + v], for P pixels and NB vectors.
+// acc[p][v] = sum_{c, t} x[offset[p] + taps[t] + c] * w[c * c_step + t * w_step + v], for
+// P pixels and NB vectors.
 template <int P, int NB>
 [[gnu::always_inline]] inline void micro(const float* x, const int64_t* offset, const int64_t* taps, int64_t n_taps,
-                                         const float* w, int64_t w_step, int64_t channels, float* acc,
-                                         int64_t acc_step) {
+                                         const float* w, int64_t w_step, int64_t c_step, int64_t channels,
+                                         float* acc, int64_t acc_step) {
   Vec a[P][NB] = {};
-  for (int64_t t = 0; t < n_taps; ++t, w += channels * w_step) {
-    const float* px[P];
-    for (int p = 0; p < P; ++p) px[p] = x + offset[p] + taps[t];
-    for (int64_t c = 0; c < channels; ++c) {
+  const float* px[P];
+  for (int p = 0; p < P; ++p) px[p] = x + offset[p];
+  for (int64_t c = 0; c < channels; ++c, w += c_step) {
+    for (int64_t t = 0; t < n_taps; ++t) {
+      const int64_t at = taps[t] + c;
       Vec wv[NB];
-      for (int v = 0; v < NB; ++v) std::memcpy(&wv[v], w + c * w_step + v * kLanes, sizeof(Vec));
+      for (int v = 0; v < NB; ++v) std::memcpy(&wv[v], w + t * w_step + v * kLanes, sizeof(Vec));
       for (int p = 0; p < P; ++p) {
-        const float xs = px[p][c];
+        const float xs = px[p][at];
         for (int v = 0; v < NB; ++v) a[p][v] += wv[v] * xs;
       }
     }
@@ -194,11 +199,11 @@ struct Block {
 // The last `count` (< Q + 1) pixels of a block: one micro-kernel instantiation per length.
 template <int Q, int NB>
 [[gnu::always_inline]] inline void tail(int64_t count, const float* x, const int64_t* offset, const int64_t* taps,
-                                        int64_t n_taps, const float* w, int64_t w_step, int64_t c_in, float* acc,
-                                        int64_t acc_step) {
+                                        int64_t n_taps, const float* w, int64_t w_step, int64_t c_step, int64_t c_in,
+                                        float* acc, int64_t acc_step) {
   if constexpr (Q > 0) {
-    if (count == Q) return micro<Q, NB>(x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
-    tail<Q - 1, NB>(count, x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
+    if (count == Q) return micro<Q, NB>(x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
+    tail<Q - 1, NB>(count, x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
   }
 }
 
@@ -206,13 +211,13 @@ template <int Q, int NB>
 template <int P, int MAX_NB, int NB = MAX_NB>
 [[gnu::always_inline]] inline void micro_any(int64_t rows, int64_t nb, const float* x, const int64_t* offset,
                                              const int64_t* taps, int64_t n_taps, const float* w, int64_t w_step,
-                                             int64_t c_in, float* acc, int64_t acc_step) {
+                                             int64_t c_step, int64_t c_in, float* acc, int64_t acc_step) {
   if constexpr (NB >= 1) {
     if (nb == NB) {
-      if (rows == P) return micro<P, NB>(x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
-      return tail<P - 1, NB>(rows, x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
+      if (rows == P) return micro<P, NB>(x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
+      return tail<P - 1, NB>(rows, x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
     }
-    micro_any<P, MAX_NB, NB - 1>(rows, nb, x, offset, taps, n_taps, w, w_step, c_in, acc, acc_step);
+    micro_any<P, MAX_NB, NB - 1>(rows, nb, x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
   }
 }
 
@@ -225,12 +230,12 @@ template <int P, int MAX_NB>
   int64_t taps[64];  // tap offsets in x; kernels up to 8x8 (larger ones take the loop below in pieces)
   const float* w_group = s.w;
   for (int64_t g0 = 0; g0 < s.vectors; g0 += kGroup) {
-    const int64_t nb_group = std::min(kGroup, s.vectors - g0), w_step = nb_group * kLanes;
+    const int64_t nb_group = std::min(kGroup, s.vectors - g0), w_step = nb_group * kLanes, c_step = n_taps * w_step;
     for (int64_t t0 = 0; t0 < n_taps; t0 += 64) {
       const int64_t count = std::min<int64_t>(64, n_taps - t0);
       for (int64_t t = 0; t < count; ++t)
         taps[t] = ((t0 + t) / s.kw) * s.row_step + ((t0 + t) % s.kw) * s.col_step;
-      const float* w_taps = w_group + t0 * s.c_in * w_step;
+      const float* w_taps = w_group + t0 * w_step;
       for (int64_t v0 = 0; v0 < nb_group; v0 += MAX_NB) {
         const float* w = w_taps + v0 * kLanes;
         const int64_t nb = std::min<int64_t>(MAX_NB, nb_group - v0);
@@ -239,11 +244,12 @@ template <int P, int MAX_NB>
           const int64_t rows = std::min<int64_t>(P, s.pixels - p);
           if (t0 > 0) {  // a kernel with more than 64 taps: add this piece to the last one
             float partial[P * MAX_NB * kLanes];
-            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, s.c_in, partial, MAX_NB * kLanes);
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, c_step, s.c_in, partial,
+                                 MAX_NB * kLanes);
             for (int64_t i = 0; i < rows; ++i)
               for (int64_t l = 0; l < nb * kLanes; ++l) acc[i * acc_step + l] += partial[i * MAX_NB * kLanes + l];
           } else {
-            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, s.c_in, acc, acc_step);
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, c_step, s.c_in, acc, acc_step);
           }
         }
       }
