@@ -185,3 +185,48 @@ def test_direct_op_call_is_validated_too():
         _C.region_conv_forward(x, f, g[..., :5], [1, 1], [1, 1], [1, 1])
     with pytest.raises(ValueError, match="strides must be >= 1"):
         _C.region_conv_forward(x, f, g, [0, 1], [1, 1], [1, 1])
+
+
+def _fast_path_case():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 6, 11, 9, generator=g)
+    filters = torch.randn(2, 3, 5, 6, 3, 3, generator=g)
+    guide = torch.randn(2, 3, 11, 9, generator=g)
+    return x, filters, guide
+
+
+def test_eager_inference_skips_the_dispatcher(monkeypatch):
+    x, filters, guide = _fast_path_case()
+    expected = torch.ops.drconv.region_conv(x, filters, guide, [1, 1], [1, 1], [1, 1])
+
+    def dispatcher_called(*args, **kwargs):
+        raise AssertionError("the dispatcher was used in plain eager inference")
+
+    monkeypatch.setattr(torch.ops.drconv, "region_conv", dispatcher_called)
+    with torch.no_grad():
+        got = drconv.region_conv(x, filters, guide)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_whatever_must_see_the_op_still_does():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, filters, guide = _fast_path_case()
+    with torch.no_grad(), Record() as mode:
+        drconv.region_conv(x, filters, guide)
+    assert "drconv.region_conv.default" in mode.ops
+    # Autograd: the op (and its backward) runs when an input needs a gradient.
+    x.requires_grad_(True)
+    y = drconv.region_conv(x, filters, guide)
+    assert y.grad_fn is not None
+    y.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
