@@ -145,6 +145,12 @@ def time_all(backends: dict, rounds: int, reps: int, warmup: int) -> dict[str, d
     }
 
 
+def bucket_cuda(*args):
+    from drconv.cuda_kernel import bucket_cuda as bucket
+
+    return bucket(*args)
+
+
 def run_config(kernels: dict, spec: LayerSpec, dtype: torch.dtype, args, console: Console) -> dict:
     """One layer shape: each kernel's error on these inputs, then every backend timed in alternation."""
     x, filters, guide = (t.to("cuda", dtype) for t in layer_inputs(spec))
@@ -155,6 +161,9 @@ def run_config(kernels: dict, spec: LayerSpec, dtype: torch.dtype, args, console
     errors = {name: ((fn(x, filters, guide, s, p, d).double() - ref).norm() / ref.norm()).item()
               for name, fn in kernels.items()}  # fmt: skip
     backends = {name: functools.partial(fn, x, filters, guide, s, p, d) for name, fn in kernels.items()}
+    # The first two of drconv's three steps alone (region of each pixel, pixels bucketed):
+    # its time against drconv's row splits the kernel's cost.
+    backends["drconv bucketing only"] = functools.partial(bucket_cuda, x, filters, guide, s, p, d)
     backends["naive R filters"] = functools.partial(naive_region_conv, x, filters, guide, pad)
     backends["cuDNN dense"] = functools.partial(F.conv2d, x, weight, padding=pad)
     with torch.no_grad():
@@ -195,10 +204,10 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("error: no CUDA GPU visible to torch (torch.cuda.is_available() is False)")
-    from drconv.cuda_kernel import region_conv_cuda
-
     torch.backends.cudnn.benchmark = True
     console = Console()
+    from drconv.cuda_kernel import region_conv_cuda
+
     kernels = {"drconv": region_conv_cuda}
     if args.baseline:
         kernels["baseline"] = baseline_kernel(args.baseline)

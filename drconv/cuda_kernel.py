@@ -43,14 +43,11 @@ def extension():
     )
 
 
-def region_conv_cuda(x, filters, guide, stride=(1, 1), padding=(1, 1), dilation=(1, 1)) -> torch.Tensor:
-    """y = the region-wise conv of CUDA tensors with the shared kernel (float32 or float16).
-
-    Bad input raises ValueError here, before the extension: a C++ exception thrown out of a
-    JIT-built extension crashed the process on a GPU machine whose compiler's C++ runtime
+def _checked(x, filters, guide, stride, padding, dilation) -> tuple[list[int], list[int], list[int]]:
+    """Bad input raises ValueError here, before the extension: a C++ exception thrown out of
+    a JIT-built extension crashed the process on a GPU machine whose compiler's C++ runtime
     differs from PyTorch's (seen on an H200, torch 2.11), so the binding's own checks are
-    only a backstop.
-    """
+    only a backstop."""
     stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     check_inputs(x, filters, guide, stride, padding, dilation)
     if not x.is_cuda:
@@ -60,4 +57,18 @@ def region_conv_cuda(x, filters, guide, stride=(1, 1), padding=(1, 1), dilation=
     if filters.shape[1] > MAX_REGIONS:
         regions = filters.shape[1]
         raise ValueError(f"region_conv_cuda: the CUDA kernel takes at most {MAX_REGIONS} regions, got R={regions}")
-    return extension().forward(x, filters, guide, list(stride), list(padding), list(dilation))
+    return list(stride), list(padding), list(dilation)
+
+
+def region_conv_cuda(x, filters, guide, stride=(1, 1), padding=(1, 1), dilation=(1, 1)) -> torch.Tensor:
+    """y = the region-wise conv of CUDA tensors with the shared kernel (float32 or float16)."""
+    return extension().forward(x, filters, guide, *_checked(x, filters, guide, stride, padding, dilation))
+
+
+def bucket_cuda(x, filters, guide, stride=(1, 1), padding=(1, 1), dilation=(1, 1)):
+    """The kernel's first two steps alone: (counts [N, R], region [N, P], order [N, P]), int32.
+
+    counts: pixels per region; region: each output pixel's region; order: each sample's
+    pixel indices listed region by region. For timing the steps apart and testing them.
+    """
+    return tuple(extension().bucket(x, filters, guide, *_checked(x, filters, guide, stride, padding, dilation)))

@@ -101,3 +101,18 @@ def test_too_many_regions_is_a_value_error():
     g = torch.randn(1, 4097, 3, 3, device="cuda")
     with pytest.raises(ValueError, match="at most 4096 regions"):
         region_conv_cuda(x, f, g, (1, 1), (0, 0), (1, 1))
+
+
+@pytest.mark.parametrize("regions", [1, 5, 40])
+def test_bucketing_lists_every_pixel_once_by_region(regions):
+    from drconv.cuda_kernel import bucket_cuda
+
+    x, f, g, s, p, d = _case(3, 4, regions, 3, 1, 1, 23, 31, batch=2, dtype=torch.float32, seed=regions)
+    counts, region, order = (t.cpu().long() for t in bucket_cuda(x.cuda(), f.cuda(), g.cuda(), s, p, d))
+    expected_region = g.argmax(dim=1).flatten(1)
+    assert torch.equal(region, expected_region)
+    for n in range(2):
+        assert torch.equal(counts[n], torch.bincount(expected_region[n], minlength=regions))
+        assert torch.equal(order[n].sort().values, torch.arange(order.shape[1]))  # each pixel once
+        listed = expected_region[n][order[n]]
+        assert torch.equal(listed, listed.sort().values)  # region by region

@@ -364,26 +364,47 @@ std::string cuda_shape_error(const RegionConvShape& s) {
   return {};
 }
 
+namespace {
+
+Params params_of(const RegionConvShape& s) {
+  auto i32 = [](int64_t v) { return static_cast<int>(v); };
+  return {i32(s.n),       i32(s.c_in),     i32(s.h),        i32(s.w),     i32(s.regions),
+          i32(s.c_out),   i32(s.kh),       i32(s.kw),       i32(s.stride_h), i32(s.stride_w),
+          i32(s.pad_h),   i32(s.pad_w),    i32(s.dil_h),    i32(s.dil_w), i32(s.h_out()),
+          i32(s.w_out()), i32(s.pixels()), i32(s.patch())};
+}
+
+// Steps 1 and 2: each pixel's region, then the pixels listed region by region.
+template <typename T>
+cudaError_t bucket(const T* guide, const Params& p, const Buckets& b, const RegionConvShape& s, cudaStream_t stream) {
+  const size_t tables = 2 * cuda_int_block(s.n * s.regions);  // counts and cursors, adjacent
+  const cudaError_t err = cudaMemsetAsync(b.counts, 0, tables, stream);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>((p.pixels + kBucketThreads - 1) / kBucketThreads), static_cast<unsigned>(p.n));
+  const size_t hist_bytes = static_cast<size_t>(p.regions) * sizeof(int);
+  assign_regions<T><<<grid, kBucketThreads, hist_bytes, stream>>>(guide, p, b);
+  bucket_pixels<<<grid, kBucketThreads, 2 * hist_bytes, stream>>>(p, b);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t region_conv_cuda_bucket(const T* guide, const RegionConvShape& s, void* workspace, cudaStream_t stream) {
+  if (s.n == 0) return cudaSuccess;
+  if (!cuda_shape_error(s).empty()) return cudaErrorInvalidValue;
+  return bucket(guide, params_of(s), carve(workspace, s), s, stream);
+}
+
 template <typename T>
 cudaError_t region_conv_cuda_forward(const T* x, const T* filters, const T* guide, T* y, const RegionConvShape& s,
                                      void* workspace, cudaStream_t stream) {
   if (s.n == 0 || s.c_out == 0) return cudaSuccess;
   if (!cuda_shape_error(s).empty()) return cudaErrorInvalidValue;
-  auto i32 = [](int64_t v) { return static_cast<int>(v); };
-  const Params p{i32(s.n),        i32(s.c_in),     i32(s.h),        i32(s.w),     i32(s.regions),
-                 i32(s.c_out),    i32(s.kh),       i32(s.kw),       i32(s.stride_h), i32(s.stride_w),
-                 i32(s.pad_h),    i32(s.pad_w),    i32(s.dil_h),    i32(s.dil_w), i32(s.h_out()),
-                 i32(s.w_out()),  i32(s.pixels()), i32(s.patch())};
+  const Params p = params_of(s);
   const Buckets b = carve(workspace, s);
-  const size_t tables = 2 * cuda_int_block(s.n * s.regions);  // counts and cursors, adjacent
-  cudaError_t err = cudaMemsetAsync(b.counts, 0, tables, stream);
+  const cudaError_t err = bucket(guide, p, b, s, stream);
   if (err != cudaSuccess) return err;
-
-  const dim3 bucket_grid(static_cast<unsigned>((p.pixels + kBucketThreads - 1) / kBucketThreads),
-                         static_cast<unsigned>(p.n));
-  const size_t hist_bytes = static_cast<size_t>(p.regions) * sizeof(int);
-  assign_regions<T><<<bucket_grid, kBucketThreads, hist_bytes, stream>>>(guide, p, b);
-  bucket_pixels<<<bucket_grid, kBucketThreads, 2 * hist_bytes, stream>>>(p, b);
   // At most one partial tile per region: ceil(P / 64) + R tiles bound every sample's count.
   const dim3 gemm_grid(static_cast<unsigned>((p.pixels + kTileP - 1) / kTileP + p.regions),
                        static_cast<unsigned>(p.n), static_cast<unsigned>((p.c_out + kTileC - 1) / kTileC));
@@ -391,6 +412,8 @@ cudaError_t region_conv_cuda_forward(const T* x, const T* filters, const T* guid
   return cudaGetLastError();
 }
 
+template cudaError_t region_conv_cuda_bucket<float>(const float*, const RegionConvShape&, void*, cudaStream_t);
+template cudaError_t region_conv_cuda_bucket<__half>(const __half*, const RegionConvShape&, void*, cudaStream_t);
 template cudaError_t region_conv_cuda_forward<float>(const float*, const float*, const float*, float*,
                                                      const RegionConvShape&, void*, cudaStream_t);
 template cudaError_t region_conv_cuda_forward<__half>(const __half*, const __half*, const __half*, __half*,

@@ -39,4 +39,12 @@ template <typename T>
 cudaError_t region_conv_cuda_forward(const T* x, const T* filters, const T* guide, T* y, const RegionConvShape& s,
                                      void* workspace, cudaStream_t stream);
 
+// Steps 1 and 2 of region_conv_cuda_forward alone, enqueued on `stream`: the workspace then
+// holds, as ints, counts [N, R] (pixels per region), a scratch [N, R] table, the region of
+// each pixel [N, P] and the pixels listed region by region [N, P] (each block 256-byte
+// aligned; cuda_int_block gives the sizes). For timing the steps apart and for testing
+// the bucketing itself.
+template <typename T>
+cudaError_t region_conv_cuda_bucket(const T* guide, const RegionConvShape& s, void* workspace, cudaStream_t stream);
+
 }  // namespace drconv
