@@ -84,9 +84,23 @@ bool RegionConv2dPlugin::supportsFormatCombination(int32_t pos, nvinfer1::Dynami
   return desc.type == inOut[0].desc.type;  // one type for all inputs and the output
 }
 
-int32_t RegionConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const*, int32_t nbInputs,
+int32_t RegionConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                             nvinfer1::DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept {
-  return nbInputs == 3 && nbOutputs == 1 ? 0 : -1;
+  if (nbInputs != 3 || nbOutputs != 1) return -1;
+  // The kernel's own limits, checked on the profile's largest shapes so that the engine
+  // build fails with the reason instead of every enqueue. Shapes that do not fit each
+  // other are onShapeChange's to report, with the runtime sizes.
+  nvinfer1::PluginTensorDesc largest[3];
+  for (int i = 0; i < 3; ++i) {
+    largest[i] = in[i].desc;
+    largest[i].dims = in[i].max;
+  }
+  RegionConvShape shape;
+  if (!check(largest, 3, shape).empty()) return 0;
+  std::string const unsupported = cuda_shape_error(shape);
+  if (unsupported.empty()) return 0;
+  log(nvinfer1::ILogger::Severity::kERROR, "RegionConv2d: " + unsupported);
+  return -1;
 }
 
 size_t RegionConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,

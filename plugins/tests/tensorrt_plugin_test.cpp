@@ -210,6 +210,18 @@ int main(int argc, char** argv) {
   expect(!build->supportsFormatCombination(0, chw32, 3, 1), "refuses a non-linear format");
   expect(!build->supportsFormatCombination(4, all_float, 3, 1), "refuses a position past the output");
   expect(build->configurePlugin(all_float, 3, all_float + 3, 1) == 0, "configurePlugin with 3 inputs, 1 output");
+  {  // a profile whose largest shape has more regions than the CUDA kernel takes: refused at build, with the reason
+    DynamicPluginTensorDesc many[4] = {all_float[0], all_float[1], all_float[2], all_float[3]};
+    many[0].max = Dims{4, {1, 2, 9, 10}};
+    many[1].max = Dims{6, {1, 5000, 2, 2, 3, 3}};
+    many[2].max = Dims{4, {1, 5000, 5, 8}};  // strides (2, 1), pads (1, 2), dilations (1, 3): 5 x 8
+    logger.errors.clear();
+    expect(build->configurePlugin(many, 3, many + 3, 1) != 0 && !logger.errors.empty() &&
+               logger.errors.back().find("at most 4096 regions") != std::string::npos,
+           "configurePlugin refuses a profile past the kernel's region limit, with a reason");
+    many[1].max.d[1] = many[2].max.d[1] = 16;
+    expect(build->configurePlugin(many, 3, many + 3, 1) == 0, "configurePlugin accepts the same profile at R=16");
+  }
   // Scratch for the largest shape of the profile: two [N, R] int tables and two [N, P] int
   // lists, each rounded up to 256 bytes (N=2, R=4, P=5x8=40: 256 + 256 + 512 + 512).
   DynamicPluginTensorDesc sized[4] = {all_float[0], all_float[1], all_float[2], all_float[3]};
