@@ -31,6 +31,7 @@ from rich.table import Table
 from drconv import region_conv
 from drconv.benchmark.backends import LayerSpec, layer_inputs, naive_region_conv
 from drconv.benchmark.report import write_json
+from drconv.cuda_kernel import bucket_cuda, region_conv_cuda
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,19 +67,8 @@ def baseline_kernel(directory: Path):
 
 
 def reference(x, filters, guide, stride, padding, dilation) -> torch.Tensor:
-    """The region-wise conv in float64 on the GPU: all R filters, then each pixel's own."""
-    x, filters, guide = x.double(), filters.double(), guide.double()
-    n, regions, c_out, c_in, kh, kw = filters.shape
-    y = F.conv2d(
-        x.reshape(1, n * c_in, *x.shape[2:]),
-        filters.reshape(n * regions * c_out, c_in, kh, kw),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=n,
-    ).view(n, regions, c_out, *guide.shape[2:])
-    index = guide.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, c_out, -1, -1)
-    return y.gather(1, index).squeeze(1)
+    """The region-wise conv in float64 on the inputs' device: all R filters, then each pixel's own."""
+    return naive_region_conv(x.double(), filters.double(), guide.double(), padding, stride, dilation)
 
 
 def check(kernels: dict, dtype: torch.dtype, seed: int = 0, cpu_reference: bool = False) -> dict[str, float]:
@@ -145,12 +135,6 @@ def time_all(backends: dict, rounds: int, reps: int, warmup: int) -> dict[str, d
     }
 
 
-def bucket_cuda(*args):
-    from drconv.cuda_kernel import bucket_cuda as bucket
-
-    return bucket(*args)
-
-
 def run_config(kernels: dict, spec: LayerSpec, dtype: torch.dtype, args, console: Console) -> dict:
     """One layer shape: each kernel's error on these inputs, then every backend timed in alternation."""
     x, filters, guide = (t.to("cuda", dtype) for t in layer_inputs(spec))
@@ -206,8 +190,6 @@ def main() -> None:
         raise SystemExit("error: no CUDA GPU visible to torch (torch.cuda.is_available() is False)")
     torch.backends.cudnn.benchmark = True
     console = Console()
-    from drconv.cuda_kernel import region_conv_cuda
-
     kernels = {"drconv": region_conv_cuda}
     if args.baseline:
         kernels["baseline"] = baseline_kernel(args.baseline)

@@ -128,13 +128,18 @@ def layer_inputs(spec: LayerSpec, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return x, filters, guide
 
 
-def naive_region_conv(x, filters, guide, padding: int) -> torch.Tensor:
-    """The public implementation's formulation: all R filters at every pixel, then select by region."""
+def naive_region_conv(x, filters, guide, padding, stride=1, dilation=1) -> torch.Tensor:
+    """The public implementation's formulation: all R filters at every pixel, then select by region.
+
+    padding, stride, dilation: an int or an (h, w) pair, as F.conv2d takes them.
+    """
     n, regions, c_out, c_in, kh, kw = filters.shape
     y = F.conv2d(
         x.reshape(1, n * c_in, *x.shape[2:]),
         filters.reshape(n * regions * c_out, c_in, kh, kw),
+        stride=stride,
         padding=padding,
+        dilation=dilation,
         groups=n,
     ).view(n, regions, c_out, *guide.shape[2:])
     index = guide.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, c_out, -1, -1)
