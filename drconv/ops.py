@@ -159,8 +159,7 @@ def _eager_inference(*tensors: torch.Tensor) -> bool:
     try:
         plain = _PLAIN_KEYS
         if (
-            _C is None
-            or torch.compiler.is_compiling()  # first: Dynamo folds it, and must not trace what follows
+            torch.compiler.is_compiling()  # first: Dynamo folds it, and must not trace what follows
             or torch._C._len_torch_dispatch_stack() > 0
             or torch._C._is_torch_function_mode_enabled()
             or torch._C._functorch.peek_interpreter_stack() is not None
@@ -172,7 +171,7 @@ def _eager_inference(*tensors: torch.Tensor) -> bool:
         return all(
             type(t) is torch.Tensor
             and torch._C._dispatch_keys(t) in plain
-            and t.dtype in (torch.float32, torch.float64)
+            and _uses_native(t)
             and not (grad and t.requires_grad)
             for t in tensors
         )
