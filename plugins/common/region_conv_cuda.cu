@@ -206,14 +206,41 @@ __device__ void decode_k(const Params& p, int k, int slot, int buf, TileState<K>
   s.kdy[buf][slot] = dy, s.kdx[buf][slot] = dx;
 }
 
-// The input value of the staged (pixel, k) pair, zero in the padding.
+// What a GEMM block reads once its tile is found: the sample's input, the region's
+// filter, and where the receptive field of the pixel this thread stages starts.
+template <typename T>
+struct TileInputs {
+  const T* x_n;
+  const T* w_r;
+  int ih0, iw0, pixel_base;
+};
+
+// Finds the block's tile (false: there is none), loads its pixels and the first slice's
+// k table. Called by every thread of the block.
 template <typename T, int K>
-__device__ __forceinline__ T patch_value(const T* x_n, const Params& p, const TileState<K>& s, int buf, int kk,
-                                         int ih0, int iw0, int pixel_base) {
-  const int ih = ih0 + s.kdy[buf][kk], iw = iw0 + s.kdx[buf][kk];
+__device__ bool begin_tile(const T* x, const T* filters, const Params& p, const Buckets& b, TileState<K>& s,
+                           TileInputs<T>& in) {
+  const int n = blockIdx.y, tid = threadIdx.x;
+  if (!locate_tile(p, b, n, blockIdx.x, s)) return false;
+  load_pixels(p, b, n, s);
+  if (tid < K) decode_k(p, tid, tid, 0, s);
+  __syncthreads();
+  in.x_n = x + static_cast<int64_t>(n) * p.c_in * p.h * p.w;
+  in.w_r = filters + (static_cast<int64_t>(n) * p.regions + s.region) * p.c_out * p.patch;
+  const int pp = tid % kTileP;
+  in.ih0 = s.ih0[pp], in.iw0 = s.iw0[pp];
+  in.pixel_base = s.pixel[pp] < 0 ? 0 : in.ih0 * p.w + in.iw0;
+  return true;
+}
+
+// The input value of this thread's staged pixel at slice entry kk, zero in the padding.
+template <typename T, int K>
+__device__ __forceinline__ T patch_value(const TileInputs<T>& in, const Params& p, const TileState<K>& s, int buf,
+                                         int kk) {
+  const int ih = in.ih0 + s.kdy[buf][kk], iw = in.iw0 + s.kdx[buf][kk];
   const bool inside = static_cast<unsigned>(ih) < static_cast<unsigned>(p.h) &&
                       static_cast<unsigned>(iw) < static_cast<unsigned>(p.w);
-  return inside ? x_n[s.koff[buf][kk] + pixel_base] : zero<T>();
+  return inside ? in.x_n[s.koff[buf][kk] + in.pixel_base] : zero<T>();
 }
 
 __global__ void __launch_bounds__(kF32Threads)
@@ -222,25 +249,19 @@ __global__ void __launch_bounds__(kF32Threads)
   __shared__ __align__(16) float a_s[kF32K][kTileP];
   __shared__ __align__(16) float b_s[kF32K][kTileC + 4];
   __shared__ TileState<kF32K> s;
+  TileInputs<float> in;
+  if (!begin_tile(x, filters, p, b, s, in)) return;
   const int n = blockIdx.y, c0 = blockIdx.z * kTileC, tid = threadIdx.x;
-  if (!locate_tile(p, b, n, blockIdx.x, s)) return;
-  load_pixels(p, b, n, s);
-  if (tid < kF32K) decode_k(p, tid, tid, 0, s);
-  __syncthreads();
-
-  const float* x_n = x + static_cast<int64_t>(n) * p.c_in * p.h * p.w;
-  const float* w_r = filters + (static_cast<int64_t>(n) * p.regions + s.region) * p.c_out * p.patch;
   const int pp = tid % kTileP;  // the pixel this thread stages
-  const int ih0 = s.ih0[pp], iw0 = s.iw0[pp], pixel_base = s.pixel[pp] < 0 ? 0 : ih0 * p.w + iw0;
   const int tx = tid % 16, ty = tid / 16;  // outputs: pixels 4tx..4tx+3, channels 4ty..4ty+3
   float acc[4][4] = {};
   int buf = 0;
   for (int k0 = 0; k0 < p.patch; k0 += kF32K, buf ^= 1) {
     for (int kk = tid / kTileP; kk < kF32K; kk += kF32Threads / kTileP)
-      a_s[kk][pp] = patch_value(x_n, p, s, buf, kk, ih0, iw0, pixel_base);
+      a_s[kk][pp] = patch_value(in, p, s, buf, kk);
     for (int i = tid; i < kF32K * kTileC; i += kF32Threads) {
       const int cc = i / kF32K, kk = i % kF32K, k = k0 + kk, channel = c0 + cc;
-      b_s[kk][cc] = k < p.patch && channel < p.c_out ? w_r[static_cast<int64_t>(channel) * p.patch + k] : 0.f;
+      b_s[kk][cc] = k < p.patch && channel < p.c_out ? in.w_r[static_cast<int64_t>(channel) * p.patch + k] : 0.f;
     }
     if (tid < kF32K) decode_k(p, k0 + kF32K + tid, tid, buf ^ 1, s);
     __syncthreads();
@@ -279,16 +300,10 @@ __global__ void __launch_bounds__(kF16Threads)
   __shared__ __align__(32) __half b_s[kF16K][kLdB];                       // k x channel
   __shared__ __align__(32) float c_s[kTileC][kLdC];                       // channel x pixel
   __shared__ TileState<kF16K> s;
+  TileInputs<__half> in;
+  if (!begin_tile(x, filters, p, b, s, in)) return;
   const int n = blockIdx.y, c0 = blockIdx.z * kTileC, tid = threadIdx.x;
-  if (!locate_tile(p, b, n, blockIdx.x, s)) return;
-  load_pixels(p, b, n, s);
-  if (tid < kF16K) decode_k(p, tid, tid, 0, s);
-  __syncthreads();
-
-  const __half* x_n = x + static_cast<int64_t>(n) * p.c_in * p.h * p.w;
-  const __half* w_r = filters + (static_cast<int64_t>(n) * p.regions + s.region) * p.c_out * p.patch;
-  const int pp = tid % kTileP;
-  const int ih0 = s.ih0[pp], iw0 = s.iw0[pp], pixel_base = s.pixel[pp] < 0 ? 0 : ih0 * p.w + iw0;
+  const int pp = tid % kTileP;  // the pixel this thread stages
   const int warp = tid / 32, wm = warp % 2, wn = warp / 2;  // this warp's 32 pixels x 32 channels
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
@@ -299,11 +314,11 @@ __global__ void __launch_bounds__(kF16Threads)
   int buf = 0;
   for (int k0 = 0; k0 < p.patch; k0 += kF16K, buf ^= 1) {
     for (int kk = tid / kTileP; kk < kF16K; kk += kF16Threads / kTileP)
-      a_s[pp][kk] = patch_value(x_n, p, s, buf, kk, ih0, iw0, pixel_base);
+      a_s[pp][kk] = patch_value(in, p, s, buf, kk);
     for (int i = tid; i < kF16K * kTileC; i += kF16Threads) {
       const int cc = i / kF16K, kk = i % kF16K, k = k0 + kk, channel = c0 + cc;
       b_s[kk][cc] =
-          k < p.patch && channel < p.c_out ? w_r[static_cast<int64_t>(channel) * p.patch + k] : zero<__half>();
+          k < p.patch && channel < p.c_out ? in.w_r[static_cast<int64_t>(channel) * p.patch + k] : zero<__half>();
     }
     if (tid < kF16K) decode_k(p, k0 + kF16K + tid, tid, buf ^ 1, s);
     __syncthreads();
