@@ -57,7 +57,7 @@ fi
 python3 -c 'import drconv.ops as o; print("drconv._C built:", o._C is not None)'
 
 step "GPU tests" 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests
-step "bench_cuda" 300 python3 benchmarks/bench_cuda.py --dtype float16 float32 --batch 1 8 --regions 1 2 4 8 16 \
+step "bench_cuda" 300 python3 benchmarks/bench_cuda.py --dtype float16 float32 --batch 1 8 --regions 1 2 4 8 16 --rounds 15 \
   --json "$out/bench_cuda.json" "$@"
 for b in 1 8; do
   step "layer b$b" 120 drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --device cuda --batch "$b" \
