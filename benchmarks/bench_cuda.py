@@ -5,13 +5,17 @@ Runtime's CUDA provider run), optionally an older version of it (--baseline DIR,
 its .cu/.h and PyTorch binding), the public implementation's R-filter formulation on
 cuDNN, and cuDNN's dense conv of the same shape: the bound, the same multiply-adds.
 
-Two timings per backend, rounds in alternation, medians:
-- kernel: `--reps` calls back to back between CUDA events, divided by reps: the GPU's time
-  per call with the launch queue full (what a served model sees inside a TensorRT engine);
+Three timings per backend, rounds in alternation, medians:
+- graph: `--reps` calls captured once in a CUDA graph, the replay timed between CUDA events,
+  divided by reps: the GPU's own time per call, no host work in it (what a TensorRT engine
+  or a CUDA-graphed model sees). At these sizes the host is slower than the GPU, so this is
+  the only column that compares kernels;
+- kernel: `--reps` eager calls back to back between CUDA events, divided by reps: the
+  host's launch rate where that is the slower side;
 - latency: one call between events after a synchronize, launch overhead included (what
   `drconv benchmark` reports).
 
-Issue 4's goal: kernel time <= 1.5x cuDNN at N=8, C=K=64, 56x56, k=3, R=8, float16.
+Issue 4's goal: graph time <= 1.5x cuDNN at N=8, C=K=64, 56x56, k=3, R=8, float16.
 Run on a GPU machine: `python benchmarks/bench_cuda.py --dtype float16 float32 --json out.json`.
 """
 
@@ -109,6 +113,34 @@ def kernel_ms(fn, reps: int) -> float:
     return start.elapsed_time(end) / reps
 
 
+def capture(fn, reps: int) -> torch.cuda.CUDAGraph | None:
+    """`reps` calls of fn in one CUDA graph, or None where fn cannot be captured."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # graph capture wants its warm-up off the default stream
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(reps):
+                fn()
+    except RuntimeError as err:
+        print(f"  (not capturable, graph time left out: {str(err).splitlines()[0]})")
+        return None
+    return graph
+
+
+def graph_ms(graph: torch.cuda.CUDAGraph, reps: int) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
 def latency_ms(fn) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
@@ -123,14 +155,22 @@ def time_all(backends: dict, rounds: int, reps: int, warmup: int) -> dict[str, d
     for fn in backends.values():
         for _ in range(warmup):
             fn()
+    graphs = {name: capture(fn, reps) for name, fn in backends.items()}
+    graph: dict[str, list[float]] = {name: [] for name in backends}
     kernel: dict[str, list[float]] = {name: [] for name in backends}
     latency: dict[str, list[float]] = {name: [] for name in backends}
     for _ in range(rounds):
         for name, fn in backends.items():
+            if graphs[name] is not None:
+                graph[name].append(graph_ms(graphs[name], reps))
             kernel[name].append(kernel_ms(fn, reps))
             latency[name].append(latency_ms(fn))
     return {
-        name: {"kernel_ms": statistics.median(kernel[name]), "latency_ms": statistics.median(latency[name])}
+        name: {
+            "graph_ms": statistics.median(graph[name]) if graph[name] else None,
+            "kernel_ms": statistics.median(kernel[name]),
+            "latency_ms": statistics.median(latency[name]),
+        }
         for name in backends
     }
 
@@ -157,11 +197,14 @@ def run_config(kernels: dict, spec: LayerSpec, dtype: torch.dtype, args, console
     dense = times["cuDNN dense"]
     dtype_name = str(dtype).removeprefix("torch.")
     out = Table(title=f"{spec.describe()} {dtype_name}, {torch.cuda.get_device_name(0)}", title_justify="left")
-    for col in ("backend", "kernel ms", "/dense", "latency ms", "/dense", "rel err"):
+    for col in ("backend", "graph ms", "/dense", "kernel ms", "/dense", "latency ms", "/dense", "rel err"):
         out.add_column(col, justify="left" if col == "backend" else "right")
     for name, t in times.items():
+        graphed = t["graph_ms"] is not None and dense["graph_ms"] is not None
         out.add_row(
             name,
+            f"{t['graph_ms']:.4f}" if t["graph_ms"] is not None else "-",
+            f"{t['graph_ms'] / dense['graph_ms']:.2f}" if graphed else "-",
             f"{t['kernel_ms']:.4f}",
             f"{t['kernel_ms'] / dense['kernel_ms']:.2f}",
             f"{t['latency_ms']:.4f}",

@@ -3,7 +3,7 @@
 # Python dependencies already installed (nothing is downloaded):
 #   1. install drconv (editable, against that torch) and build the CUDA kernel's extension;
 #   2. the GPU-marked tests;
-#   3. benchmarks/bench_cuda.py: the kernel against cuDNN, R = 1..16, float16 and float32;
+#   3. benchmarks/bench_cuda.py: the kernel against cuDNN, N = 1, 8, 32, R = 1..16, float16 and float32;
 #   4. `drconv benchmark --device cuda`: the layer and drconv-tiny, batch 1 and 8;
 #   5. compute-sanitizer memcheck over the kernel's correctness checks, where it works.
 # Usage: benchmarks/gpu_suite.sh OUTDIR [--baseline DIR]   (DIR: an older kernel to compare)
@@ -57,7 +57,7 @@ fi
 python3 -c 'import drconv.ops as o; print("drconv._C built:", o._C is not None)'
 
 step "GPU tests" 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests
-step "bench_cuda" 300 python3 benchmarks/bench_cuda.py --dtype float16 float32 --batch 1 8 --regions 1 2 4 8 16 --rounds 15 \
+step "bench_cuda" 300 python3 benchmarks/bench_cuda.py --dtype float16 float32 --batch 1 8 32 --regions 1 2 4 8 16 --rounds 15 \
   --json "$out/bench_cuda.json" "$@"
 for b in 1 8; do
   step "layer b$b" 120 drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --device cuda --batch "$b" \
