@@ -322,8 +322,8 @@ __global__ void __launch_bounds__(kF32Threads)
   }
 }
 
-// At most 128 registers, so that 4 blocks share a multiprocessor (the fetched slice held
-// 173 otherwise, and 2 blocks hid too little latency).
+// At most 128 registers, so that 4 blocks share a multiprocessor (holding a fetched slice,
+// it took 173 otherwise: 2 blocks to hide the loads' latency; ptxas spills 24 bytes).
 __global__ void __launch_bounds__(kF16Threads, 4)
     gemm_f16(const __half* __restrict__ x, const __half* __restrict__ filters, __half* __restrict__ y, Params p,
              Buckets b) {
