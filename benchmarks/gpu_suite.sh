@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, on a machine with an NVIDIA GPU, PyTorch with CUDA and drconv's
-# Python dependencies already installed (nothing is downloaded):
+# Python dependencies already installed, jsonschema included (nothing is downloaded):
 #   1. install drconv (editable, against that torch) and build the CUDA kernel's extension;
 #   2. the GPU-marked tests;
 #   3. benchmarks/bench_cuda.py: the kernel against cuDNN, N = 1, 8, 32, R = 1..16, float16 and float32;
@@ -25,6 +25,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, record a failur
   timeout "$limit" "$@" || { echo "!! $name failed (exit $?)"; failed+=("$name"); }
 }
 
+python3 -c 'import jsonschema' 2> /dev/null ||
+  echo "!! jsonschema is not importable: the benchmark test will fail (pip install jsonschema, or carry its wheels)"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
 
