@@ -160,40 +160,40 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   const int64_t packed_size = direct::packed_filter_size(s.c_out, s.c_in, taps);
   const int64_t vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
 
-  // x to padded channels-last, the regions, and every filter packed: one parallel phase.
-  const int64_t bands = std::min(s.h, std::max<int64_t>(1, (workers + s.n - 1) / s.n));
-  const int64_t prologue = s.n * bands, packs = s.n * s.regions;
+  // One parallel phase: every filter packed, and per (sample, band of output rows) x's rows
+  // padded, the band's regions, its pixels bucketed by region, and where each pixel's
+  // receptive field starts (saves two integer divisions per pixel in the block loop).
+  // Output rows are bucketed in bands, one or more per worker, so that no two workers
+  // write the same cache lines of y.
+  const int64_t bands = DirectLayout::bands(s, workers), units = s.n * bands, pad_bands = std::min(bands, s.h);
+  const int64_t packs = s.n * s.regions;
+  auto first_row = [&](int64_t band) { return s.h_out() * band / bands; };
+  int64_t* pixel_offset = reinterpret_cast<int64_t*>(base + layout.pixel_offset);
   const direct::Kernels kernels = direct::kernels();
-  parallel_for(prologue + packs, [&](int64_t task) {
-    if (task >= prologue) {
-      const int64_t key = task - prologue;
+  parallel_for(units + packs, [&](int64_t task) {
+    if (task >= units) {
+      const int64_t key = task - units;
       kernels.pack_filter(filters + key * s.c_out * s.c_in * taps, s.c_out, s.c_in, taps, packed + key * packed_size);
       return;
     }
     const int64_t n = task / bands, band = task % bands;
-    kernels.pad_rows(x + n * s.c_in * s.h * s.w, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded + n * x_padded_size,
-                     s.h * band / bands, s.h * (band + 1) / bands);
-    assign_regions(guide + n * s.regions * pixels, s.regions, pixels, pixels * band / bands,
-                   pixels * (band + 1) / bands, region + n * pixels);
-  });
-  const int64_t out_bands = DirectLayout::bands(s, workers), units = s.n * out_bands;
-  auto unit_begin = [&](int64_t band) { return s.h_out() * band / out_bands * w_out; };
-  for (int64_t u = 0; u < units; ++u) {
-    const int64_t n = u / out_bands, begin = unit_begin(u % out_bands), end = unit_begin(u % out_bands + 1);
+    if (band < pad_bands)
+      kernels.pad_rows(x + n * s.c_in * s.h * s.w, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded + n * x_padded_size,
+                       s.h * band / pad_bands, s.h * (band + 1) / pad_bands);
+    const int64_t begin = first_row(band) * w_out, end = first_row(band + 1) * w_out;
+    assign_regions(guide + n * s.regions * pixels, s.regions, pixels, begin, end, region + n * pixels);
     bucket_pixels(region + n * pixels + begin, s.regions, end - begin, order + n * pixels + begin,
-                  start + u * (s.regions + 1), begin);
-  }
-  // Where each output pixel's receptive field starts in the padded input (saves two
-  // integer divisions per pixel in the block loop).
-  int64_t* pixel_offset = reinterpret_cast<int64_t*>(base + layout.pixel_offset);
-  for (int64_t oh = 0, p = 0; oh < s.h_out(); ++oh)
-    for (int64_t ow = 0; ow < w_out; ++ow, ++p) pixel_offset[p] = (oh * s.stride_h * wp + ow * s.stride_w) * s.c_in;
+                  start + task * (s.regions + 1), begin);
+    if (n > 0) return;  // the offsets are the same for every sample
+    for (int64_t oh = first_row(band), p = begin; oh < first_row(band + 1); ++oh)
+      for (int64_t ow = 0; ow < w_out; ++ow, ++p) pixel_offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
+  });
 
   // Blocks of up to kBlock pixels of one (sample, band, region), in contiguous ranges per worker.
   std::vector<Tile> blocks;
   for (int64_t u = 0; u < units; ++u) {
     const int64_t* st = start + u * (s.regions + 1);
-    const int64_t n = u / out_bands, begin = unit_begin(u % out_bands);
+    const int64_t n = u / bands, begin = first_row(u % bands) * w_out;
     for (int64_t r = 0; r < s.regions; ++r)
       for (int64_t b = st[r]; b < st[r + 1]; b += direct::kBlock)
         blocks.push_back({n, r, begin + b, std::min(direct::kBlock, st[r + 1] - b)});
@@ -217,8 +217,9 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
       for (int64_t j = 0; j < block.count; ++j) offset[j] = pixel_offset[pix[j]];
       const direct::Block seg{x_padded + block.sample * x_padded_size,
                                 offset,
-                                s.dil_h * wp * s.c_in,
-                                s.dil_w * s.c_in,
+                                s.dil_h * wp,
+                                s.dil_w,
+                                (s.h + 2 * s.pad_h) * wp,
                                 s.kh,
                                 s.kw,
                                 s.c_in,

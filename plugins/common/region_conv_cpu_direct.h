@@ -1,17 +1,18 @@
-// The float32 CPU path of the region-wise conv: a direct convolution over channels-last
-// rows, with no im2col copy and no GEMM packing.
+// The float32 CPU path of the region-wise conv: a direct convolution over x's own NCHW
+// planes, with no im2col copy and no GEMM packing.
 //
 // Pixels are bucketed by region (as for the GEMM path) and taken in blocks of up to 72
 // pixels of one region, wherever they lie. A block is convolved with its region's filter
 // by a register-blocked micro-kernel: 6 pixels x 64 output channels of accumulators held
-// in registers through the whole reduction (taps x C_in), one broadcast input value and
+// in registers through the whole reduction (C_in x taps), one broadcast input value and
 // one filter row of 64 channels per step, reading each pixel's input straight from the
-// zero-padded channels-last copy of x through its own offset. Filters are packed once
-// per (sample, region) as [channel group][C_in][tap][64]: the reduction runs in the
-// filter's own (C_in, tap) order, so packing is a plain 16 x 16 block transpose with
-// both sides contiguous, and the weights stream in order. The block's outputs go to y through 16 x 16 register transposes. The
-// multiply-adds are those of one dense convolution, whether the regions are coherent
-// blobs or scattered pixels.
+// zero-padded copy of x (still NCHW: padding is a row copy, not a transpose) through its
+// own offset and the channel stride. Filters are packed once per (sample, region) as
+// [channel group][C_in][tap][64]: the reduction runs in the filter's own (C_in, tap)
+// order, so packing is a plain 16 x 16 block transpose with both sides contiguous, and
+// the weights stream in order. The block's outputs go to y through 16 x 16 register
+// transposes. The multiply-adds are those of one dense convolution, whether the regions
+// are coherent blobs or scattered pixels.
 //
 // Portable C++ with GNU vector types (16 floats); compiled three times, for AVX-512,
 // AVX2+FMA and the baseline, and picked at run time by the CPU's features.
@@ -104,49 +105,40 @@ typedef int32_t Mask __attribute__((vector_size(64)));
   }
 }
 
-// Rows [row_begin, row_end) of x (C, H, W) -> zero-padded channels-last (Hp, Wp, C), with
-// the pad rows above the first and below the last: 16 channels x 16 pixels at a time.
+// Rows [row_begin, row_end) of x (C, H, W) -> zero-padded (C, Hp, Wp), with the pad rows
+// above the first and below the last: a copy, not a transpose (the micro-kernel reads
+// each channel's plane through its stride).
 [[gnu::always_inline]] inline void pad_rows_impl(const float* x, int64_t c, int64_t h, int64_t w, int64_t pad_h,
                                                  int64_t pad_w, float* out, int64_t row_begin, int64_t row_end) {
-  const int64_t wp = w + 2 * pad_w, plane = h * w;
-  if (row_begin == 0) std::fill(out, out + pad_h * wp * c, 0.f);
-  if (row_end == h) std::fill(out + (pad_h + h) * wp * c, out + (2 * pad_h + h) * wp * c, 0.f);
-  for (int64_t i = row_begin; i < row_end; ++i) {
-    float* dst = out + (i + pad_h) * wp * c;
-    std::fill(dst, dst + pad_w * c, 0.f);
-    std::fill(dst + (pad_w + w) * c, dst + wp * c, 0.f);
-    dst += pad_w * c;
-    const float* src = x + i * w;
-    int64_t j0 = 0;
-    for (; j0 + kLanes <= w; j0 += kLanes) {
-      int64_t ch0 = 0;
-      for (; ch0 + kLanes <= c; ch0 += kLanes) {
-        const float* rows[16];
-        float* cols[16];
-        for (int k = 0; k < 16; ++k) rows[k] = src + (ch0 + k) * plane + j0;
-        for (int j = 0; j < 16; ++j) cols[j] = dst + (j0 + j) * c + ch0;
-        transpose_block(rows, cols);
-      }
-      for (int64_t ch = ch0; ch < c; ++ch)
-        for (int64_t j = j0; j < j0 + kLanes; ++j) dst[j * c + ch] = src[ch * plane + j];
+  const int64_t wp = w + 2 * pad_w, hp = h + 2 * pad_h;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float* src = x + ch * h * w;
+    float* plane = out + ch * hp * wp;
+    if (row_begin == 0) std::fill(plane, plane + pad_h * wp, 0.f);
+    if (row_end == h) std::fill(plane + (pad_h + h) * wp, plane + hp * wp, 0.f);
+    for (int64_t i = row_begin; i < row_end; ++i) {
+      float* dst = plane + (i + pad_h) * wp;
+      std::fill(dst, dst + pad_w, 0.f);
+      std::memcpy(dst + pad_w, src + i * w, static_cast<size_t>(w) * sizeof(float));
+      std::fill(dst + pad_w + w, dst + wp, 0.f);
     }
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t j = j0; j < w; ++j) dst[j * c + ch] = src[ch * plane + j];
   }
 }
 
-// acc[p][v] = sum_{c, t} x[offset[p] + taps[t] + c] * w[c * c_step + t * w_step + v], for
-// P pixels and NB vectors.
-template <int P, int NB>
+// acc[p][v] = sum_{c, t} x[offset[p] + taps[t] + c * plane] * w[c * c_step + t * w_step + v],
+// for P pixels and NB vectors.
+// NT > 0: n_taps == NT, known to the compiler, which then unrolls the tap loop.
+template <int P, int NB, int NT = 0>
 [[gnu::always_inline]] inline void micro(const float* x, const int64_t* offset, const int64_t* taps, int64_t n_taps,
-                                         const float* w, int64_t w_step, int64_t c_step, int64_t channels,
-                                         float* acc, int64_t acc_step) {
+                                         int64_t plane, const float* w, int64_t w_step, int64_t c_step,
+                                         int64_t channels, float* acc, int64_t acc_step) {
   Vec a[P][NB] = {};
   const float* px[P];
   for (int p = 0; p < P; ++p) px[p] = x + offset[p];
+  if constexpr (NT > 0) n_taps = NT;
   for (int64_t c = 0; c < channels; ++c, w += c_step) {
     for (int64_t t = 0; t < n_taps; ++t) {
-      const int64_t at = taps[t] + c;
+      const int64_t at = taps[t] + c * plane;
       Vec wv[NB];
       for (int v = 0; v < NB; ++v) std::memcpy(&wv[v], w + t * w_step + v * kLanes, sizeof(Vec));
       for (int p = 0; p < P; ++p) {
@@ -161,10 +153,11 @@ template <int P, int NB>
 
 // One block's inputs: `pixels` output pixels of one sample and one region.
 struct Block {
-  const float* x;         // the sample's padded channels-last input
-  const int64_t* offset;  // per pixel: where its tap (0, 0) starts in x
-  int64_t row_step;     // floats between taps one dilation apart vertically (dil_h * Wp * C_in)
-  int64_t col_step;     // floats between taps one dilation apart horizontally (dil_w * C_in)
+  const float* x;         // the sample's zero-padded input [C_in][Hp][Wp]
+  const int64_t* offset;  // per pixel: where its tap (0, 0) starts in channel 0 of x
+  int64_t row_step;     // floats between taps one dilation apart vertically (dil_h * Wp)
+  int64_t col_step;     // floats between taps one dilation apart horizontally (dil_w)
+  int64_t plane_in;     // floats between channels of x (Hp * Wp)
   int64_t kh, kw, c_in, pixels;
   const float* w;       // packed filter of the region (pack_filter)
   int64_t vectors;      // output vectors (ceil(C_out / 16))
@@ -202,25 +195,28 @@ struct Block {
 // The last `count` (< Q + 1) pixels of a block: one micro-kernel instantiation per length.
 template <int Q, int NB>
 [[gnu::always_inline]] inline void tail(int64_t count, const float* x, const int64_t* offset, const int64_t* taps,
-                                        int64_t n_taps, const float* w, int64_t w_step, int64_t c_step, int64_t c_in,
-                                        float* acc, int64_t acc_step) {
+                                        int64_t n_taps, int64_t plane, const float* w, int64_t w_step,
+                                        int64_t c_step, int64_t c_in, float* acc, int64_t acc_step) {
   if constexpr (Q > 0) {
-    if (count == Q) return micro<Q, NB>(x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
-    tail<Q - 1, NB>(count, x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
+    if (count == Q) return micro<Q, NB>(x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
+    tail<Q - 1, NB>(count, x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
   }
 }
 
 // micro<rows, nb> for run-time rows <= P and nb <= MAX_NB.
 template <int P, int MAX_NB, int NB = MAX_NB>
 [[gnu::always_inline]] inline void micro_any(int64_t rows, int64_t nb, const float* x, const int64_t* offset,
-                                             const int64_t* taps, int64_t n_taps, const float* w, int64_t w_step,
-                                             int64_t c_step, int64_t c_in, float* acc, int64_t acc_step) {
+                                             const int64_t* taps, int64_t n_taps, int64_t plane, const float* w,
+                                             int64_t w_step, int64_t c_step, int64_t c_in, float* acc,
+                                             int64_t acc_step) {
   if constexpr (NB >= 1) {
     if (nb == NB) {
-      if (rows == P) return micro<P, NB>(x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
-      return tail<P - 1, NB>(rows, x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
+      if (rows == P && n_taps == 9)  // 3 x 3, the common kernel: the full tile with its tap loop unrolled
+        return micro<P, NB, 9>(x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
+      if (rows == P) return micro<P, NB>(x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
+      return tail<P - 1, NB>(rows, x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
     }
-    micro_any<P, MAX_NB, NB - 1>(rows, nb, x, offset, taps, n_taps, w, w_step, c_step, c_in, acc, acc_step);
+    micro_any<P, MAX_NB, NB - 1>(rows, nb, x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
   }
 }
 
@@ -247,12 +243,13 @@ template <int P, int MAX_NB>
           const int64_t rows = std::min<int64_t>(P, s.pixels - p);
           if (t0 > 0) {  // a kernel with more than 64 taps: add this piece to the last one
             float partial[P * MAX_NB * kLanes];
-            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, c_step, s.c_in, partial,
-                                 MAX_NB * kLanes);
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, s.plane_in, w, w_step, c_step, s.c_in,
+                                 partial, MAX_NB * kLanes);
             for (int64_t i = 0; i < rows; ++i)
               for (int64_t l = 0; l < nb * kLanes; ++l) acc[i * acc_step + l] += partial[i * MAX_NB * kLanes + l];
           } else {
-            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, w, w_step, c_step, s.c_in, acc, acc_step);
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, s.plane_in, w, w_step, c_step, s.c_in, acc,
+                                 acc_step);
           }
         }
       }
