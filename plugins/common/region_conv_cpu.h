@@ -114,8 +114,9 @@ struct Layout {
 
 namespace detail {
 
-// The float32 path's workspace: padded x, regions, the pixels bucketed by region, every
-// (sample, region) filter packed, and per worker an accumulator block and pixel offsets.
+// The float32 path's workspace: padded x (NCHW), regions, the pixels bucketed by region,
+// every (sample, region) filter packed, and per worker an accumulator block and pixel
+// offsets.
 struct DirectLayout {
   // Output rows are bucketed in bands, one or more per worker, so that no two workers
   // write the same cache lines of y (false sharing cost 20% at 2 threads).
@@ -163,8 +164,6 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   // One parallel phase: every filter packed, and per (sample, band of output rows) x's rows
   // padded, the band's regions, its pixels bucketed by region, and where each pixel's
   // receptive field starts (saves two integer divisions per pixel in the block loop).
-  // Output rows are bucketed in bands, one or more per worker, so that no two workers
-  // write the same cache lines of y.
   const int64_t bands = DirectLayout::bands(s, workers), units = s.n * bands, pad_bands = std::min(bands, s.h);
   const int64_t packs = s.n * s.regions;
   auto first_row = [&](int64_t band) { return s.h_out() * band / bands; };
