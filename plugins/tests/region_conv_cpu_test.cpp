@@ -125,6 +125,9 @@ int main() {
   failures += check(shape(2, 70, 9, 70, 3, 70, 3, 3, 1, 1, 1), false, 3, rng);  // C_in, C_out > 64, rows > 64
   failures += check(shape(1, 17, 6, 6, 2, 17, 3, 3, 1, 1, 1), false, 1, rng);   // partial output vector
   failures += check(shape(1, 3, 12, 13, 2, 5, 9, 9, 1, 4, 1), false, 2, rng);   // 81 taps: the reduction in pieces
+  // More output rows than input rows, in more bands than input rows (only some bands pad x).
+  failures += check(shape(1, 3, 1, 5, 2, 4, 1, 1, 1, 2, 1), false, 4, rng);
+  failures += check(shape(2, 3, 2, 6, 3, 4, 3, 3, 1, 3, 1), true, 6, rng);
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
