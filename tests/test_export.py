@@ -9,6 +9,7 @@ import torch
 from drconv import DRConv2d
 from drconv.errors import DrconvError
 from drconv.export import describe, to_onnx
+from drconv.export.onnx import adaptive_avg_pool2d
 from drconv.models import create
 
 
@@ -60,6 +61,27 @@ def test_dynamic_axes_are_named(tiny_custom):
     proto = onnx.load(str(tiny_custom))
     assert _shape(proto.graph.input[0]) == ["batch", 3, "height", "width"]
     assert _shape(proto.graph.output[0]) == ["batch", 1000]
+
+
+@pytest.mark.parametrize("out", [1, 2, 3, 5, 7])
+def test_adaptive_pool_decomposition_matches_pytorch(out):
+    """Every window PyTorch uses, output sizes above the input's included."""
+    torch.manual_seed(0)
+    for h, w in ((1, 1), (3, 7), (5, 5), (13, 4), (28, 29)):
+        x = torch.randn(2, 3, h, w, dtype=torch.float64)
+        for size in (out, (out, None), (1, out)):
+            expected = torch.nn.functional.adaptive_avg_pool2d(x, size)
+            torch.testing.assert_close(adaptive_avg_pool2d(x, size), expected, rtol=0, atol=1e-12)
+
+
+def test_exported_pools_are_a_few_nodes(tiny_custom):
+    """drconv-tiny's three k x k pools and its global pool: no per-window index arithmetic
+    (each small node costs ONNX Runtime microseconds per call)."""
+    proto = onnx.load(str(tiny_custom))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("ReduceMean") == 1  # the classifier's global pool
+    assert not {"Floor", "Sign", "Abs"} & set(ops)
+    assert len(ops) < 150
 
 
 def test_portable_mode_uses_only_standard_ops(tiny, tmp_path):

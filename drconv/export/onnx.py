@@ -84,26 +84,31 @@ def portable_region_conv(x, filters, guide, stride, padding, dilation):
 
 
 def _pool_matrix(size, out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[out, size]: row i averages the cells of adaptive-pooling window i (PyTorch's window bounds)."""
-    i = torch.arange(out, device=device)
-    # Non-negative, so truncating division is floor division, and exports as one Div
-    # (`//` exports as a sign-correcting chain of eight nodes).
-    start = torch.div(i * size, out, rounding_mode="trunc")
-    end = torch.div((i + 1) * size + out - 1, out, rounding_mode="trunc")
+    """[out, size]: row i averages the cells of adaptive-pooling window i (PyTorch's window bounds).
+
+    Window i is [floor(i * size / out), ceil((i + 1) * size / out)); for an integer cell
+    index that is i * size < (pos + 1) * out and pos * out < (i + 1) * size: no division,
+    so the exported graph has a dozen small nodes per matrix, not sixty (ONNX Runtime pays
+    a few microseconds for each, every call).
+    """
     pos = torch.arange(size, device=device)
-    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
-    return inside.to(dtype) / (end - start).to(dtype)[:, None]
+    i = torch.arange(out, device=device)[:, None]
+    inside = ((i * size < (pos + 1) * out) & (pos * out < (i + 1) * size)).to(dtype)
+    return inside / inside.sum(1, keepdim=True)
 
 
 def adaptive_avg_pool2d(x, output_size):
     """adaptive_avg_pool2d as two MatMuls with averaging matrices built from the input's size.
 
     The stock decomposition indexes with windows computed for the traced size, so the
-    exported graph fails at any other height or width; this one follows the input.
+    exported graph fails at any other height or width; this one follows the input. A 1 x 1
+    output is a plain mean (one ReduceMean).
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     out_h = x.shape[-2] if out_h is None else out_h
     out_w = x.shape[-1] if out_w is None else out_w
+    if out_h == 1 and out_w == 1:
+        return x.mean((-2, -1), keepdim=True)
     rows = _pool_matrix(x.shape[-2], out_h, x.dtype, x.device)
     cols = _pool_matrix(x.shape[-1], out_w, x.dtype, x.device)
     return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
