@@ -145,10 +145,11 @@ struct DirectLayout {
   }
 };
 
+// `kernels`: one instruction set's variant (direct::kernels(), or any supported one in tests).
 template <typename ParallelFor>
 void region_conv_forward_direct(const float* x, const float* filters, const float* guide, float* y,
                                 const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
-                                void* workspace) {
+                                void* workspace, const direct::Kernels& kernels) {
   const DirectLayout layout(s, workers);
   char* base = static_cast<char*>(workspace);
   float* x_padded = reinterpret_cast<float*>(base + layout.x_padded);
@@ -168,7 +169,6 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   const int64_t packs = s.n * s.regions;
   auto first_row = [&](int64_t band) { return s.h_out() * band / bands; };
   int64_t* pixel_offset = reinterpret_cast<int64_t*>(base + layout.pixel_offset);
-  const direct::Kernels kernels = direct::kernels();
   parallel_for(units + packs, [&](int64_t task) {
     if (task >= units) {
       const int64_t key = task - units;
@@ -244,7 +244,8 @@ void region_conv_forward_f32(const float* x, const float* filters, const float* 
                              const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
                              void* workspace) {
   if (s.n == 0 || s.c_out == 0) return;
-  detail::region_conv_forward_direct(x, filters, guide, y, s, parallel_for, std::max<int64_t>(workers, 1), workspace);
+  detail::region_conv_forward_direct(x, filters, guide, y, s, parallel_for, std::max<int64_t>(workers, 1), workspace,
+                                     direct::kernels());
 }
 
 // Bytes of scratch memory region_conv_forward needs for this shape and worker count.

@@ -286,15 +286,33 @@ DRCONV_DIRECT_KERNELS(avx2, __attribute__((target("avx2,fma"))), 3, 2)
 DRCONV_DIRECT_KERNELS(baseline, , 2, 1)
 #undef DRCONV_DIRECT_KERNELS
 
-// The fastest variants this CPU runs.
-inline Kernels kernels() {
+// The instruction sets the kernels are compiled for, fastest first.
+enum class Isa { kAvx512, kAvx2, kBaseline };
+
+inline bool supported(Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return {convolve_avx512, pack_filter_avx512, pad_rows_avx512};
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {convolve_avx2, pack_filter_avx2, pad_rows_avx2};
+  if (isa == Isa::kAvx512) return __builtin_cpu_supports("avx512f");
+  if (isa == Isa::kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
+  return isa == Isa::kBaseline;
+}
+
+// One variant; `isa` must be supported().
+inline Kernels kernels_for(Isa isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (isa == Isa::kAvx512) return {convolve_avx512, pack_filter_avx512, pad_rows_avx512};
+  if (isa == Isa::kAvx2) return {convolve_avx2, pack_filter_avx2, pad_rows_avx2};
+#endif
+  (void)isa;
   return {convolve_baseline, pack_filter_baseline, pad_rows_baseline};
+}
+
+// The fastest variant this CPU runs.
+inline Kernels kernels() {
+  for (const Isa isa : {Isa::kAvx512, Isa::kAvx2})
+    if (supported(isa)) return kernels_for(isa);
+  return kernels_for(Isa::kBaseline);
 }
 
 }  // namespace direct

@@ -78,14 +78,27 @@ int check(const drconv::RegionConvShape& s, bool nan_guide, int64_t workers, std
   double worst = 0;
   for (size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::fabs(y[i] - want[i]));
 
-  // The float32 path (the direct kernel, region_conv_cpu_direct.h) on the same inputs.
+  // The float32 path (the direct kernel, region_conv_cpu_direct.h) on the same inputs: the
+  // variant the entry point picks, then every instruction set this CPU runs (the AVX2 and
+  // portable ones are otherwise never run on an AVX-512 machine).
   std::vector<float> xf(x.begin(), x.end()), ff(f.begin(), f.end()), gf(g.begin(), g.end());
-  std::vector<float> yf(y.size(), -1.0f);
   std::vector<char> workspace_f(static_cast<size_t>(drconv::region_conv_workspace_size<float>(s, workers)) + 64);
   void* aligned = workspace_f.data() + (64 - reinterpret_cast<uintptr_t>(workspace_f.data()) % 64) % 64;
-  drconv::region_conv_forward_f32(xf.data(), ff.data(), gf.data(), yf.data(), s, SerialFor{}, workers, aligned);
   double worst_f = 0;
-  for (size_t i = 0; i < yf.size(); ++i) worst_f = std::max(worst_f, std::fabs(double(yf[i]) - want[i]));
+  auto compare = [&](const std::vector<float>& yf) {
+    for (size_t i = 0; i < yf.size(); ++i) worst_f = std::max(worst_f, std::fabs(double(yf[i]) - want[i]));
+  };
+  std::vector<float> yf(y.size(), -1.0f);
+  drconv::region_conv_forward_f32(xf.data(), ff.data(), gf.data(), yf.data(), s, SerialFor{}, workers, aligned);
+  compare(yf);
+  using drconv::direct::Isa;
+  for (const Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline}) {
+    if (!drconv::direct::supported(isa) || s.n == 0 || s.c_out == 0) continue;
+    std::fill(yf.begin(), yf.end(), -1.0f);
+    drconv::detail::region_conv_forward_direct(xf.data(), ff.data(), gf.data(), yf.data(), s, SerialFor{}, workers,
+                                               aligned, drconv::direct::kernels_for(isa));
+    compare(yf);
+  }
   const bool ok = worst < 1e-9 && worst_f < 1e-3;
   std::printf("%s N=%lld C=%lld %lldx%lld R=%lld K=%lld k=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld nan=%d "
               "workers=%lld max_err double %.3g float %.3g\n",
