@@ -208,6 +208,15 @@ def test_eager_inference_skips_the_dispatcher(monkeypatch):
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
 
 
+def test_the_profiler_sees_the_kernel_on_the_fast_path():
+    x, filters, guide = _fast_path_case()
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        drconv.region_conv(x, filters, guide)
+    names = [event.name for event in prof.events()]
+    assert "drconv::region_conv_cpu_kernel" in names
+    assert "drconv::region_conv" not in names  # the fast path: no dispatcher event
+
+
 def test_whatever_must_see_the_op_still_does():
     from torch.utils._python_dispatch import TorchDispatchMode
 
