@@ -503,6 +503,13 @@ def benchmark(
     console.print(report.table(f"{title}: ms, {how}", rows))
     for name, why in prepared.skipped.items():
         console.print(f"[dim]skipped {name}: {escape(why)}[/]")
+    spread = report.noisy(rows)
+    if spread:
+        factors = ", ".join(f"{name} {factor:.2f}" for name, factor in spread.items())
+        console.print(
+            f"[yellow]noisy timings[/] (p50 / fastest call: {factors}): the machine was busy, so the ratios "
+            "may be off; rerun when it is idle, or compare the min column"
+        )
     config = prepared.config | {
         "threads": threads,
         "warmup": warmup,

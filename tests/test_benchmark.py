@@ -15,6 +15,7 @@ from test_cli import run
 
 from drconv.benchmark import LAYER_BACKENDS, MODEL_BACKENDS, SCHEMA, Backend, Prepared, Stats, alternate
 from drconv.benchmark.backends import LayerSpec, _check, layer_inputs, naive_region_conv
+from drconv.benchmark.report import noisy, results
 from drconv.errors import DrconvError
 
 
@@ -214,3 +215,11 @@ def test_layer_benchmark_on_cuda(tmp_path):
     assert {"torch", "torch-naive", "cudnn-dense"} <= set(names)
     assert doc["env"]["gpu"]["name"] == torch.cuda.get_device_name(0)
     assert all(r["device"] == "cuda" for r in doc["results"])
+
+
+def test_noisy_timings_are_named():
+    backends = [Backend("steady", lambda: None, items=1), Backend("busy", lambda: None, items=1, bound="steady")]
+    samples = {"steady": [1.00e-3, 1.02e-3, 1.05e-3], "busy": [1.0e-3, 1.6e-3, 1.7e-3]}
+    rows = results(backends, samples, {})
+    assert noisy(rows) == pytest.approx({"busy": 1.6})
+    assert noisy(rows, limit=2.0) == {}

@@ -13,7 +13,7 @@ from rich.table import Table
 from drconv._atomic import atomic_path, write_bytes
 from drconv.benchmark.timing import Backend, Stats
 
-__all__ = ["SCHEMA", "Result", "plot", "pyplot", "results", "save_png", "table", "to_json", "write_json"]
+__all__ = ["SCHEMA", "Result", "noisy", "plot", "pyplot", "results", "save_png", "table", "to_json", "write_json"]
 
 SCHEMA_VERSION = 1
 
@@ -59,6 +59,17 @@ def results(backends: list[Backend], samples: dict[str, list[float]], errors: di
             )
         )
     return out
+
+
+# p50 over the fastest call above which a backend's timings are called noisy. On an idle
+# 2-core machine every CPU backend stayed within 1.11; runs taken while the machine was
+# busy read 1.45-1.53 for some backend, and their ratios to the bound moved by up to 25%.
+NOISY = 1.25
+
+
+def noisy(rows: list[Result], limit: float = NOISY) -> dict[str, float]:
+    """Backends whose p50 exceeds `limit` times their fastest call, with that factor."""
+    return {r.backend: r.stats.p50_ms / r.stats.min_ms for r in rows if r.stats.p50_ms > limit * r.stats.min_ms}
 
 
 def _ms(value: float) -> str:
