@@ -166,13 +166,18 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   // padded, the band's regions, its pixels bucketed by region, and where each pixel's
   // receptive field starts (saves two integer divisions per pixel in the block loop).
   const int64_t bands = DirectLayout::bands(s, workers), units = s.n * bands, pad_bands = std::min(bands, s.h);
-  const int64_t packs = s.n * s.regions;
+  // Filters are packed one group of 64 output channels per task, so that few large filters
+  // (deep layers: R=2, C=K=192 is 2.6 MB) still spread over the workers.
+  const int64_t groups = (vectors + direct::kGroup - 1) / direct::kGroup, group_rows = direct::kGroup * direct::kLanes;
+  const int64_t packs = s.n * s.regions * groups, tasks = units + packs;
   auto first_row = [&](int64_t band) { return s.h_out() * band / bands; };
   int64_t* pixel_offset = reinterpret_cast<int64_t*>(base + layout.pixel_offset);
-  parallel_for(units + packs, [&](int64_t task) {
+  auto run = [&](int64_t task) {
     if (task >= units) {
-      const int64_t key = task - units;
-      kernels.pack_filter(filters + key * s.c_out * s.c_in * taps, s.c_out, s.c_in, taps, packed + key * packed_size);
+      const int64_t key = (task - units) / groups, g = (task - units) % groups;
+      kernels.pack_filter(filters + (key * s.c_out + g * group_rows) * s.c_in * taps,
+                          std::min(group_rows, s.c_out - g * group_rows), s.c_in, taps,
+                          packed + key * packed_size + g * group_rows * s.c_in * taps);
       return;
     }
     const int64_t n = task / bands, band = task % bands;
@@ -186,6 +191,12 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
     if (n > 0) return;  // the offsets are the same for every sample
     for (int64_t oh = first_row(band), p = begin; oh < first_row(band + 1); ++oh)
       for (int64_t ow = 0; ow < w_out; ++ow, ++p) pixel_offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
+  };
+  // Round robin, one range per worker: the thread pools hand out contiguous ranges, which
+  // put every (light) band task on one worker and the (heavy) packs on the other.
+  const int64_t lanes = std::min(workers, tasks);
+  parallel_for(lanes, [&](int64_t lane) {
+    for (int64_t task = lane; task < tasks; task += lanes) run(task);
   });
 
   // Blocks of up to kBlock pixels of one (sample, band, region), in contiguous ranges per worker.
