@@ -102,15 +102,23 @@ def check(kernels: dict, dtype: torch.dtype, seed: int = 0, cpu_reference: bool 
     return worst
 
 
-def kernel_ms(fn, reps: int) -> float:
+def event_ms(work) -> float:
+    """Milliseconds between two CUDA events around work(), after a synchronize."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
-    for _ in range(reps):
-        fn()
+    work()
     end.record()
     end.synchronize()
-    return start.elapsed_time(end) / reps
+    return start.elapsed_time(end)
+
+
+def kernel_ms(fn, reps: int) -> float:
+    def calls():
+        for _ in range(reps):
+            fn()
+
+    return event_ms(calls) / reps
 
 
 def capture(fn, reps: int) -> torch.cuda.CUDAGraph | None:
@@ -131,26 +139,6 @@ def capture(fn, reps: int) -> torch.cuda.CUDAGraph | None:
     return graph
 
 
-def graph_ms(graph: torch.cuda.CUDAGraph, reps: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / reps
-
-
-def latency_ms(fn) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
 def time_all(backends: dict, rounds: int, reps: int, warmup: int) -> dict[str, dict[str, float]]:
     for fn in backends.values():
         for _ in range(warmup):
@@ -162,9 +150,9 @@ def time_all(backends: dict, rounds: int, reps: int, warmup: int) -> dict[str, d
     for _ in range(rounds):
         for name, fn in backends.items():
             if graphs[name] is not None:
-                graph[name].append(graph_ms(graphs[name], reps))
+                graph[name].append(event_ms(graphs[name].replay) / reps)
             kernel[name].append(kernel_ms(fn, reps))
-            latency[name].append(latency_ms(fn))
+            latency[name].append(event_ms(fn))
     return {
         name: {
             "graph_ms": statistics.median(graph[name]) if graph[name] else None,
