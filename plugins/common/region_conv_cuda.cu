@@ -268,6 +268,27 @@ struct Fetched {
       w[j] = k < p.patch && channel < p.c_out ? in.w_r[static_cast<int64_t>(channel) * p.patch + k] : zero<T>();
     }
   }
+
+  // Into shared memory: the filter values as [k][channel], the input values as [k][pixel]
+  // (float32's FMA tiles) or [pixel][k] (float16's WMMA tiles).
+  template <bool kByK, int RowsA, int LdA, int LdB>
+  __device__ __forceinline__ void store(T (&a_s)[RowsA][LdA], T (&b_s)[K][LdB]) const {
+    const int tid = threadIdx.x, pp = tid % kTileP;
+#pragma unroll
+    for (int j = 0; j < kA; ++j) {
+      const int kk = tid / kTileP + j * kARows;
+      if constexpr (kByK) {
+        a_s[kk][pp] = a[j];
+      } else {
+        a_s[pp][kk] = a[j];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kW; ++j) {
+      const int i = tid + j * Threads;
+      b_s[i % K][i / K] = w[j];
+    }
+  }
 };
 
 __global__ void __launch_bounds__(kF32Threads)
@@ -279,20 +300,13 @@ __global__ void __launch_bounds__(kF32Threads)
   TileInputs<float> in;
   if (!begin_tile(x, filters, p, b, s, in)) return;
   const int n = blockIdx.y, c0 = blockIdx.z * kTileC, tid = threadIdx.x;
-  const int pp = tid % kTileP;  // the pixel this thread stages
   const int tx = tid % 16, ty = tid / 16;  // outputs: pixels 4tx..4tx+3, channels 4ty..4ty+3
   float acc[4][4] = {};
   Fetched<float, kF32K, kF32Threads> next;
   next.fetch(in, p, s, 0, 0, c0);
   int buf = 0;
   for (int k0 = 0; k0 < p.patch; k0 += kF32K, buf ^= 1) {
-#pragma unroll
-    for (int j = 0; j < next.kA; ++j) a_s[tid / kTileP + j * next.kARows][pp] = next.a[j];
-#pragma unroll
-    for (int j = 0; j < next.kW; ++j) {
-      const int i = tid + j * kF32Threads;
-      b_s[i % kF32K][i / kF32K] = next.w[j];
-    }
+    next.store<true>(a_s, b_s);
     if (tid < kF32K) decode_k(p, k0 + kF32K + tid, tid, buf ^ 1, s);
     __syncthreads();
     if (k0 + kF32K < p.patch) next.fetch(in, p, s, buf ^ 1, k0 + kF32K, c0);
@@ -336,7 +350,6 @@ __global__ void __launch_bounds__(kF16Threads, 4)
   TileInputs<__half> in;
   if (!begin_tile(x, filters, p, b, s, in)) return;
   const int n = blockIdx.y, c0 = blockIdx.z * kTileC, tid = threadIdx.x;
-  const int pp = tid % kTileP;  // the pixel this thread stages
   const int warp = tid / 32, wm = warp % 2, wn = warp / 2;  // this warp's 32 pixels x 32 channels
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
@@ -348,13 +361,7 @@ __global__ void __launch_bounds__(kF16Threads, 4)
   next.fetch(in, p, s, 0, 0, c0);
   int buf = 0;
   for (int k0 = 0; k0 < p.patch; k0 += kF16K, buf ^= 1) {
-#pragma unroll
-    for (int j = 0; j < next.kA; ++j) a_s[pp][tid / kTileP + j * next.kARows] = next.a[j];
-#pragma unroll
-    for (int j = 0; j < next.kW; ++j) {
-      const int i = tid + j * kF16Threads;
-      b_s[i % kF16K][i / kF16K] = next.w[j];
-    }
+    next.store<false>(a_s, b_s);
     if (tid < kF16K) decode_k(p, k0 + kF16K + tid, tid, buf ^ 1, s);
     __syncthreads();
     if (k0 + kF16K < p.patch) next.fetch(in, p, s, buf ^ 1, k0 + kF16K, c0);
