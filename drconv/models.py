@@ -11,6 +11,7 @@ from torch import nn
 
 from drconv.errors import DrconvError
 from drconv.nn import DRConv2d
+from drconv.shufflenetv2 import ShuffleNetV2
 
 DEFAULT_MODEL = "drconv-tiny"
 MIN_INPUT_SIZE = 32
@@ -58,9 +59,25 @@ class DRConvTiny(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
+def _shufflenet(width: float, regions: int | None) -> Callable[[], nn.Module]:
+    return lambda: ShuffleNetV2(width, regions)
+
+
 _REGISTRY: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "drconv-tiny": (DRConvTiny, "ImageNet-style classifier, 3 DRConv2d layers (R=8/4/2), ~1M params"),
+    "drconv-shufflenetv2-0.5x": (
+        _shufflenet(0.5, 8),
+        "the paper's DRConv-ShuffleNetV2 0.5x: 1x1 region convs, one guide per block, R=8, M=8",
+    ),
+    "drconv-shufflenetv2-1.0x": (
+        _shufflenet(1.0, 8),
+        "the paper's DRConv-ShuffleNetV2 1.0x: 1x1 region convs, one guide per block, R=8, M=8",
+    ),
+    "shufflenetv2-0.5x": (_shufflenet(0.5, None), "plain ShuffleNetV2 0.5x, the twin of drconv-shufflenetv2-0.5x"),
+    "shufflenetv2-1.0x": (_shufflenet(1.0, None), "plain ShuffleNetV2 1.0x, the twin of drconv-shufflenetv2-1.0x"),
 }
+# The plain network each DRConv model is measured against (drconv benchmark --baseline twin).
+TWINS = {"drconv-shufflenetv2-0.5x": "shufflenetv2-0.5x", "drconv-shufflenetv2-1.0x": "shufflenetv2-1.0x"}
 
 
 def names() -> list[str]:
