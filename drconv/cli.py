@@ -130,11 +130,20 @@ def summary(
         str, typer.Option("--input-shape", help="Input shape N,C,H,W of the forward pass.")
     ] = "1,3,224,224",
     seed: Annotated[int, typer.Option(help="Seed of the random input.")] = 0,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object (totals, every counted layer, DRConv region shares) instead of tables.",
+        ),
+    ] = False,
 ) -> None:
-    """Run one forward pass and summarise the model: shapes, parameters, DRConv region use, latency."""
+    """Run one forward pass and summarise the model: shapes, parameters, multiply-adds, DRConv region use, latency."""
+    import dataclasses
+
     import torch
 
-    from drconv.summary import run_summary
+    from drconv.summary import format_count, run_summary
 
     shape = parse_shape(input_shape)
     net = models_mod.load_model(model, checkpoint)
@@ -144,8 +153,26 @@ def summary(
     except RuntimeError as exc:  # e.g. a channel mismatch inside a user's model
         raise DrconvError(f"model {model} cannot run on input {shape}: {str(exc).splitlines()[0]}") from exc
 
-    table = Table(title=f"{model}: DRConv2d layers on input {shape}")
-    for col in ("layer", "in", "out", "params", "R", "pixels per region (%)"):
+    if as_json:
+        # stdout carries the JSON object alone, so that it pipes into other tools.
+        data = {
+            "model": model,
+            "input_shape": list(report.input_shape),
+            "output_shape": list(report.output_shape),
+            "parameters": report.parameters,
+            "multiply_adds": report.multiply_adds,
+            "latency_ms": report.latency_ms,
+            "threads": torch.get_num_threads(),
+            "layers": [dataclasses.asdict(layer) for layer in report.layers],
+            "drconv_layers": [dataclasses.asdict(layer) for layer in report.drconv_layers],
+        }
+        typer.echo(json.dumps(data))
+        return
+
+    table = Table(title=f"{model}: DRConv layers on input {shape}")
+    # Fold long names rather than cut them: a block's two region convs differ only at the end.
+    table.add_column("layer", overflow="fold")
+    for col in ("in", "out", "params", "R", "pixels per region (%)"):
         table.add_column(col)
     for layer in report.drconv_layers:
         shares = " ".join(f"{100 * s:.0f}" for s in layer.region_share)
@@ -159,7 +186,11 @@ def summary(
         )
     console.print(table)
     console.print(
-        f"parameters {report.parameters:,}  input {report.input_shape}  output {report.output_shape}  "
+        f"parameters {report.parameters:,} ({format_count(report.parameters)})  "
+        f"multiply-adds {format_count(report.multiply_adds)} per image"
+    )
+    console.print(
+        f"input {report.input_shape}  output {report.output_shape}  "
         f"forward {report.latency_ms:.1f} ms (median of 3, {torch.get_num_threads()} threads)"
     )
 
