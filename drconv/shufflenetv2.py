@@ -15,7 +15,7 @@ from torch import nn
 
 from drconv.nn import MixtureDRConv2d
 
-__all__ = ["WIDTHS", "ShuffleNetV2", "ShuffleBlock"]
+__all__ = ["WIDTHS", "ShuffleBlock", "ShuffleNetV2"]
 
 # Channels of the stem, the three stages and the last conv, per width multiplier.
 WIDTHS = {0.5: (24, 48, 96, 192, 1024), 1.0: (24, 116, 232, 464, 1024)}
@@ -95,6 +95,8 @@ class ShuffleNetV2(nn.Module):
 
     Input [N, 3, H, W] with H and W multiples of 32; output logits [N, num_classes].
     """
+
+    input_multiple = TOTAL_STRIDE
 
     def __init__(self, width: float = 0.5, regions: int | None = REGIONS, num_classes: int = 1000) -> None:
         super().__init__()

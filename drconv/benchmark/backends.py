@@ -257,8 +257,8 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
             from drconv.cuda_kernel import region_conv_cuda
 
             return lambda: region_conv_cuda(x, filters, guide, padding=(pad, pad))
-        if name in ("ort-custom", "ort-portable"):
-            mode = name.removeprefix("ort-")
+        if name in ("ort", "ort-custom", "ort-portable"):
+            mode = "portable" if name == "ort-portable" else "custom"
             proto = region_conv_graph(x, filters, guide, padding=(pad, pad), mode=mode)
             sess = _ort_session(_saved(proto, tmp, name), threads)
             return lambda: sess.run(None, feeds)
@@ -298,6 +298,12 @@ def _model_input(shape: tuple[int, ...], device: str) -> torch.Tensor:
     return x.cuda() if device == "cuda" else x
 
 
+# The runtime a model backend's baseline (--baseline) runs on: a plain network has no
+# region convs, so its custom and portable exports are one graph, timed once.
+_BASELINE_RUNTIME = {"torch": "torch", "ort-custom": "ort", "ort-portable": "ort", "trt": "trt"}
+BASELINE_PREFIX = "baseline:"
+
+
 def prepare_model(
     spec: str,
     net: torch.nn.Module,
@@ -307,13 +313,49 @@ def prepare_model(
     threads: int,
     tmp: Path,
     status: Callable[[str], None] = lambda _: None,
+    baseline: tuple[str, torch.nn.Module] | None = None,
 ) -> Prepared:
-    """Backends for a whole model: PyTorch eager, and the model exported or built for each runtime."""
-    from drconv.export import to_onnx
+    """Backends for a whole model: PyTorch eager, and the model exported or built for each runtime.
 
+    With a `baseline` (name, model), e.g. the plain twin, the same runtimes also run it, as
+    `baseline:torch`, `baseline:ort`, `baseline:trt`, and each backend's bound is the
+    baseline on its runtime: the ratio says what the DRConv layers cost end to end.
+    """
     prepared = Prepared(config={"mode": "model", "device": device, "model": spec, "input_shape": list(shape)})
     names, chosen = select(requested, MODEL_BACKENDS[device], f"models on {device}")
     names = _available(names, chosen, device, prepared)
+    runs = _model_runs(spec, net, shape, names, device, threads, tmp, status, prepared)
+    bounds: dict[str, str] = {}
+    if baseline is not None:
+        base_spec, base_net = baseline
+        prepared.config["baseline"] = base_spec
+        runtimes = list(dict.fromkeys(_BASELINE_RUNTIME[n] for n in names))
+        base_runs = _model_runs(
+            base_spec, base_net, shape, runtimes, device, threads, tmp / "baseline", status, prepared, BASELINE_PREFIX
+        )
+        bounds = {n: BASELINE_PREFIX + _BASELINE_RUNTIME[n] for n in names}
+        runs += base_runs
+    for name, run in runs:
+        prepared.backends.append(Backend(name, run, items=shape[0], bound=bounds.get(name), cuda=device == "cuda"))
+    return prepared
+
+
+def _model_runs(
+    spec: str,
+    net: torch.nn.Module,
+    shape: tuple[int, ...],
+    names: list[str],
+    device: str,
+    threads: int,
+    tmp: Path,
+    status: Callable[[str], None],
+    prepared: Prepared,
+    prefix: str = "",
+) -> list[tuple[str, Callable[[], object]]]:
+    """(name, one inference) for each runtime of `names`, every one checked against PyTorch eager first."""
+    from drconv.export import to_onnx
+
+    tmp.mkdir(parents=True, exist_ok=True)
     x = _model_input(shape, device)
     net = net.eval().to(x.device)
     try:
@@ -325,8 +367,8 @@ def prepare_model(
     def build(name: str) -> Callable[[], object]:
         if name == "torch":
             return lambda: net(x)
-        if name in ("ort-custom", "ort-portable"):
-            mode = name.removeprefix("ort-")
+        if name in ("ort", "ort-custom", "ort-portable"):
+            mode = "portable" if name == "ort-portable" else "custom"
             status(f"exporting {spec} ({mode}) ...")
             path = to_onnx(net, x, tmp / f"model-{mode}.onnx", mode=mode)
             sess = _ort_session(path, threads)
@@ -342,13 +384,14 @@ def prepare_model(
             return trt.EngineRunner(trt.load_engine(tmp / "model.engine"), {"input": x})
         raise _unknown(name)
 
+    runs = []
     with torch.no_grad():
         for name in names:
             run = build(name)
             if name != "torch":  # PyTorch eager gave the reference
-                _check(prepared, name, run, reference, device)
-            prepared.backends.append(Backend(name, run, items=shape[0], cuda=device == "cuda"))
-    return prepared
+                _check(prepared, prefix + name, run, reference, device)
+            runs.append((prefix + name, run))
+    return runs
 
 
 def _fill(dims: list[int | None], shape: tuple[int, ...], where: str) -> tuple[int, ...]:

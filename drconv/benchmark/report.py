@@ -76,8 +76,8 @@ def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
 
 
-def table(title: str, rows: list[Result]) -> Table:
-    """Latencies in ms; `/bound` is p50 over the p50 of the backend's dense bound, `/first` over the first row's."""
+def table(title: str, rows: list[Result], bound_is: str = "the dense conv of the same shape") -> Table:
+    """Latencies in ms; `/bound` is p50 over the p50 of the backend's bound, `/first` over the first row's."""
     groups: dict[str, list[str]] = {}
     for r in rows:
         if r.bound:
@@ -85,7 +85,7 @@ def table(title: str, rows: list[Result]) -> Table:
     caption = None
     if groups:
         pairs = "; ".join(f"{', '.join(names)} -> {bound}" for bound, names in groups.items())
-        caption = f"/bound: p50 over the p50 of the dense conv of the same shape ({pairs})"
+        caption = f"/bound: p50 over the p50 of {bound_is} ({pairs})"
     out = Table(
         title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0)
     )
