@@ -38,6 +38,9 @@ demo: setup plugins
 	@echo "==> drconv-tiny, 1x3x224x224: PyTorch eager vs the two exported files in ONNX Runtime"
 	$(VENV)/bin/drconv benchmark drconv-tiny build/demo/drconv-tiny.onnx build/demo/drconv-tiny-portable.onnx \
 		--backend torch --threads 2 --iters 20
+	@echo "==> the paper's model: drconv-shufflenetv2-0.5x against its plain twin shufflenetv2-0.5x, torch and ONNX Runtime"
+	$(VENV)/bin/drconv summary --model drconv-shufflenetv2-0.5x --input-shape 1,3,224,224
+	$(VENV)/bin/drconv benchmark drconv-shufflenetv2-0.5x --baseline twin --backend torch,ort-custom --threads 2 --iters 20
 	@echo "==> one region conv, N=1 C=K=64 56x56 k=3 R=8: every backend against the dense-conv bound"
 	$(VENV)/bin/drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --threads 2 --iters 50 \
 		--json build/demo/layer.json --plot build/demo/layer.png

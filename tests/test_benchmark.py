@@ -223,3 +223,47 @@ def test_noisy_timings_are_named():
     rows = results(backends, samples, {})
     assert noisy(rows) == pytest.approx({"busy": 1.6})
     assert noisy(rows, limit=2.0) == {}
+
+
+def test_model_against_its_plain_twin(tmp_path):
+    out = tmp_path / "twin.json"
+    result = run(
+        "benchmark",
+        "drconv-shufflenetv2-0.5x",
+        "--baseline",
+        "twin",
+        "--backend",
+        "torch",
+        "--input-shape",
+        "1,3,64,64",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["config"]["baseline"] == "shufflenetv2-0.5x"
+    rows = {r["backend"]: r for r in data["results"]}
+    assert set(rows) == {"torch", "baseline:torch"}
+    assert rows["torch"]["bound"] == "baseline:torch"
+    assert rows["torch"]["ratio_to_bound"] == pytest.approx(rows["torch"]["p50_ms"] / rows["baseline:torch"]["p50_ms"])
+    assert "same runtime on shufflenetv2-0.5x" in " ".join((result.stdout + result.stderr).split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["shufflenetv2-0.5x", "--baseline", "twin"], "has no plain twin"),
+        (["--layer", "8x8x8", "--baseline", "twin"], "--baseline is for models"),
+        (["model.onnx", "--baseline", "twin"], "--baseline compares a model"),
+    ],
+)
+def test_baseline_errors(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    result = run("benchmark", *args, "--iters", "1")
+    assert result.returncode != 0
+    assert message in " ".join((result.stdout + result.stderr).split())
