@@ -58,6 +58,11 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _announce(line: str) -> None:
+    """Tell the user on stderr what loading their model changed (stdout may carry JSON)."""
+    err_console.print(escape(line), highlight=False)
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224)."""
     parts = text.replace("x", ",").split(",")
@@ -146,7 +151,7 @@ def summary(
     from drconv.summary import format_count, run_summary
 
     shape = parse_shape(input_shape)
-    net = models_mod.load_model(model, checkpoint)
+    net = models_mod.load_model(model, checkpoint, on_convert=_announce)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     try:
         report = run_summary(net, x)
@@ -270,7 +275,7 @@ def export(
     from drconv.export import to_onnx
 
     shape = parse_shape(input_shape)
-    net = models_mod.load_model(model, checkpoint)
+    net = models_mod.load_model(model, checkpoint, on_convert=_announce)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
         to_onnx(net, x, output, mode=mode.value, dynamic=not static, opset=opset, trt_ep=trt_ep)
@@ -299,7 +304,7 @@ def verify_cmd(
     """Run PyTorch and ONNX Runtime on one random input and compare every output; exit 1 above tolerance."""
     if not onnx_file.is_file():
         raise DrconvError(f"{onnx_file}: no such file")
-    net = models_mod.load_model(model, checkpoint)
+    net = models_mod.load_model(model, checkpoint, on_convert=_announce)
     _run_verify(onnx_file, net, batch, size, atol, rtol)
 
 
@@ -395,7 +400,7 @@ def _prepare_targets(targets, model, checkpoint, shape, requested, device, threa
         raise DrconvError("--checkpoint loads weights into a model (a TARGET or --model); exported files carry theirs")
     prepared = None
     if name is not None:
-        net = models_mod.load_model(name, checkpoint)
+        net = models_mod.load_model(name, checkpoint, on_convert=_announce)
         prepared = bk.prepare_model(name, net, shape, requested, device, threads, tmp, status)
     if files:
         from_files = bk.prepare_files(files, shape, device, threads)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from drconv.convert import convert
 from drconv.errors import DrconvError
 from drconv.nn import DRConv2d
 from drconv.shufflenetv2 import ShuffleNetV2
@@ -105,6 +109,11 @@ def _from_factory(spec: str) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise DrconvError(f"model {spec!r} must be a built-in name ({', '.join(names())}) or package.module:factory")
+    # Like `python -m`: the folder the user runs drconv from holds their model's module.
+    cwd = os.getcwd()
+    if not any(isinstance(entry, str) and os.path.abspath(entry) == cwd for entry in sys.path):
+        sys.path.insert(0, cwd)
+        importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import failure is the user's module, report it in one line
@@ -121,8 +130,85 @@ def _from_factory(spec: str) -> nn.Module:
     return model
 
 
+# Where training scripts keep the weights inside a larger checkpoint dict (with epoch, optimizer, ...).
+_CHECKPOINT_WRAPPERS = ("state_dict", "model_state_dict", "model")
+_DATA_PARALLEL_PREFIX = "module."
+_LISTED_KEYS = 3
+
+
+def _unwrap(state: object) -> object:
+    """The state_dict inside {"state_dict": ...}-like wrappers (nested ones too), or `state` itself."""
+    for _ in range(len(_CHECKPOINT_WRAPPERS)):
+        if not isinstance(state, dict):
+            break
+        # A state_dict maps names to tensors, so a dict under a wrapper key is a wrapper, not a weight.
+        inner = next((state[key] for key in _CHECKPOINT_WRAPPERS if isinstance(state.get(key), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    return state
+
+
+def _has_prefix(keys: list) -> bool:
+    return bool(keys) and all(isinstance(key, str) and key.startswith(_DATA_PARALLEL_PREFIX) for key in keys)
+
+
+def _strip_prefix(state: dict) -> dict:
+    """`state` without the 'module.' DataParallel puts before every key, its version metadata kept."""
+    cut = len(_DATA_PARALLEL_PREFIX)
+    stripped = OrderedDict((key[cut:], value) for key, value in state.items())
+    # _metadata (per-module versions, keyed by module path) lets layers upgrade old checkpoints.
+    metadata = getattr(state, "_metadata", None)
+    if isinstance(metadata, dict):
+        stripped._metadata = OrderedDict(  # type: ignore[attr-defined]
+            (key[cut:], value)
+            for key, value in metadata.items()
+            if key == _DATA_PARALLEL_PREFIX[:-1] or key.startswith(_DATA_PARALLEL_PREFIX)
+        )
+    return stripped
+
+
+def _listed(keys: list[str], what: str) -> str:
+    shown = ", ".join(keys[:_LISTED_KEYS]) + (", ..." if len(keys) > _LISTED_KEYS else "")
+    return f"{len(keys)} {what}{'' if len(keys) == 1 else 's'} ({shown})"
+
+
+def _misfit(model: nn.Module, state: dict) -> str:
+    """One line on how `state` does not fit `model`: counts and a few names of each kind of mismatch."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [str(key) for key in state if key not in own]
+    shapes = [
+        f"{key} {list(value.shape)} vs model {list(own[key].shape)}"
+        for key, value in state.items()
+        if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(_listed(missing, "missing key"))
+    if unexpected:
+        parts.append(_listed(unexpected, "unexpected key"))
+    if shapes:
+        parts.append(_listed(shapes, "shape mismatch"))
+    cut = len(_DATA_PARALLEL_PREFIX)
+    if any(key.startswith(_DATA_PARALLEL_PREFIX) and key[cut:] in own for key in unexpected):
+        parts.append("keys carry a 'module.' prefix (DataParallel)")
+    elif any(_DATA_PARALLEL_PREFIX + key in own for key in unexpected):
+        parts.append("the model's keys carry a 'module.' prefix (DataParallel) the checkpoint's lack")
+    return "; ".join(parts)
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict (or a dict holding one under 'state_dict') into model, strictly."""
+    """Load a state_dict into model, strictly.
+
+    Accepts a bare state_dict or one under 'state_dict', 'model_state_dict' or 'model',
+    and strips the 'module.' prefix DataParallel adds to every key where the model's own
+    keys lack it.
+
+    Raises:
+        DrconvError: one line naming the file: missing, unreadable, or not fitting the model
+            (how many keys are missing, unexpected or of another shape, with a few names).
+    """
     path = Path(path)
     if not path.is_file():
         raise DrconvError(f"checkpoint {path}: no such file")
@@ -132,22 +218,48 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         raise DrconvError(
             f"checkpoint {path}: cannot be read as a PyTorch state_dict ({type(exc).__name__}: {exc})"
         ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    state = _unwrap(state)
     if not isinstance(state, dict):
         raise DrconvError(f"checkpoint {path}: holds a {type(state).__name__}, expected a state_dict")
+    if _has_prefix(list(state)) and not _has_prefix(list(model.state_dict())):
+        state = _strip_prefix(state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
+        detail = _misfit(model, state)
+        if not detail:  # something the key and shape comparison cannot see: PyTorch's own first line
+            detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
         raise DrconvError(f"checkpoint {path}: does not fit the model: {detail}") from exc
 
 
-def load_model(spec: str | None = None, checkpoint: str | Path | None = None) -> nn.Module:
-    """A model in eval mode from a built-in name or `package.module:factory`, with optional weights."""
+def _converted_line(names: list[str]) -> str:
+    shown = [name or "(the model itself)" for name in names[:4]]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    layers = "layer" if len(names) == 1 else "layers"
+    return f"converted {len(names)} DRConv-PyTorch DRConv2d {layers} to drconv.DRConv2d: {', '.join(shown)}{more}"
+
+
+def load_model(
+    spec: str | None = None,
+    checkpoint: str | Path | None = None,
+    on_convert: Callable[[str], None] | None = None,
+) -> nn.Module:
+    """A model in eval mode from a built-in name or `package.module:factory`, with optional weights.
+
+    A factory's model gets its checkpoint first (it fits the user's own layers), then its
+    DRConv-PyTorch DRConv2d layers are replaced by drconv.DRConv2d (`drconv.convert`);
+    where any were, `on_convert` receives one line saying which.
+    """
     spec = spec or DEFAULT_MODEL
-    model = _from_factory(spec) if ":" in spec else create(spec)
+    if ":" not in spec:
+        model = create(spec)
+        if checkpoint is not None:
+            load_checkpoint(model, checkpoint)
+        return model.eval()
+    model = _from_factory(spec)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
+    model, replaced = convert(model)
+    if replaced and on_convert is not None:
+        on_convert(_converted_line(replaced))
     return model.eval()
