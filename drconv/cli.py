@@ -284,7 +284,7 @@ def export(
     if verify and trt_ep:
         console.print("skipping --verify: trt.plugins nodes run only on ONNX Runtime's TensorRT provider")
     elif verify:
-        batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, shape[2] + 13)
+        batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, models_mod.other_size(net, shape[2]))
         _run_verify(output, net, batch, size, atol=1e-4, rtol=1e-3)
 
 
@@ -368,7 +368,7 @@ def _split_targets(targets: list[str]) -> tuple[list[str], list[Path]]:
     return specs, files
 
 
-def _check_layer_flags(layer, targets, model, input_shape, checkpoint, layer_sizes) -> None:
+def _check_layer_flags(layer, targets, model, input_shape, checkpoint, layer_sizes, baseline=None) -> None:
     """Options that the chosen mode would silently ignore are mistakes: say so."""
     if layer is not None:
         given_flags = (
@@ -376,6 +376,7 @@ def _check_layer_flags(layer, targets, model, input_shape, checkpoint, layer_siz
             (model, "--model"),
             (input_shape, "--input-shape"),
             (checkpoint, "--checkpoint"),
+            (baseline, "--baseline"),
         )
         for given, what in given_flags:
             if given:
@@ -384,7 +385,21 @@ def _check_layer_flags(layer, targets, model, input_shape, checkpoint, layer_siz
         raise DrconvError("--regions, --kernel and --out-channels describe a --layer: add --layer CxHxW")
 
 
-def _prepare_targets(targets, model, checkpoint, shape, requested, device, threads, tmp, status):
+def _baseline(spec: str | None, name: str | None):
+    """(name, model) of --baseline; 'twin' is the plain twin of a zoo model."""
+    if spec is None:
+        return None
+    if name is None:
+        raise DrconvError("--baseline compares a model (a TARGET or --model) with another; give the model")
+    if spec == "twin":
+        if name not in models_mod.TWINS:
+            twins = ", ".join(models_mod.TWINS)
+            raise DrconvError(f"--baseline twin: {name} has no plain twin (models with one: {twins})")
+        spec = models_mod.TWINS[name]
+    return spec, models_mod.load_model(spec, on_convert=_announce)
+
+
+def _prepare_targets(targets, model, checkpoint, shape, requested, device, threads, tmp, status, baseline=None):
     """Backends for a model (a TARGET, --model, or the default when no file is given) and for files."""
     from drconv.benchmark import backends as bk
 
@@ -396,12 +411,16 @@ def _prepare_targets(targets, model, checkpoint, shape, requested, device, threa
         name = models_mod.DEFAULT_MODEL
     if name is None and requested:
         raise DrconvError("--backend chooses the backends of a model or --layer; .onnx and .engine files run as given")
+    if name is None and baseline is not None:
+        raise DrconvError("--baseline compares a model (a TARGET or --model) with another; give the model")
     if name is None and checkpoint is not None:
         raise DrconvError("--checkpoint loads weights into a model (a TARGET or --model); exported files carry theirs")
     prepared = None
     if name is not None:
         net = models_mod.load_model(name, checkpoint, on_convert=_announce)
-        prepared = bk.prepare_model(name, net, shape, requested, device, threads, tmp, status)
+        prepared = bk.prepare_model(
+            name, net, shape, requested, device, threads, tmp, status, baseline=_baseline(baseline, name)
+        )
     if files:
         from_files = bk.prepare_files(files, shape, device, threads)
         if prepared is None:
@@ -432,6 +451,14 @@ def benchmark(
         ),
     ] = None,
     checkpoint: CheckpointOption = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Also time this model (built-in name or package.module:factory; 'twin': the plain twin of a zoo "
+            "model) on the same runtimes; /bound is then each backend's ratio to it.",
+        ),
+    ] = None,
     backend: Annotated[
         str | None,
         typer.Option(
@@ -494,7 +521,7 @@ def benchmark(
 
     if iters is not None and seconds is not None:
         raise DrconvError("give --iters or --seconds, not both")
-    _check_layer_flags(layer, targets, model, input_shape, checkpoint, (regions, kernel, out_channels))
+    _check_layer_flags(layer, targets, model, input_shape, checkpoint, (regions, kernel, out_channels), baseline)
     if iters is None and seconds is None:
         iters = 50
     for path, flag in ((json_file, "--json"), (plot_file, "--plot")):
@@ -516,7 +543,16 @@ def benchmark(
                 shape = parse_shape(input_shape or "1,3,224,224")
                 shape = (batch or shape[0], *shape[1:])
                 prepared, what = _prepare_targets(
-                    targets or [], model, checkpoint, shape, requested, device.value, threads, Path(tmp), status.update
+                    targets or [],
+                    model,
+                    checkpoint,
+                    shape,
+                    requested,
+                    device.value,
+                    threads,
+                    Path(tmp),
+                    status.update,
+                    baseline,
                 )
                 title = f"{what} on input {'x'.join(map(str, shape))}"
         if not prepared.backends:
@@ -536,7 +572,9 @@ def benchmark(
                 )
     rows = report.results(prepared.backends, samples, prepared.errors)
     how = f"{rows[0].stats.iters} calls each, in alternating bursts of {timing.BURST}"
-    console.print(report.table(f"{title}: ms, {how}", rows))
+    base = prepared.config.get("baseline")
+    bound_is = f"the same runtime on {base}" if base else "the dense conv of the same shape"
+    console.print(report.table(f"{title}: ms, {how}", rows, bound_is))
     for name, why in prepared.skipped.items():
         console.print(f"[dim]skipped {name}: {escape(why)}[/]")
     spread = report.noisy(rows)

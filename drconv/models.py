@@ -84,6 +84,15 @@ _REGISTRY: dict[str, tuple[Callable[[], nn.Module], str]] = {
 TWINS = {"drconv-shufflenetv2-0.5x": "shufflenetv2-0.5x", "drconv-shufflenetv2-1.0x": "shufflenetv2-1.0x"}
 
 
+def other_size(model: nn.Module, size: int) -> int:
+    """An input size above `size` that `model` accepts, to check a dynamic export at another size.
+
+    Models that need sizes in steps (ShuffleNetV2: multiples of 32) say so in `input_multiple`.
+    """
+    step = int(getattr(model, "input_multiple", 1))
+    return size + step * -(-13 // step)
+
+
 def names() -> list[str]:
     """Names of the built-in models."""
     return sorted(_REGISTRY)
