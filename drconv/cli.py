@@ -229,6 +229,11 @@ class ExportMode(str, Enum):
     portable = "portable"
 
 
+class FilterLayout(str, Enum):  # drconv.export.filter_layout.FILTER_LAYOUTS
+    IHWO = "IHWO"
+    OIHW = "OIHW"
+
+
 AtolOption = Annotated[float, typer.Option("--atol", help="Absolute tolerance.", min=0)]
 RtolOption = Annotated[float, typer.Option("--rtol", help="Relative tolerance (numpy.allclose's rule).", min=0)]
 
@@ -268,6 +273,14 @@ def export(
         bool,
         typer.Option("--trt-ep", help="Custom nodes in domain trt.plugins, for ONNX Runtime's TensorRT provider."),
     ] = False,
+    filter_layout: Annotated[
+        FilterLayout,
+        typer.Option(
+            "--filter-layout",
+            help="Custom nodes' filters: IHWO (read by the CPU kernel without packing; drconv build and CUDA "
+            "sessions convert it) or OIHW (for trtexec and other tools that load the plugin themselves).",
+        ),
+    ] = FilterLayout.IHWO,
 ) -> None:
     """Export a model to ONNX: DRConv layers as custom nodes (custom) or standard ops (portable)."""
     import torch
@@ -278,7 +291,9 @@ def export(
     net = models_mod.load_model(model, checkpoint, on_convert=_announce)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
-        to_onnx(net, x, output, mode=mode.value, dynamic=not static, opset=opset, trt_ep=trt_ep)
+        to_onnx(
+            net, x, output, mode=mode.value, dynamic=not static, opset=opset, trt_ep=trt_ep, layout=filter_layout.value
+        )
     console.print("wrote ", end="")
     _print_onnx_summary(output)
     if verify and trt_ep:

@@ -6,10 +6,17 @@ import numpy as np
 from onnx import TensorProto, helper
 
 
-def region_conv_node_model(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), declare_shapes=None):
-    """X, filters, guide -> Y through one drconv::RegionConv2d; shapes undeclared unless given."""
+def region_conv_node_model(
+    strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), declare_shapes=None, filter_layout=None
+):
+    """X, filters, guide -> Y through one drconv::RegionConv2d; shapes undeclared unless given.
+
+    filter_layout: the attribute's value (any type, to test refusals), absent when None; a
+    graph with it imports drconv version 2.
+    """
     names = ("X", "filters", "guide")
     shapes = declare_shapes or (None, None, None)
+    extra = {} if filter_layout is None else {"filter_layout": filter_layout}
     node = helper.make_node(
         "RegionConv2d",
         list(names),
@@ -19,6 +26,7 @@ def region_conv_node_model(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), 
         pads=list(pads),
         dilations=list(dilations),
         plugin_version="1",
+        **extra,
     )
     graph = helper.make_graph(
         [node],
@@ -26,7 +34,8 @@ def region_conv_node_model(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), 
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes, strict=True)],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("drconv", 1)])
+    version = 1 if filter_layout is None else 2
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("drconv", version)])
 
 
 def ort_session(model, library, threads=2):

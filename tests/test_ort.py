@@ -15,6 +15,7 @@ from drconv import DRConv2d, region_conv
 from drconv import info as drconv_info
 from drconv.errors import DrconvError
 from drconv.export import to_onnx
+from drconv.export.filter_layout import TO_IHWO
 from drconv.info import plugin_path
 from drconv.models import create
 from drconv.runtime.ort import session
@@ -125,6 +126,8 @@ def test_missing_attributes_take_the_contract_defaults():
         ({"pads": (1, 1)}, "pads must have 4 values"),
         ({"strides": (1, 1, 1)}, "strides must have 2 values"),
         ({"pads": (1, 0, 2, 0)}, "symmetric"),
+        ({"filter_layout": "XYZW"}, 'filter_layout must be "OIHW" or "IHWO"'),
+        ({"filter_layout": [1, 2]}, "filter_layout must be a string"),
     ],
 )
 def test_invalid_attributes_fail_at_session_creation(attrs, message):
@@ -188,12 +191,11 @@ def test_mismatched_inputs_raise_in_a_fresh_process(tmp_path):
 _SESSIONS: dict = {}
 
 
-def _cached_session(stride, pad, dilation):
-    key = (stride, pad, dilation)
+def _cached_session(stride, pad, dilation, layout):
+    key = (stride, pad, dilation, layout)
     if key not in _SESSIONS:
-        _SESSIONS[key] = ort_session(
-            region_conv_node_model(strides=stride, pads=(*pad, *pad), dilations=dilation), LIBRARY, threads=2
-        )
+        model = region_conv_node_model(strides=stride, pads=(*pad, *pad), dilations=dilation, filter_layout=layout)
+        _SESSIONS[key] = ort_session(model, LIBRARY, threads=2)
     return _SESSIONS[key]
 
 
@@ -205,14 +207,16 @@ def valid_case(draw):
     ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 20))
     w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 20))
-    n, c, k, r = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.integers(1, 8))
-    return n, c, k, r, h, w, (kh, kw), (sh, sw), (ph, pw), (dh, dw), draw(st.integers(0, 2**31 - 1))
+    n, c, r = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 8))
+    k = draw(st.sampled_from([1, 2, 3, 5, 6, 17, 24]))  # C_out past one vector, and not a multiple of 16
+    layout = draw(st.sampled_from([None, "OIHW", "IHWO"]))
+    return n, c, k, r, h, w, (kh, kw), (sh, sw), (ph, pw), (dh, dw), layout, draw(st.integers(0, 2**31 - 1))
 
 
-@settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=260, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_case())
 def test_fuzz_valid_shapes_match_the_op(case):
-    n, c, k, r, h, w, kernel, stride, pad, dilation, seed = case
+    n, c, k, r, h, w, kernel, stride, pad, dilation, layout, seed = case
     g = torch.Generator().manual_seed(seed)
     ho = (h + 2 * pad[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     wo = (w + 2 * pad[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
@@ -220,8 +224,9 @@ def test_fuzz_valid_shapes_match_the_op(case):
     filters = torch.randn(n, r, k, c, *kernel, generator=g)
     guide = torch.randn(n, r, ho, wo, generator=g)
     expected = region_conv(x, filters, guide, stride, pad, dilation).numpy()
-    (got,) = _cached_session(stride, pad, dilation).run(
-        None, dict(zip(("X", "filters", "guide"), as_numpy(x, filters, guide), strict=True))
+    given_filters = filters.permute(TO_IHWO) if layout == "IHWO" else filters
+    (got,) = _cached_session(stride, pad, dilation, layout).run(
+        None, dict(zip(("X", "filters", "guide"), as_numpy(x, given_filters, guide), strict=True))
     )
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
@@ -257,7 +262,7 @@ def invalid_case(draw):
 def test_fuzz_invalid_shapes_raise(shapes):
     feeds = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
     with pytest.raises(Exception, match="RegionConv2d"):
-        _cached_session((1, 1), (1, 1), (1, 1)).run(None, feeds)
+        _cached_session((1, 1), (1, 1), (1, 1), None).run(None, feeds)
 
 
 # ---- the Python session helper ------------------------------------------------------------

@@ -233,6 +233,7 @@ def _available(names: list[str], chosen: bool, device: str, prepared: Prepared) 
 def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, threads: int, tmp: Path) -> Prepared:
     """Backends for one region conv of `spec` on `device`, each checked against drconv.region_conv."""
     import drconv
+    from drconv.export import filter_layout
     from drconv.export.onnx import region_conv_graph
 
     prepared = Prepared(config={"mode": "layer", "device": device, "layer": asdict(spec), "describe": spec.describe()})
@@ -258,10 +259,15 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
 
             return lambda: region_conv_cuda(x, filters, guide, padding=(pad, pad))
         if name in ("ort", "ort-custom", "ort-portable"):
-            mode = "portable" if name == "ort-portable" else "custom"
-            proto = region_conv_graph(x, filters, guide, padding=(pad, pad), mode=mode)
+            if name == "ort-portable":
+                proto = region_conv_graph(x, filters, guide, padding=(pad, pad), mode="portable")
+                sess = _ort_session(_saved(proto, tmp, name), threads)
+                return lambda: sess.run(None, feeds)
+            # The custom node as drconv export writes it: filters IHWO.
+            proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=filter_layout.IHWO)
             sess = _ort_session(_saved(proto, tmp, name), threads)
-            return lambda: sess.run(None, feeds)
+            ihwo = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(filter_layout.TO_IHWO))}
+            return lambda: sess.run(None, ihwo)
         if name == "ort-dense":
             sess = _ort_session(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)
             dense_feed = {"X": feeds["X"]}

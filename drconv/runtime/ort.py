@@ -9,7 +9,8 @@ from pathlib import Path
 import onnx
 
 from drconv.errors import DrconvError
-from drconv.export.onnx import CUSTOM_DOMAIN, TRT_PLUGIN_DOMAIN
+from drconv.export import filter_layout
+from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP, TRT_PLUGIN_DOMAIN
 from drconv.info import require_plugin
 
 __all__ = ["custom_op_library", "image_input", "needs_custom_ops", "needs_trt_plugins", "provider_options", "session"]
@@ -111,7 +112,13 @@ def session(
             f"execution provider {missing[0]} is not in this onnxruntime (available: {', '.join(available)}); "
             "for CUDA install onnxruntime-gpu"
         )
+    model: str | bytes = str(path)
+    if "CUDAExecutionProvider" in providers and needs_custom_ops(path):
+        # The CUDA kernel reads OIHW filters: a Transpose before each IHWO node converts them.
+        proto = _load(path)
+        if filter_layout.to_oihw(proto, CUSTOM_DOMAIN, CUSTOM_OP):
+            model = proto.SerializeToString()
     try:
-        return ort.InferenceSession(str(path), options, providers=provider_options(providers))
+        return ort.InferenceSession(model, options, providers=provider_options(providers))
     except Exception as exc:
         raise DrconvError(f"ONNX Runtime cannot load {path}: {str(exc).strip().splitlines()[0]}") from None

@@ -138,6 +138,17 @@ def _sidecar(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
+def _parse(parser, onnx_path: Path) -> bool:
+    """Parse the file; IHWO region-conv nodes get a Transpose to OIHW first (the plugin reads OIHW)."""
+    from drconv.export import filter_layout
+    from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    if filter_layout.to_oihw(proto, CUSTOM_DOMAIN, CUSTOM_OP):
+        return parser.parse(proto.SerializeToString(), str(onnx_path))  # the path finds external data
+    return parser.parse_from_file(str(onnx_path))
+
+
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, options: BuildOptions) -> dict:
     """Build a TensorRT engine from an exported ONNX file; write it and its JSON sidecar atomically.
 
@@ -157,7 +168,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, o
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not _parse(parser, onnx_path):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
         raise DrconvError(f"TensorRT cannot parse {onnx_path}: {errors}")
 

@@ -73,10 +73,17 @@ void pad_channels_last(const T* x, const RegionConvShape& s, T* out, int64_t row
   }
 }
 
-// One filter (C_out, C_in, kh, kw) -> (C_out, kh, kw, C_in), the order of the patch rows.
+// One filter (C_out, C_in, kh, kw), or (C_in, kh, kw, C_out) for IHWO, -> (C_out, kh, kw,
+// C_in), the order of the patch rows.
 template <typename T>
 void reorder_filter(const T* f, const RegionConvShape& s, T* out) {
   const int64_t taps = s.kh * s.kw, c = s.c_in;
+  if (s.layout == FilterLayout::kIHWO) {
+    for (int64_t o = 0; o < s.c_out; ++o, out += c * taps)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t ch = 0; ch < c; ++ch) out[t * c + ch] = f[(ch * taps + t) * s.c_out + o];
+    return;
+  }
   // Contiguous writes; the strided reads stay inside one output channel's filter (L1).
   for (int64_t o = 0; o < s.c_out; ++o, f += c * taps, out += c * taps)
     for (int64_t t = 0; t < taps; ++t)
@@ -124,6 +131,27 @@ struct DirectLayout {
     return std::min(s.h_out(), std::max<int64_t>(1, (std::max<int64_t>(workers, 1) + s.n - 1) / s.n));
   }
 
+  // x is read in place when nothing pads it (1x1 layers, mostly): the copy cost as much as
+  // a tenth of the convolution there.
+  static bool pads(const RegionConvShape& s) { return s.pad_h > 0 || s.pad_w > 0; }
+
+  // How many of the last IHWO filters are read from a copy with slack: a row's last output
+  // vector is read whole, up to 15 floats past C_out, which near the tensor's end is past
+  // it (several filters back when a filter holds fewer than 15 floats).
+  static int64_t tail_filters(const RegionConvShape& s) {
+    if (s.layout != FilterLayout::kIHWO || s.c_out % direct::kLanes == 0) return 0;
+    const int64_t size = s.c_out * s.c_in * s.kh * s.kw;
+    return std::min(s.n * s.regions, (direct::kLanes - 1 + size - 1) / size);
+  }
+
+  // Floats of filter scratch: every (sample, region) filter packed (OIHW), or that copy (IHWO).
+  static int64_t filter_floats(const RegionConvShape& s) {
+    if (s.layout == FilterLayout::kOIHW)
+      return s.n * s.regions * direct::packed_filter_size(s.c_out, s.c_in, s.kh * s.kw);
+    const int64_t tail = tail_filters(s);
+    return tail > 0 ? tail * s.c_out * s.c_in * s.kh * s.kw + direct::kLanes : 0;
+  }
+
   int64_t x_padded, region, order, start, pixel_offset, filters, worker, worker_acc, worker_offsets, worker_stride,
       total;
 
@@ -131,13 +159,12 @@ struct DirectLayout {
     const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, pixels = s.pixels();
     const int64_t vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
     x_padded = 0;
-    region = x_padded + align(s.n * hp * wp * s.c_in * int64_t(sizeof(float)));
+    region = x_padded + (pads(s) ? align(s.n * hp * wp * s.c_in * int64_t(sizeof(float))) : 0);
     order = region + align(s.n * pixels * int64_t(sizeof(int32_t)));
     start = order + align(s.n * pixels * int64_t(sizeof(int32_t)));
     pixel_offset = start + align(s.n * bands(s, workers) * (s.regions + 1) * int64_t(sizeof(int64_t)));
     filters = pixel_offset + align(pixels * int64_t(sizeof(int64_t)));
-    worker = filters + align(s.n * s.regions * direct::packed_filter_size(s.c_out, s.c_in, s.kh * s.kw) *
-                             int64_t(sizeof(float)));
+    worker = filters + align(filter_floats(s) * int64_t(sizeof(float)));
     worker_acc = 0;
     worker_offsets = align(direct::kBlockRows * vectors * direct::kLanes * int64_t(sizeof(float)));
     worker_stride = worker_offsets + align(direct::kBlock * int64_t(sizeof(int64_t)));
@@ -161,6 +188,17 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   const int64_t wp = s.w + 2 * s.pad_w, x_padded_size = (s.h + 2 * s.pad_h) * wp * s.c_in;
   const int64_t packed_size = direct::packed_filter_size(s.c_out, s.c_in, taps);
   const int64_t vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
+  const bool ihwo = s.layout == FilterLayout::kIHWO, pad = DirectLayout::pads(s);
+  const int64_t filter_size = s.c_out * s.c_in * taps;
+  const int64_t tail = DirectLayout::tail_filters(s), first_tail = s.n * s.regions - tail;
+  const float* x_read = pad ? x_padded : x;
+  // Where block filters come from: packed (OIHW), else the tensor itself, the last few from
+  // their copy with slack.
+  auto filter_of = [&](int64_t key) -> const float* {
+    if (!ihwo) return packed + key * packed_size;
+    if (key >= first_tail) return packed + (key - first_tail) * filter_size;
+    return filters + key * filter_size;
+  };
 
   // One parallel phase: every filter packed, and per (sample, band of output rows) x's rows
   // padded, the band's regions, its pixels bucketed by region, and where each pixel's
@@ -169,7 +207,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   // Filters are packed one group of 64 output channels per task, so that few large filters
   // (deep layers: R=2, C=K=192 is 2.6 MB) still spread over the workers.
   const int64_t groups = (vectors + direct::kGroup - 1) / direct::kGroup, group_rows = direct::kGroup * direct::kLanes;
-  const int64_t packs = s.n * s.regions * groups, tasks = units + packs;
+  const int64_t packs = ihwo ? 0 : s.n * s.regions * groups, tasks = units + packs;
   auto first_row = [&](int64_t band) { return s.h_out() * band / bands; };
   int64_t* pixel_offset = reinterpret_cast<int64_t*>(base + layout.pixel_offset);
   auto run = [&](int64_t task) {
@@ -181,7 +219,11 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
       return;
     }
     const int64_t n = task / bands, band = task % bands;
-    if (band < pad_bands)
+    if (task == 0 && tail > 0) {
+      std::memcpy(packed, filters + first_tail * filter_size, static_cast<size_t>(tail * filter_size) * sizeof(float));
+      std::fill(packed + tail * filter_size, packed + tail * filter_size + direct::kLanes, 0.f);
+    }
+    if (pad && band < pad_bands)
       kernels.pad_rows(x + n * s.c_in * s.h * s.w, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded + n * x_padded_size,
                        s.h * band / pad_bands, s.h * (band + 1) / pad_bands);
     const int64_t begin = first_row(band) * w_out, end = first_row(band + 1) * w_out;
@@ -225,7 +267,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
       const Tile& block = blocks[static_cast<size_t>(b)];
       const int32_t* pix = order + block.sample * pixels + block.begin;
       for (int64_t j = 0; j < block.count; ++j) offset[j] = pixel_offset[pix[j]];
-      const direct::Block seg{x_padded + block.sample * x_padded_size,
+      const direct::Block seg{x_read + block.sample * x_padded_size,
                                 offset,
                                 s.dil_h * wp,
                                 s.dil_w,
@@ -234,7 +276,8 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 s.kw,
                                 s.c_in,
                                 block.count,
-                                packed + (block.sample * s.regions + block.region) * packed_size,
+                                filter_of(block.sample * s.regions + block.region),
+                                ihwo ? s.c_out : 0,
                                 vectors,
                                 acc,
                                 pix,

@@ -7,10 +7,11 @@
 // in registers through the whole reduction (C_in x taps), one broadcast input value and
 // one filter row of 64 channels per step, reading each pixel's input straight from the
 // zero-padded copy of x (still NCHW: padding is a row copy, not a transpose) through its
-// own offset and the channel stride. Filters are packed once per (sample, region) as
+// own offset and the channel stride. OIHW filters are packed once per (sample, region) as
 // [channel group][C_in][tap][64]: the reduction runs in the filter's own (C_in, tap)
 // order, so packing is a plain 16 x 16 block transpose with both sides contiguous, and
-// the weights stream in order. The block's outputs go to y through 16 x 16 register
+// the weights stream in order. IHWO filters ([C_in][tap][C_out]) are read as they are,
+// a 64-channel window of each row: at small maps packing cost more than the convolution. The block's outputs go to y through 16 x 16 register
 // transposes. The multiply-adds are those of one dense convolution, whether the regions
 // are coherent blobs or scattered pixels.
 //
@@ -159,7 +160,8 @@ struct Block {
   int64_t col_step;     // floats between taps one dilation apart horizontally (dil_w)
   int64_t plane_in;     // floats between channels of x (Hp * Wp)
   int64_t kh, kw, c_in, pixels;
-  const float* w;       // packed filter of the region (pack_filter)
+  const float* w;       // the region's filter: packed (pack_filter), or IHWO as given
+  int64_t w_row;        // 0: w is packed; else floats between its (C_in, tap) rows (IHWO: C_out)
   int64_t vectors;      // output vectors (ceil(C_out / 16))
   float* acc;           // [kBlockRows][vectors * 16] scratch, overwritten
   const int32_t* pixel; // the block's output pixels (indices into H_out * W_out), ascending
@@ -229,7 +231,11 @@ template <int P, int MAX_NB>
   int64_t taps[64];  // tap offsets in x; kernels up to 8x8 (larger ones take the loop below in pieces)
   const float* w_group = s.w;
   for (int64_t g0 = 0; g0 < s.vectors; g0 += kGroup) {
-    const int64_t nb_group = std::min(kGroup, s.vectors - g0), w_step = nb_group * kLanes, c_step = n_taps * w_step;
+    // Packed: each group's rows are contiguous, nb_group vectors wide. IHWO: a group is a
+    // 64-channel window of every full-width row.
+    const int64_t nb_group = std::min(kGroup, s.vectors - g0);
+    const int64_t w_step = s.w_row > 0 ? s.w_row : nb_group * kLanes, c_step = n_taps * w_step;
+    if (s.w_row > 0) w_group = s.w + g0 * kLanes;
     for (int64_t t0 = 0; t0 < n_taps; t0 += 64) {
       const int64_t count = std::min<int64_t>(64, n_taps - t0);
       for (int64_t t = 0; t < count; ++t)
@@ -254,7 +260,7 @@ template <int P, int MAX_NB>
         }
       }
     }
-    w_group += n_taps * s.c_in * w_step;
+    if (s.w_row == 0) w_group += n_taps * s.c_in * w_step;
   }
   store_block(s);
 }

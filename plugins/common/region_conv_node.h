@@ -15,6 +15,9 @@ struct RegionConvAttrs {
   std::vector<int64_t> strides{1, 1};
   std::vector<int64_t> pads{0, 0, 0, 0};  // top, left, bottom, right (ONNX Conv order)
   std::vector<int64_t> dilations{1, 1};
+  std::string filter_layout = "OIHW";  // or "IHWO": filters [N, R, C_in, kh, kw, C_out]
+
+  FilterLayout layout() const { return filter_layout == "IHWO" ? FilterLayout::kIHWO : FilterLayout::kOIHW; }
 
   // Empty when usable, else one line naming the attribute and the rule.
   std::string validate() const {
@@ -32,6 +35,8 @@ struct RegionConvAttrs {
       if (p < 0) return "attribute pads must be >= 0, got " + list(pads);
     if (pads[0] != pads[2] || pads[1] != pads[3])
       return "attribute pads must be symmetric (top == bottom, left == right), got " + list(pads);
+    if (filter_layout != "OIHW" && filter_layout != "IHWO")
+      return "attribute filter_layout must be \"OIHW\" or \"IHWO\", got \"" + filter_layout + "\"";
     return {};
   }
 };
@@ -42,9 +47,10 @@ inline std::string dims_to_string(const int64_t* dims, size_t rank) {
   return s + "]";
 }
 
-// Checks X [N, C_in, H, W], filters [N, R, C_out, C_in, kh, kw] and guide [N, R, H_out, W_out]
-// against each other and the attributes. On success fills `shape` and returns an empty
-// string; otherwise one line naming the input and all three shapes.
+// Checks X [N, C_in, H, W], filters [N, R, C_out, C_in, kh, kw] (IHWO: [N, R, C_in, kh, kw,
+// C_out]) and guide [N, R, H_out, W_out] against each other and the attributes. On success
+// fills `shape` and returns an empty string; otherwise one line naming the input and all
+// three shapes.
 inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, size_t x_rank, const int64_t* f,
                               size_t f_rank, const int64_t* g, size_t g_rank, RegionConvShape& shape) {
   // Built only on failure: enqueue calls this every time and must not allocate on success.
@@ -52,8 +58,11 @@ inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, si
     return " (X " + dims_to_string(x, x_rank) + ", filters " + dims_to_string(f, f_rank) + ", guide " +
            dims_to_string(g, g_rank) + ")";
   };
+  const bool ihwo = attrs.layout() == FilterLayout::kIHWO;
   if (x_rank != 4) return "RegionConv2d: input X must be 4-D [N, C_in, H, W]" + shapes();
-  if (f_rank != 6) return "RegionConv2d: input filters must be 6-D [N, R, C_out, C_in, kh, kw]" + shapes();
+  if (f_rank != 6)
+    return std::string("RegionConv2d: input filters must be 6-D ") +
+           (ihwo ? "[N, R, C_in, kh, kw, C_out] (filter_layout IHWO)" : "[N, R, C_out, C_in, kh, kw]") + shapes();
   if (g_rank != 4) return "RegionConv2d: input guide must be 4-D [N, R, H_out, W_out]" + shapes();
   for (size_t i = 0; i < 4; ++i)
     if (x[i] < 1 || g[i] < 1) return "RegionConv2d: X and guide must not have empty dimensions" + shapes();
@@ -61,7 +70,10 @@ inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, si
     if (f[i] < 1) return "RegionConv2d: filters must not have empty dimensions" + shapes();
   if (f[0] != x[0] || g[0] != x[0])
     return "RegionConv2d: X, filters and guide must have the same batch size" + shapes();
-  if (f[3] != x[1]) return "RegionConv2d: filters dim 3 (C_in) must equal X dim 1" + shapes();
+  // Where C_out, C_in, kh, kw sit in filters.
+  const size_t d_out = ihwo ? 5 : 2, d_in = ihwo ? 2 : 3, d_kh = ihwo ? 3 : 4, d_kw = ihwo ? 4 : 5;
+  if (f[d_in] != x[1])
+    return "RegionConv2d: filters dim " + std::to_string(d_in) + " (C_in) must equal X dim 1" + shapes();
   if (g[1] != f[1]) return "RegionConv2d: guide dim 1 must equal the number of regions, filters dim 1" + shapes();
   std::string bad = attrs.validate();
   if (!bad.empty()) return "RegionConv2d: " + bad;
@@ -72,9 +84,10 @@ inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, si
   shape.h = x[2];
   shape.w = x[3];
   shape.regions = f[1];
-  shape.c_out = f[2];
-  shape.kh = f[4];
-  shape.kw = f[5];
+  shape.c_out = f[d_out];
+  shape.kh = f[d_kh];
+  shape.kw = f[d_kw];
+  shape.layout = attrs.layout();
   shape.stride_h = attrs.strides[0];
   shape.stride_w = attrs.strides[1];
   shape.pad_h = attrs.pads[0];

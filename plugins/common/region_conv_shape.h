@@ -8,10 +8,16 @@
 
 namespace drconv {
 
+// How one (sample, region) filter is laid out in the filters tensor (docs/region_conv_op.md,
+// attribute filter_layout). OIHW is PyTorch's and ONNX Conv's; IHWO puts the output channel
+// innermost, the order the CPU kernel reads, so it reads the filters without packing them.
+enum class FilterLayout { kOIHW, kIHWO };
+
 struct RegionConvShape {
   int64_t n = 0, c_in = 0, h = 0, w = 0;  // x [N, C_in, H, W]
-  int64_t regions = 0, c_out = 0, kh = 0, kw = 0;  // filters [N, R, C_out, C_in, kh, kw]
+  int64_t regions = 0, c_out = 0, kh = 0, kw = 0;  // filters [N, R, C_out, C_in, kh, kw] (OIHW)
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+  FilterLayout layout = FilterLayout::kOIHW;  // IHWO: filters [N, R, C_in, kh, kw, C_out]
 
   int64_t h_out() const { return (h + 2 * pad_h - dil_h * (kh - 1) - 1) / stride_h + 1; }
   int64_t w_out() const { return (w + 2 * pad_w - dil_w * (kw - 1) - 1) / stride_w + 1; }

@@ -6,6 +6,7 @@
 #include <onnxruntime_c_api.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,29 @@ inline OrtStatus* ints_attribute(const OrtApi& api, const OrtKernelInfo* info, c
   }
   value.resize(size);
   return api.KernelInfoGetAttributeArray_int64(info, name, value.data(), &size);
+}
+
+// A string attribute, or `value` unchanged when the node does not have it. A node whose
+// attribute has another type gets ONNX Runtime's error, not the default.
+inline OrtStatus* string_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name,
+                                   std::string& value) {
+  size_t size = 0;
+  OrtStatus* status = api.KernelInfoGetAttribute_string(info, name, nullptr, &size);
+  if (status != nullptr) {
+    // ONNX Runtime says ORT_FAIL for both a missing attribute and a mistyped one; only the
+    // message tells them apart.
+    const bool absent = std::strncmp(api.GetErrorMessage(status), "No attribute", 12) == 0;
+    api.ReleaseStatus(status);
+    return absent ? nullptr : api.CreateStatus(ORT_INVALID_ARGUMENT, (std::string("RegionConv2d: attribute ") +
+                                                                       name + " must be a string")
+                                                                          .c_str());
+  }
+  std::string text(size, '\0');  // size counts the terminating NUL
+  status = api.KernelInfoGetAttribute_string(info, name, text.data(), &size);
+  if (status != nullptr) return status;
+  text.resize(size > 0 ? size - 1 : 0);
+  value = text;
+  return nullptr;
 }
 
 inline const char* type_name(ONNXTensorElementDataType type) {

@@ -41,6 +41,11 @@ class CudaMemoryInfo {
 
 OrtStatus* RegionConv2dKernel::compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[3],
                                             const TensorInfo infos[3], const RegionConvShape& shape) const {
+  if (shape.layout != FilterLayout::kOIHW)  // the CUDA kernel reads OIHW filters only
+    return api->CreateStatus(ORT_INVALID_ARGUMENT,
+                             "RegionConv2d: the CUDA kernel takes filter_layout OIHW; open the model with "
+                             "drconv.runtime.ort.session(..., providers=['CUDAExecutionProvider']), which converts "
+                             "it, or export with --filter-layout OIHW");
   const std::string unsupported = cuda_shape_error(shape);
   if (!unsupported.empty()) return api->CreateStatus(ORT_INVALID_ARGUMENT, ("RegionConv2d: " + unsupported).c_str());
   const int64_t out_dims[4] = {shape.n, shape.c_out, shape.h_out(), shape.w_out()};

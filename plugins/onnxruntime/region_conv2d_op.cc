@@ -19,6 +19,7 @@ OrtStatus* create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKern
   OrtStatus* status = ints_attribute(*api, info, "strides", owned->attrs.strides);
   if (status == nullptr) status = ints_attribute(*api, info, "pads", owned->attrs.pads);
   if (status == nullptr) status = ints_attribute(*api, info, "dilations", owned->attrs.dilations);
+  if (status == nullptr) status = string_attribute(*api, info, "filter_layout", owned->attrs.filter_layout);
   if (status == nullptr) {
     const std::string bad = owned->attrs.validate();
     if (!bad.empty()) status = error(*api, "RegionConv2d: " + bad);
@@ -74,7 +75,7 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
   KernelComputeV2 = compute;
   KernelDestroy = destroy_kernel;
   GetStartVersion = [](const OrtCustomOp*) { return 1; };
-  GetEndVersion = [](const OrtCustomOp*) { return 1; };
+  GetEndVersion = [](const OrtCustomOp*) { return 2; };  // 2 added filter_layout
 }
 
 OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {

@@ -25,6 +25,16 @@ std::string read_ints(PluginField const& field, std::vector<int64_t>& out) {
   return {};
 }
 
+// A kCHAR field as a string; ONNX string attributes arrive so, with or without a NUL.
+std::string read_string(PluginField const& field, std::string& out) {
+  if (field.type != PluginFieldType::kCHAR) return std::string("field ") + field.name + " must be a string";
+  if (field.length < 0 || (field.length > 0 && field.data == nullptr))
+    return std::string("field ") + field.name + " has no data";
+  out.assign(static_cast<char const*>(field.data), static_cast<size_t>(field.length));
+  while (!out.empty() && out.back() == '\0') out.pop_back();
+  return {};
+}
+
 }  // namespace
 
 std::string parse_fields(nvinfer1::PluginFieldCollection const* fc, RegionConvAttrs& attrs) {
@@ -41,11 +51,18 @@ std::string parse_fields(nvinfer1::PluginFieldCollection const* fc, RegionConvAt
       bad = read_ints(field, attrs.pads);
     else if (std::strcmp(field.name, "dilations") == 0)
       bad = read_ints(field, attrs.dilations);
+    else if (std::strcmp(field.name, "filter_layout") == 0)
+      bad = read_string(field, attrs.filter_layout);
     else if (std::strcmp(field.name, "plugin_version") != 0 && std::strcmp(field.name, "plugin_namespace") != 0)
       log(nvinfer1::ILogger::Severity::kWARNING, std::string("RegionConv2d: ignoring unknown field ") + field.name);
     if (!bad.empty()) return bad;
   }
-  return attrs.validate();
+  std::string const invalid = attrs.validate();
+  if (!invalid.empty() || attrs.layout() == FilterLayout::kOIHW) return invalid;
+  // The CUDA kernel reads OIHW filters; drconv build puts a Transpose before IHWO nodes.
+  return "filter_layout " + attrs.filter_layout +
+         " is not supported by the TensorRT plugin (OIHW only): build the engine with `drconv build`, which "
+         "converts it, or export with --filter-layout OIHW";
 }
 
 RegionConv2dCreator::RegionConv2dCreator() {

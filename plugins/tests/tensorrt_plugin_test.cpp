@@ -167,6 +167,20 @@ int main(int argc, char** argv) {
   PluginFieldCollection float_fc = collection(float_field);
   PluginPtr refused_float(creator->createPlugin("rc", &float_fc, TensorRTPhase::kBUILD));
   expect(refused_float == nullptr, "refuses float strides");
+  // filter_layout: OIHW (with or without the NUL) is the default; IHWO is refused with the way out.
+  for (int32_t length : {4, 5}) {
+    std::vector<PluginField> oihw = {PluginField("filter_layout", "OIHW", PluginFieldType::kCHAR, length)};
+    PluginFieldCollection oihw_fc = collection(oihw);
+    PluginPtr accepted_oihw(creator->createPlugin("rc", &oihw_fc, TensorRTPhase::kBUILD));
+    expect(accepted_oihw != nullptr, "accepts filter_layout OIHW of length " + std::to_string(length));
+  }
+  logger.errors.clear();
+  std::vector<PluginField> ihwo = {PluginField("filter_layout", "IHWO", PluginFieldType::kCHAR, 4)};
+  PluginFieldCollection ihwo_fc = collection(ihwo);
+  PluginPtr refused_ihwo(creator->createPlugin("rc", &ihwo_fc, TensorRTPhase::kBUILD));
+  expect(refused_ihwo == nullptr && !logger.errors.empty() &&
+             logger.errors.back().find("drconv build") != std::string::npos,
+         "refuses filter_layout IHWO, naming drconv build");
 
   // Build-time methods.
   auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
