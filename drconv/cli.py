@@ -229,7 +229,7 @@ class ExportMode(str, Enum):
     portable = "portable"
 
 
-class FilterLayout(str, Enum):  # drconv.export.filter_layout.FILTER_LAYOUTS
+class FilterLayout(str, Enum):  # drconv.export.rewrite.FILTER_LAYOUTS
     IHWO = "IHWO"
     OIHW = "OIHW"
 
@@ -281,6 +281,14 @@ def export(
             "sessions convert it) or OIHW (for trtexec and other tools that load the plugin themselves).",
         ),
     ] = FilterLayout.IHWO,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            "--fuse/--no-fuse",
+            help="Fold the BatchNormalization and ReLU after each region conv into its node (drconv build and "
+            "CUDA sessions split them out again).",
+        ),
+    ] = True,
 ) -> None:
     """Export a model to ONNX: DRConv layers as custom nodes (custom) or standard ops (portable)."""
     import torch
@@ -292,7 +300,15 @@ def export(
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
         to_onnx(
-            net, x, output, mode=mode.value, dynamic=not static, opset=opset, trt_ep=trt_ep, layout=filter_layout.value
+            net,
+            x,
+            output,
+            mode=mode.value,
+            dynamic=not static,
+            opset=opset,
+            trt_ep=trt_ep,
+            layout=filter_layout.value,
+            fuse=fuse,
         )
     console.print("wrote ", end="")
     _print_onnx_summary(output)

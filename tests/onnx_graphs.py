@@ -7,16 +7,22 @@ from onnx import TensorProto, helper
 
 
 def region_conv_node_model(
-    strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), declare_shapes=None, filter_layout=None
+    strides=(1, 1),
+    pads=(0, 0, 0, 0),
+    dilations=(1, 1),
+    declare_shapes=None,
+    filter_layout=None,
+    bias=False,
+    activation=None,
 ):
-    """X, filters, guide -> Y through one drconv::RegionConv2d; shapes undeclared unless given.
+    """X, filters, guide[, B] -> Y through one drconv::RegionConv2d; shapes undeclared unless given.
 
-    filter_layout: the attribute's value (any type, to test refusals), absent when None; a
-    graph with it imports drconv version 2.
+    filter_layout, activation: the attributes' values (any type, to test refusals), absent
+    when None; bias: a fourth input B. A graph with any of them imports drconv version 2.
     """
-    names = ("X", "filters", "guide")
-    shapes = declare_shapes or (None, None, None)
-    extra = {} if filter_layout is None else {"filter_layout": filter_layout}
+    names = ("X", "filters", "guide", "B") if bias else ("X", "filters", "guide")
+    shapes = declare_shapes or (None,) * len(names)
+    extra = {k: v for k, v in (("filter_layout", filter_layout), ("activation", activation)) if v is not None}
     node = helper.make_node(
         "RegionConv2d",
         list(names),
@@ -34,7 +40,7 @@ def region_conv_node_model(
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes, strict=True)],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
     )
-    version = 1 if filter_layout is None else 2
+    version = 2 if extra or bias else 1
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("drconv", version)])
 
 

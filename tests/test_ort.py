@@ -15,7 +15,7 @@ from drconv import DRConv2d, region_conv
 from drconv import info as drconv_info
 from drconv.errors import DrconvError
 from drconv.export import to_onnx
-from drconv.export.filter_layout import TO_IHWO
+from drconv.export.rewrite import TO_IHWO
 from drconv.info import plugin_path
 from drconv.models import create
 from drconv.runtime.ort import session
@@ -128,11 +128,29 @@ def test_missing_attributes_take_the_contract_defaults():
         ({"pads": (1, 0, 2, 0)}, "symmetric"),
         ({"filter_layout": "XYZW"}, 'filter_layout must be "OIHW" or "IHWO"'),
         ({"filter_layout": [1, 2]}, "filter_layout must be a string"),
+        ({"activation": "Tanh"}, 'activation must be "" or "Relu"'),
     ],
 )
 def test_invalid_attributes_fail_at_session_creation(attrs, message):
     with pytest.raises(Exception, match=message):
         ort_session(region_conv_node_model(**attrs), LIBRARY)
+
+
+@pytest.mark.parametrize("layout", ["OIHW", "IHWO"])
+def test_bias_and_relu_are_applied_after_the_conv(layout):
+    torch.manual_seed(3)
+    model = region_conv_node_model(pads=(1, 1, 1, 1), filter_layout=layout, bias=True, activation="Relu")
+    x, filters, guide = torch.randn(2, 5, 9, 7), torch.randn(2, 4, 19, 5, 3, 3), torch.randn(2, 4, 9, 7)
+    bias = torch.randn(19)
+    given = filters.permute(TO_IHWO) if layout == "IHWO" else filters
+    feeds = dict(zip(("X", "filters", "guide", "B"), as_numpy(x, given, guide, bias), strict=True))
+    (got,) = ort_session(model, LIBRARY).run(None, feeds)
+    expected = torch.relu(region_conv(x, filters, guide, padding=1) + bias.view(1, -1, 1, 1))
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+    assert (got == 0).mean() > 0.2  # the ReLU did clamp
+    feeds["B"] = np.zeros(18, np.float32)
+    with pytest.raises(Exception, match=r"input B must be 1-D \[C_out\] = \[19\]"):
+        ort_session(model, LIBRARY).run(None, feeds)
 
 
 # ---- a fresh process: loading, and mismatched inputs with no declared shapes --------------

@@ -233,7 +233,7 @@ def _available(names: list[str], chosen: bool, device: str, prepared: Prepared) 
 def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, threads: int, tmp: Path) -> Prepared:
     """Backends for one region conv of `spec` on `device`, each checked against drconv.region_conv."""
     import drconv
-    from drconv.export import filter_layout
+    from drconv.export import rewrite
     from drconv.export.onnx import region_conv_graph
 
     prepared = Prepared(config={"mode": "layer", "device": device, "layer": asdict(spec), "describe": spec.describe()})
@@ -264,9 +264,9 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
                 sess = _ort_session(_saved(proto, tmp, name), threads)
                 return lambda: sess.run(None, feeds)
             # The custom node as drconv export writes it: filters IHWO.
-            proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=filter_layout.IHWO)
+            proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
             sess = _ort_session(_saved(proto, tmp, name), threads)
-            ihwo = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(filter_layout.TO_IHWO))}
+            ihwo = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
             return lambda: sess.run(None, ihwo)
         if name == "ort-dense":
             sess = _ort_session(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)

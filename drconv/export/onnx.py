@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from drconv._atomic import atomic_path
 from drconv.errors import DrconvError
-from drconv.export import filter_layout
+from drconv.export import rewrite
 
 __all__ = [
     "CUSTOM_DOMAIN",
@@ -60,7 +60,7 @@ def _custom_node(x, filters, guide, stride, padding, dilation):
             "strides": [int(v) for v in stride],
             "pads": [int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1])],
             "dilations": [int(v) for v in dilation],
-            "filter_layout": filter_layout.OIHW,  # to_onnx switches to IHWO where that is free
+            "filter_layout": rewrite.OIHW,  # to_onnx switches to IHWO where that is free
             # TensorRT's ONNX parser finds a plugin by op_type and plugin_version.
             "plugin_version": PLUGIN_VERSION,
         },
@@ -215,14 +215,14 @@ def region_conv_graph(
     dilation=(1, 1),
     mode: Mode = "custom",
     opset: int = MIN_OPSET,
-    layout: str = filter_layout.OIHW,
+    layout: str = rewrite.OIHW,
 ) -> onnx.ModelProto:
     """One region conv alone, static shapes, inputs X, filters, guide (for benchmarks and tests).
 
     Custom mode gives the single RegionConv2d node; portable the standard-op graph. Filters and
     guide stay graph inputs, so nothing is folded away at session creation. `filters` is OIHW;
     with layout "IHWO" (custom mode) the graph's filters input is that tensor permuted by
-    `filter_layout.TO_IHWO`.
+    `rewrite.TO_IHWO`.
     """
     if mode not in MODES:
         raise DrconvError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -231,15 +231,15 @@ def region_conv_graph(
         warnings.simplefilter("ignore")
         program = torch.export.export(module, (x, filters, guide), strict=False)
     proto = _translate(program, mode, opset, ["X", "filters", "guide"])
-    if mode == "custom" and layout == filter_layout.IHWO:
+    if mode == "custom" and layout == rewrite.IHWO:
         for node in proto.graph.node:
             if node.domain == CUSTOM_DOMAIN:
-                filter_layout.set_layout(node, layout)
+                rewrite.set_layout(node, layout)
         dims = next(i for i in proto.graph.input if i.name == "filters").type.tensor_type.shape.dim
         values = [d.dim_value for d in dims]
-        for dim, axis in zip(dims, filter_layout.TO_IHWO, strict=True):
+        for dim, axis in zip(dims, rewrite.TO_IHWO, strict=True):
             dim.dim_value = values[axis]
-        filter_layout.set_opset(proto, CUSTOM_DOMAIN, filter_layout.OPSET_WITH_LAYOUT)
+        rewrite.set_opset(proto, CUSTOM_DOMAIN, rewrite.OPSET_V2)
     return proto
 
 
@@ -251,7 +251,8 @@ def to_onnx(
     dynamic: bool = True,
     opset: int = MIN_OPSET,
     trt_ep: bool = False,
-    layout: str = filter_layout.IHWO,
+    layout: str = rewrite.IHWO,
+    fuse: bool = True,
 ) -> Path:
     """Export `model` to ONNX at `path` and return the path.
 
@@ -267,6 +268,8 @@ def to_onnx(
         layout: the custom nodes' filter_layout: "IHWO" (default; applied where the filters
             come straight from a constant weight, as in both DRConv layers, for free; the CPU
             kernel then reads them without packing) or "OIHW".
+        fuse: fold the BatchNormalization (and ReLU) after each region conv into its node
+            (custom mode; where its filters come from a constant weight, as in both layers).
 
     The model is checked with onnx.checker and written to a temporary file that is then
     renamed, so a failure leaves nothing at `path`.
@@ -277,8 +280,8 @@ def to_onnx(
     _check_args(model, sample_input, mode, opset)
     if trt_ep and mode != "custom":
         raise DrconvError("trt_ep applies to custom mode only (portable graphs have no plugin nodes)")
-    if layout not in filter_layout.FILTER_LAYOUTS:
-        raise DrconvError(f"layout must be one of {', '.join(filter_layout.FILTER_LAYOUTS)}, got {layout!r}")
+    if layout not in rewrite.FILTER_LAYOUTS:
+        raise DrconvError(f"layout must be one of {', '.join(rewrite.FILTER_LAYOUTS)}, got {layout!r}")
     path = Path(path)
     if path.is_dir():
         raise DrconvError(f"cannot write {path}: it is a directory; give a file name like model.onnx")
@@ -299,8 +302,11 @@ def to_onnx(
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise DrconvError(f"the exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from exc
-    if mode == "custom" and layout == filter_layout.IHWO and not trt_ep:
-        filter_layout.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+    if mode == "custom" and not trt_ep:  # the TensorRT provider's plugin is version 1 of the node
+        if fuse:
+            rewrite.fuse_epilogue(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+        if layout == rewrite.IHWO:
+            rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
     if trt_ep:
         _to_trt_plugin_domain(proto)
     with atomic_path(path, "-o") as tmp:

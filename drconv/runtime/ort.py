@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 
 from drconv.errors import DrconvError
-from drconv.export import filter_layout
+from drconv.export import rewrite
 from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP, TRT_PLUGIN_DOMAIN
 from drconv.info import require_plugin
 
@@ -114,9 +114,9 @@ def session(
         )
     model: str | bytes = str(path)
     if "CUDAExecutionProvider" in providers and needs_custom_ops(path):
-        # The CUDA kernel reads OIHW filters: a Transpose before each IHWO node converts them.
+        # The CUDA kernel implements version 1 of the node: lower version 2's additions.
         proto = _load(path)
-        if filter_layout.to_oihw(proto, CUSTOM_DOMAIN, CUSTOM_OP):
+        if rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP):
             model = proto.SerializeToString()
     try:
         return ort.InferenceSession(model, options, providers=provider_options(providers))

@@ -139,12 +139,12 @@ def _sidecar(engine: Path) -> Path:
 
 
 def _parse(parser, onnx_path: Path) -> bool:
-    """Parse the file; IHWO region-conv nodes get a Transpose to OIHW first (the plugin reads OIHW)."""
-    from drconv.export import filter_layout
+    """Parse the file, its version-2 region-conv nodes lowered to version 1 (what the plugin runs) first."""
+    from drconv.export import rewrite
     from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
-    if filter_layout.to_oihw(proto, CUSTOM_DOMAIN, CUSTOM_OP):
+    if rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP):
         return parser.parse(proto.SerializeToString(), str(onnx_path))  # the path finds external data
     return parser.parse_from_file(str(onnx_path))
 

@@ -176,7 +176,8 @@ struct DirectLayout {
 template <typename ParallelFor>
 void region_conv_forward_direct(const float* x, const float* filters, const float* guide, float* y,
                                 const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
-                                void* workspace, const direct::Kernels& kernels) {
+                                void* workspace, const direct::Kernels& kernels,
+                                const direct::Epilogue& epilogue = {}) {
   const DirectLayout layout(s, workers);
   char* base = static_cast<char*>(workspace);
   float* x_padded = reinterpret_cast<float*>(base + layout.x_padded);
@@ -283,7 +284,9 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 pix,
                                 y + block.sample * s.c_out * pixels,
                                 s.c_out,
-                                pixels};
+                                pixels,
+                                epilogue.bias,
+                                epilogue.relu};
       kernels.convolve(seg);
     }
   });
@@ -293,13 +296,14 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
 
 // The float32 kernel (direct, no GEMM): what the ONNX Runtime op runs. Same contract as
 // region_conv_forward below, minus the GEMM.
+// `epilogue`: a bias and ReLU applied as the outputs are stored.
 template <typename ParallelFor>
 void region_conv_forward_f32(const float* x, const float* filters, const float* guide, float* y,
                              const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
-                             void* workspace) {
+                             void* workspace, const direct::Epilogue& epilogue = {}) {
   if (s.n == 0 || s.c_out == 0) return;
   detail::region_conv_forward_direct(x, filters, guide, y, s, parallel_for, std::max<int64_t>(workers, 1), workspace,
-                                     direct::kernels());
+                                     direct::kernels(), epilogue);
 }
 
 // Bytes of scratch memory region_conv_forward needs for this shape and worker count.

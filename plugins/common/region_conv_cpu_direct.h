@@ -167,6 +167,15 @@ struct Block {
   const int32_t* pixel; // the block's output pixels (indices into H_out * W_out), ascending
   float* y;             // the sample's output [C_out, H_out * W_out]
   int64_t c_out, plane; // C_out, H_out * W_out
+  const float* bias;    // [C_out] added to y, or null
+  bool relu;            // then y = max(y, 0), NaN kept (as torch.relu)
+};
+
+// What the node applies to its outputs as it stores them (the BatchNormalization and ReLU
+// that follow a region conv, folded in at export).
+struct Epilogue {
+  const float* bias = nullptr;  // [C_out]
+  bool relu = false;
 };
 
 // acc [pixel][channel] -> y [channel][pixel], 16 x 16 at a time: a run of 16 consecutive
@@ -182,6 +191,12 @@ struct Block {
         std::memcpy(&r[i], s.acc + (j0 + i) * acc_step + o0, sizeof(Vec));
       transpose16(r);
       const int64_t channels = std::min(kLanes, s.c_out - o0);
+      if (s.bias != nullptr)
+        for (int64_t k = 0; k < channels; ++k) r[k] += s.bias[o0 + k];
+      if (s.relu) {
+        const Vec zero = {};
+        for (int64_t k = 0; k < channels; ++k) r[k] = r[k] < zero ? zero : r[k];
+      }
       for (int64_t k = 0; k < channels; ++k) {
         float* y_o = s.y + (o0 + k) * s.plane;
         if (run) {

@@ -16,6 +16,7 @@ struct RegionConvAttrs {
   std::vector<int64_t> pads{0, 0, 0, 0};  // top, left, bottom, right (ONNX Conv order)
   std::vector<int64_t> dilations{1, 1};
   std::string filter_layout = "OIHW";  // or "IHWO": filters [N, R, C_in, kh, kw, C_out]
+  std::string activation;              // "" or "Relu", applied after the optional bias
 
   FilterLayout layout() const { return filter_layout == "IHWO" ? FilterLayout::kIHWO : FilterLayout::kOIHW; }
 
@@ -37,6 +38,8 @@ struct RegionConvAttrs {
       return "attribute pads must be symmetric (top == bottom, left == right), got " + list(pads);
     if (filter_layout != "OIHW" && filter_layout != "IHWO")
       return "attribute filter_layout must be \"OIHW\" or \"IHWO\", got \"" + filter_layout + "\"";
+    if (!activation.empty() && activation != "Relu")
+      return "attribute activation must be \"\" or \"Relu\", got \"" + activation + "\"";
     return {};
   }
 };
@@ -100,6 +103,13 @@ inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, si
     return "RegionConv2d: guide must be " + std::to_string(shape.h_out()) + "x" + std::to_string(shape.w_out()) +
            " (the conv output size) in dims 2-3" + shapes();
   return {};
+}
+
+// The optional fourth input B, added per output channel: empty when it is [C_out].
+inline std::string check_bias(const int64_t* b, size_t b_rank, int64_t c_out) {
+  if (b_rank == 1 && b[0] == c_out) return {};
+  return "RegionConv2d: input B must be 1-D [C_out] = [" + std::to_string(c_out) + "], got " +
+         dims_to_string(b, b_rank);
 }
 
 }  // namespace drconv

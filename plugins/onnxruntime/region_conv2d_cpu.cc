@@ -35,8 +35,8 @@ class OrtParallelFor {
 
 }  // namespace
 
-OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[3],
-                                           const TensorInfo infos[3], const RegionConvShape& shape) const {
+OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[4],
+                                           const TensorInfo infos[4], const RegionConvShape& shape) const {
   if (infos[0].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
     return api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string("RegionConv2d: the CPU kernel runs float32, got ") +
                                                     type_name(infos[0].type) +
@@ -45,9 +45,10 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   const int64_t out_dims[4] = {shape.n, shape.c_out, shape.h_out(), shape.w_out()};
   OrtValue* output = nullptr;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetOutput(context, 0, out_dims, 4, &output));
-  void* data[3] = {};  // read only; API 21 has no const accessor (GetTensorData came in 1.22)
-  for (int i = 0; i < 3; ++i)
-    DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(inputs[i]), &data[i]));
+  void* data[4] = {};  // read only; API 21 has no const accessor (GetTensorData came in 1.22)
+  for (int i = 0; i < 4; ++i)
+    if (inputs[i] != nullptr)
+      DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(inputs[i]), &data[i]));
   void* y = nullptr;
   DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(output, &y));
 
@@ -59,7 +60,8 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));
   region_conv_forward_f32(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
                           static_cast<const float*>(data[2]), static_cast<float*>(y), shape,
-                          OrtParallelFor(*api, context), workers, workspace.aligned());
+                          OrtParallelFor(*api, context), workers, workspace.aligned(),
+                          direct::Epilogue{static_cast<const float*>(data[3]), attrs.activation == "Relu"});
   return nullptr;
 }
 

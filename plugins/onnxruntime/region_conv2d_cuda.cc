@@ -39,19 +39,20 @@ class CudaMemoryInfo {
 
 }  // namespace
 
-OrtStatus* RegionConv2dKernel::compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[3],
-                                            const TensorInfo infos[3], const RegionConvShape& shape) const {
-  if (shape.layout != FilterLayout::kOIHW)  // the CUDA kernel reads OIHW filters only
+OrtStatus* RegionConv2dKernel::compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[4],
+                                            const TensorInfo infos[4], const RegionConvShape& shape) const {
+  // The CUDA kernel is version 1 of the node: OIHW filters, no bias, no activation.
+  if (shape.layout != FilterLayout::kOIHW || inputs[3] != nullptr || !attrs.activation.empty())
     return api->CreateStatus(ORT_INVALID_ARGUMENT,
-                             "RegionConv2d: the CUDA kernel takes filter_layout OIHW; open the model with "
-                             "drconv.runtime.ort.session(..., providers=['CUDAExecutionProvider']), which converts "
-                             "it, or export with --filter-layout OIHW");
+                             "RegionConv2d: the CUDA kernel takes filter_layout OIHW without B or activation; open "
+                             "the model with drconv.runtime.ort.session(..., providers=['CUDAExecutionProvider']), "
+                             "which converts it, or export with --filter-layout OIHW --no-fuse");
   const std::string unsupported = cuda_shape_error(shape);
   if (!unsupported.empty()) return api->CreateStatus(ORT_INVALID_ARGUMENT, ("RegionConv2d: " + unsupported).c_str());
   const int64_t out_dims[4] = {shape.n, shape.c_out, shape.h_out(), shape.w_out()};
   OrtValue* output = nullptr;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetOutput(context, 0, out_dims, 4, &output));
-  void* data[3] = {};  // read only; API 21 has no const accessor
+  void* data[3] = {};  // read only; API 21 has no const accessor; B is absent (checked above)
   for (int i = 0; i < 3; ++i)
     DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(inputs[i]), &data[i]));
   void* y = nullptr;

@@ -20,6 +20,7 @@ OrtStatus* create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKern
   if (status == nullptr) status = ints_attribute(*api, info, "pads", owned->attrs.pads);
   if (status == nullptr) status = ints_attribute(*api, info, "dilations", owned->attrs.dilations);
   if (status == nullptr) status = string_attribute(*api, info, "filter_layout", owned->attrs.filter_layout);
+  if (status == nullptr) status = string_attribute(*api, info, "activation", owned->attrs.activation);
   if (status == nullptr) {
     const std::string bad = owned->attrs.validate();
     if (!bad.empty()) status = error(*api, "RegionConv2d: " + bad);
@@ -61,10 +62,12 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
     return self(op).provider == Provider::kCuda ? "CUDAExecutionProvider" : "CPUExecutionProvider";
   };
   GetInputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
-  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 3; };
+  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 4; };  // X, filters, guide, optional B
   GetOutputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
-  GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
+  GetInputCharacteristic = [](const OrtCustomOp*, size_t i) {
+    return i < 3 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  };
   GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
   GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
   GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
@@ -79,26 +82,33 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
 }
 
 OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
-  static const char* const kNames[3] = {"X", "filters", "guide"};
+  static const char* const kNames[4] = {"X", "filters", "guide", "B"};
   size_t count = 0;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInputCount(context, &count));
-  if (count != 3)
-    return error(*api, "RegionConv2d: expects 3 inputs (X, filters, guide), got " + std::to_string(count));
-  const OrtValue* inputs[3] = {};
-  TensorInfo infos[3];
-  for (size_t i = 0; i < 3; ++i) {
+  if (count != 3 && count != 4)
+    return error(*api, "RegionConv2d: expects 3 or 4 inputs (X, filters, guide[, B]), got " + std::to_string(count));
+  const OrtValue* inputs[4] = {};
+  TensorInfo infos[4];
+  for (size_t i = 0; i < count; ++i) {
     DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInput(context, i, &inputs[i]));
-    if (inputs[i] == nullptr) return error(*api, std::string("RegionConv2d: input ") + kNames[i] + " is missing");
+    if (inputs[i] == nullptr) {
+      if (i == 3) break;  // B is optional
+      return error(*api, std::string("RegionConv2d: input ") + kNames[i] + " is missing");
+    }
     DRCONV_ORT_RETURN_IF_ERROR(tensor_info(*api, inputs[i], infos[i]));
   }
-  for (size_t i = 1; i < 3; ++i)
-    if (infos[i].type != infos[0].type)
+  for (size_t i = 1; i < 4; ++i)
+    if (inputs[i] != nullptr && infos[i].type != infos[0].type)
       return error(*api, std::string("RegionConv2d: input ") + kNames[i] + " is " + type_name(infos[i].type) +
                              " but X is " + type_name(infos[0].type) + "; all inputs must share one type");
   RegionConvShape shape;
   const std::string bad = make_shape(attrs, infos[0].dims.data(), infos[0].dims.size(), infos[1].dims.data(),
                                      infos[1].dims.size(), infos[2].dims.data(), infos[2].dims.size(), shape);
   if (!bad.empty()) return error(*api, bad);
+  if (inputs[3] != nullptr) {
+    const std::string bad_bias = check_bias(infos[3].dims.data(), infos[3].dims.size(), shape.c_out);
+    if (!bad_bias.empty()) return error(*api, bad_bias);
+  }
 #ifdef DRCONV_WITH_CUDA
   if (provider == Provider::kCuda) return compute_cuda(context, inputs, infos, shape);
 #endif

@@ -30,10 +30,11 @@ struct RegionConv2dKernel {
   OrtMemoryInfo* cpu_memory = nullptr;  // for workspace from the session's CPU allocator
 
   OrtStatus* compute(OrtKernelContext* context) const;
-  OrtStatus* compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[3], const TensorInfo infos[3],
+  // inputs: X, filters, guide and B (null when the node has no bias).
+  OrtStatus* compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[4], const TensorInfo infos[4],
                          const RegionConvShape& shape) const;
 #ifdef DRCONV_WITH_CUDA
-  OrtStatus* compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[3], const TensorInfo infos[3],
+  OrtStatus* compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[4], const TensorInfo infos[4],
                           const RegionConvShape& shape) const;
 #endif
 };

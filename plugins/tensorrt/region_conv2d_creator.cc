@@ -53,16 +53,25 @@ std::string parse_fields(nvinfer1::PluginFieldCollection const* fc, RegionConvAt
       bad = read_ints(field, attrs.dilations);
     else if (std::strcmp(field.name, "filter_layout") == 0)
       bad = read_string(field, attrs.filter_layout);
+    else if (std::strcmp(field.name, "activation") == 0)
+      bad = read_string(field, attrs.activation);
     else if (std::strcmp(field.name, "plugin_version") != 0 && std::strcmp(field.name, "plugin_namespace") != 0)
       log(nvinfer1::ILogger::Severity::kWARNING, std::string("RegionConv2d: ignoring unknown field ") + field.name);
     if (!bad.empty()) return bad;
   }
   std::string const invalid = attrs.validate();
-  if (!invalid.empty() || attrs.layout() == FilterLayout::kOIHW) return invalid;
-  // The CUDA kernel reads OIHW filters; drconv build puts a Transpose before IHWO nodes.
-  return "filter_layout " + attrs.filter_layout +
-         " is not supported by the TensorRT plugin (OIHW only): build the engine with `drconv build`, which "
-         "converts it, or export with --filter-layout OIHW";
+  if (!invalid.empty()) return invalid;
+  // The plugin is version 1 of the node; drconv build lowers version 2's additions to
+  // standard layers (a Transpose for IHWO filters, Add and Relu for the epilogue).
+  if (attrs.layout() != FilterLayout::kOIHW)
+    return "filter_layout " + attrs.filter_layout +
+           " is not supported by the TensorRT plugin (OIHW only): build the engine with `drconv build`, which "
+           "converts it, or export with --filter-layout OIHW";
+  if (!attrs.activation.empty())
+    return "activation " + attrs.activation +
+           " is not supported by the TensorRT plugin: build the engine with `drconv build`, which converts it, or "
+           "export with --no-fuse";
+  return {};
 }
 
 RegionConv2dCreator::RegionConv2dCreator() {

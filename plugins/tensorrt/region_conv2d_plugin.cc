@@ -115,7 +115,9 @@ size_t RegionConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc co
 
 std::string RegionConv2dPlugin::check(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
                                       RegionConvShape& shape) const {
-  if (nbInputs != 3) return "RegionConv2d: expects 3 inputs (X, filters, guide), got " + std::to_string(nbInputs);
+  if (nbInputs != 3)
+    return "RegionConv2d: expects 3 inputs (X, filters, guide), got " + std::to_string(nbInputs) +
+           " (a bias B is lowered to an Add by `drconv build`)";
   int64_t dims[3][nvinfer1::Dims::MAX_DIMS] = {};
   size_t ranks[3] = {};
   for (int i = 0; i < 3; ++i) {

@@ -124,6 +124,20 @@ int check(const drconv::RegionConvShape& s, bool nan_guide, int64_t workers, std
                                                aligned_t, drconv::direct::kernels_for(isa));
     compare(yf);
   }
+  // With a bias and ReLU as the outputs are stored (one NaN in the bias: ReLU keeps it).
+  std::vector<float> bias(static_cast<size_t>(s.c_out));
+  for (auto& v : bias) v = static_cast<float>(normal(rng));
+  if (!bias.empty()) bias[0] = std::nanf("");
+  std::fill(yf.begin(), yf.end(), -1.0f);
+  drconv::region_conv_forward_f32(xf.data(), ff_t.data(), gf.data(), yf.data(), t, SerialFor{}, workers, aligned_t,
+                                  drconv::direct::Epilogue{bias.data(), true});
+  const int64_t plane = s.pixels();
+  for (size_t i = 0; i < yf.size(); ++i) {
+    const double b = bias[static_cast<size_t>((static_cast<int64_t>(i) / plane) % std::max<int64_t>(s.c_out, 1))];
+    const double expect = std::isnan(b) ? b : std::max(0.0, want[i] + b);
+    const bool same = std::isnan(expect) ? std::isnan(yf[i]) : std::fabs(double(yf[i]) - expect) < 1e-3;
+    if (!same) worst_f = std::max(worst_f, 1.0);
+  }
   const bool ok = worst < 1e-9 && worst_f < 1e-3;
   std::printf("%s N=%lld C=%lld %lldx%lld R=%lld K=%lld k=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld nan=%d "
               "workers=%lld max_err double %.3g float %.3g\n",

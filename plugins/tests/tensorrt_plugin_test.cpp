@@ -181,6 +181,13 @@ int main(int argc, char** argv) {
   expect(refused_ihwo == nullptr && !logger.errors.empty() &&
              logger.errors.back().find("drconv build") != std::string::npos,
          "refuses filter_layout IHWO, naming drconv build");
+  logger.errors.clear();
+  std::vector<PluginField> relu = {PluginField("activation", "Relu", PluginFieldType::kCHAR, 4)};
+  PluginFieldCollection relu_fc = collection(relu);
+  PluginPtr refused_relu(creator->createPlugin("rc", &relu_fc, TensorRTPhase::kBUILD));
+  expect(refused_relu == nullptr && !logger.errors.empty() &&
+             logger.errors.back().find("drconv build") != std::string::npos,
+         "refuses activation Relu, naming drconv build");
 
   // Build-time methods.
   auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));

@@ -1,0 +1,372 @@
+"""Rewrites of the RegionConv2d node in an ONNX graph, between the node's two versions.
+
+Version 2 of the node (docs/region_conv_op.md) adds three things the CPU kernel uses:
+
+- `filter_layout` IHWO: filters [N, R, C_in, kh, kw, C_out], output channel innermost,
+  the order the kernel reads, so it does not pack them (packing OIHW filters cost more
+  than the convolution at the zoo's deep 1x1 layers).
+- an optional bias input B [C_out] and `activation` "Relu", applied as the outputs are
+  stored: the BatchNormalization and ReLU after a region conv, folded in.
+
+`to_ihwo` and `fuse_epilogue` get these for free where the filters come straight from a
+constant weight and a Reshape (the mixture Gemm of MixtureDRConv2d; the grouped 1x1 Conv
+of a 1x1 DRConv2d's generator; a larger DRConv2d's taps are its Conv's spatial axes): they
+permute or scale that weight's rows, so the graph computes the filters as needed and
+gains no node. `to_v1` goes back to version 1 with standard nodes (Transpose, Add, Relu)
+for the kernels that implement only that: the TensorRT plugin and the CUDA op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+__all__ = [
+    "FILTER_LAYOUTS",
+    "IHWO",
+    "OIHW",
+    "OPSET_V2",
+    "TO_IHWO",
+    "TO_OIHW",
+    "fuse_epilogue",
+    "layouts",
+    "set_layout",
+    "set_opset",
+    "to_ihwo",
+    "to_v1",
+]
+
+OIHW, IHWO = "OIHW", "IHWO"
+FILTER_LAYOUTS = (IHWO, OIHW)
+# The drconv domain version with filter_layout, B and activation: a library that knows only
+# version 1 refuses such a graph instead of misreading it.
+OPSET_V2 = 2
+TO_OIHW = [0, 1, 5, 2, 3, 4]  # [N, R, C_in, kh, kw, C_out] -> [N, R, C_out, C_in, kh, kw]
+TO_IHWO = [0, 1, 3, 4, 5, 2]  # its inverse
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: str) -> str:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return attribute.s.decode()
+    return default
+
+
+def _set_attribute(node: onnx.NodeProto, name: str, value: str | None) -> None:
+    for attribute in list(node.attribute):
+        if attribute.name == name:
+            node.attribute.remove(attribute)
+    if value is not None:
+        node.attribute.append(helper.make_attribute(name, value))
+
+
+def set_layout(node: onnx.NodeProto, layout: str) -> None:
+    """Set a region-conv node's filter_layout attribute (its filters must already be so)."""
+    _set_attribute(node, "filter_layout", layout)
+
+
+def set_opset(proto: onnx.ModelProto, domain: str, version: int) -> None:
+    """Import `domain` at `version`."""
+    for opset in proto.opset_import:
+        if opset.domain == domain:
+            opset.version = version
+            return
+    proto.opset_import.append(helper.make_opsetid(domain, version))
+
+
+def _nodes(proto: onnx.ModelProto, domain: str, op_type: str) -> list[onnx.NodeProto]:
+    return [n for n in proto.graph.node if n.domain == domain and n.op_type == op_type]
+
+
+def layouts(proto: onnx.ModelProto, domain: str, op_type: str) -> list[str]:
+    """The filter_layout of every region-conv node, in graph order."""
+    return [_attribute(n, "filter_layout", OIHW) for n in _nodes(proto, domain, op_type)]
+
+
+def _is_v2(node: onnx.NodeProto) -> bool:
+    return (
+        _attribute(node, "filter_layout", OIHW) != OIHW
+        or bool(_attribute(node, "activation", ""))
+        or (len(node.input) > 3 and bool(node.input[3]))
+    )
+
+
+class _Graph:
+    """Producers, consumers and constants of one graph, for the rewrites below."""
+
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        self.graph = proto.graph
+        self.producer = {out: n for n in self.graph.node for out in n.output}
+        self.initializer = {i.name: i for i in self.graph.initializer}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {o.name for o in self.graph.output}
+
+    def uses(self, name: str) -> int:
+        return len(self.consumers.get(name, [])) + (name in self.outputs)
+
+    def only_consumer(self, name: str) -> onnx.NodeProto | None:
+        readers = self.consumers.get(name, [])
+        return readers[0] if len(readers) == 1 and name not in self.outputs else None
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.initializer:
+            return numpy_helper.to_array(self.initializer[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def fresh_name(self, base: str) -> str:
+        name = base
+        while name in self.initializer or name in self.producer or name in self.consumers:
+            name += "_"
+        return name
+
+    def add_initializer(self, base: str, value: np.ndarray) -> str:
+        name = self.fresh_name(base)
+        tensor = numpy_helper.from_array(value, name)
+        self.graph.initializer.append(tensor)
+        self.initializer[name] = tensor
+        return name
+
+    def set_input(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+        """Give node.input[index] the value `value`, in place if nothing else reads it."""
+        name = node.input[index]
+        if name in self.initializer and self.uses(name) == 1:
+            self.initializer[name].CopyFrom(numpy_helper.from_array(value, name))
+            return
+        node.input[index] = self.add_initializer(f"{name}.v2", value)
+        self.consumers[name].remove(node)
+        self.consumers[node.input[index]] = [node]
+
+    def drop_value_info(self, name: str) -> None:
+        for value in list(self.graph.value_info):
+            if value.name == name:
+                self.graph.value_info.remove(value)
+
+    def prune(self) -> None:
+        """Drop initializers that no node reads any more (ONNX Runtime warns about each)."""
+        read = {name for node in self.graph.node for name in node.input} | self.outputs
+        for tensor in list(self.graph.initializer):
+            if tensor.name not in read:
+                self.graph.initializer.remove(tensor)
+                del self.initializer[tensor.name]
+
+    def remove(self, node: onnx.NodeProto) -> None:
+        self.graph.node.remove(node)
+        for name in node.input:
+            if node in self.consumers.get(name, []):
+                self.consumers[name].remove(node)
+
+
+@dataclass
+class _Filters:
+    """A node's filters, computed from constant weight rows: source(...) then Reshape to 6-D.
+
+    `rows`: (source input index, transposed) of each array whose first axis (after .T when
+    transposed) runs over the filter's elements: groups x [C_out, patch] (OIHW) or
+    groups x [patch, C_out] (IHWO).
+    """
+
+    reshape: onnx.NodeProto
+    source: onnx.NodeProto
+    batch: int  # the Reshape target's first entry (-1 or a size)
+    groups: int
+    regions: int
+    c_out: int
+    c_in: int
+    kh: int
+    kw: int
+    ihwo: bool
+    rows: list[tuple[int, bool]]
+
+    @property
+    def patch(self) -> int:
+        return self.c_in * self.kh * self.kw
+
+    def get(self, g: _Graph, index: int, transposed: bool) -> np.ndarray:
+        value = g.constant(self.source.input[index])
+        return value.T if transposed else value
+
+    def put(self, g: _Graph, index: int, transposed: bool, rows: np.ndarray) -> None:
+        g.set_input(self.source, index, np.ascontiguousarray(rows.T if transposed else rows))
+
+    def blocks(self, rows: np.ndarray) -> np.ndarray:
+        """rows viewed as [groups, C_out, patch, ...] (OIHW) or [groups, patch, C_out, ...] (IHWO)."""
+        inner = (self.patch, self.c_out) if self.ihwo else (self.c_out, self.patch)
+        return rows.reshape(self.groups, *inner, *rows.shape[1:])
+
+
+def _filters(g: _Graph, node: onnx.NodeProto) -> _Filters | None:
+    reshape = g.producer.get(node.input[1])
+    if reshape is None or reshape.op_type != "Reshape" or g.uses(node.input[1]) != 1:
+        return None
+    target = g.constant(reshape.input[1])
+    source = g.producer.get(reshape.input[0])
+    if target is None or target.shape != (6,) or source is None or g.uses(reshape.input[0]) != 1:
+        return None
+    ihwo = _attribute(node, "filter_layout", OIHW) == IHWO
+    dims = [int(v) for v in target]
+    regions, c_out, c_in, kh, kw = (
+        (dims[1], dims[5], dims[2], dims[3], dims[4]) if ihwo else (dims[1], dims[2], dims[3], dims[4], dims[5])
+    )
+    if min(regions, c_out, c_in, kh, kw) < 1:
+        return None
+    size = c_out * c_in * kh * kw
+    attrs = {a.name: helper.get_attribute_value(a) for a in source.attribute}
+    if source.op_type == "Gemm" and attrs.get("transA", 0) == 0:
+        # [N*R, M] x B (+ C) -> [N*R, C_out*patch]: B's output axis is its rows when transB.
+        transposed = attrs.get("transB", 0) != 1
+        groups, rows = 1, [(1, transposed)]
+    elif source.op_type == "Conv" and int(attrs.get("group", 1)) == regions and kh * kw == 1:
+        # The grouped 1x1 conv to R * C_out * C_in channels, group r making region r's filter.
+        groups, rows = regions, [(1, False)]
+        size *= regions
+    else:
+        return None
+    if len(source.input) > 2 and source.input[2]:
+        rows.append((2, False))
+    found = _Filters(reshape, source, dims[0], groups, regions, c_out, c_in, kh, kw, ihwo, rows)
+    for index, transposed in rows:
+        value = g.constant(source.input[index])
+        if value is None or (value.T if transposed else value).shape[0] != size:
+            return None
+    return found
+
+
+def _to_ihwo(g: _Graph, node: onnx.NodeProto) -> bool:
+    f = _filters(g, node)
+    if f is None or f.ihwo:
+        return False
+    for index, transposed in f.rows:
+        rows = f.get(g, index, transposed)
+        f.put(g, index, transposed, f.blocks(rows).swapaxes(1, 2).reshape(rows.shape))
+    g.set_input(f.reshape, 1, np.array([f.batch, f.regions, f.c_in, f.kh, f.kw, f.c_out], dtype=np.int64))
+    g.drop_value_info(f.reshape.output[0])
+    set_layout(node, IHWO)
+    return True
+
+
+def to_ihwo(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
+    """Switch every region-conv node whose filters come from a constant weight to IHWO, in place.
+
+    Returns how many were switched; the others keep OIHW (their filters are computed some
+    other way, and a Transpose would cost what IHWO saves).
+    """
+    g = _Graph(proto)
+    switched = sum(_to_ihwo(g, node) for node in _nodes(proto, domain, op_type))
+    if switched:
+        set_opset(proto, domain, OPSET_V2)
+        g.prune()
+    return switched
+
+
+def _batch_norm(g: _Graph, node: onnx.NodeProto) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray] | None:
+    """The inference BatchNormalization reading only node's output, as y = scale * x + shift."""
+    bn = g.only_consumer(node.output[0])
+    if bn is None or bn.op_type != "BatchNormalization" or len(bn.output) != 1 or bn.input[0] != node.output[0]:
+        return None
+    params = [g.constant(name) for name in bn.input[1:5]]
+    attrs = {a.name: helper.get_attribute_value(a) for a in bn.attribute}
+    if any(p is None for p in params) or attrs.get("training_mode", 0):
+        return None
+    gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+    scale = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+    return bn, scale, beta - scale * mean
+
+
+def _absorb(g: _Graph, node: onnx.NodeProto, follower: onnx.NodeProto) -> None:
+    """node takes over follower's output (follower, now folded in, is removed)."""
+    g.drop_value_info(node.output[0])
+    g.remove(follower)
+    node.output[0] = follower.output[0]
+    g.producer[node.output[0]] = node
+
+
+def _fuse(g: _Graph, node: onnx.NodeProto) -> bool:
+    if len(node.input) > 3 or _attribute(node, "activation", ""):
+        return False
+    f = _filters(g, node)
+    found = _batch_norm(g, node) if f is not None else None
+    if f is None or found is None:
+        return False
+    bn, scale, shift = found
+    axis = 2 if f.ihwo else 1
+    for index, transposed in f.rows:
+        rows = f.get(g, index, transposed)
+        blocks = f.blocks(rows)
+        shape = [1] * blocks.ndim
+        shape[axis] = f.c_out
+        f.put(g, index, transposed, (blocks * scale.reshape(shape)).astype(rows.dtype).reshape(rows.shape))
+    dtype = f.get(g, f.rows[0][0], f.rows[0][1]).dtype
+    node.input.append(g.add_initializer(f"{bn.name or node.name}.bias", shift.astype(dtype)))
+    _absorb(g, node, bn)
+    relu = g.only_consumer(node.output[0])
+    if relu is not None and relu.op_type == "Relu":
+        _set_attribute(node, "activation", "Relu")
+        _absorb(g, node, relu)
+    return True
+
+
+def fuse_epilogue(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
+    """Fold the inference BatchNormalization (and a ReLU after it) that follows a region conv into it.
+
+    The BatchNormalization's scale goes into the constant weight rows its filters come from,
+    its shift becomes the node's bias input B, the ReLU its `activation`. Returns how many
+    nodes took one in; in place.
+    """
+    g = _Graph(proto)
+    fused = sum(_fuse(g, node) for node in _nodes(proto, domain, op_type))
+    if fused:
+        set_opset(proto, domain, OPSET_V2)
+        g.prune()
+    return fused
+
+
+def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
+    """Lower every version-2 region-conv node to version 1 plus standard nodes, in place.
+
+    IHWO filters get a Transpose to OIHW, a bias B an Add after the node, `activation` Relu
+    a Relu after that. For the kernels that implement version 1 only: the TensorRT plugin
+    and the CUDA op. Returns how many nodes were lowered.
+    """
+    g = _Graph(proto)
+    lowered = 0
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    for node in nodes:
+        if not (node.domain == domain and node.op_type == op_type and _is_v2(node)):
+            proto.graph.node.append(node)
+            continue
+        lowered += 1
+        name = node.name or node.output[0]
+        if _attribute(node, "filter_layout", OIHW) == IHWO:
+            transposed = g.fresh_name(f"{node.input[1]}.oihw")
+            proto.graph.node.append(helper.make_node("Transpose", [node.input[1]], [transposed], perm=TO_OIHW))
+            node.input[1] = transposed
+        set_layout(node, OIHW)
+        tail: list[onnx.NodeProto] = []
+        output = node.output[0]
+        if len(node.input) > 3 and node.input[3]:
+            bias = g.constant(node.input[3])
+            if bias is None:
+                raise ValueError(f"{name}: to_v1 needs the bias B as a constant")
+            column = g.add_initializer(f"{node.input[3]}.column", bias.reshape(1, -1, 1, 1))
+            del node.input[3:]
+            node.output[0] = g.fresh_name(f"{output}.conv")
+            tail.append(helper.make_node("Add", [node.output[0], column], [output]))
+        if _attribute(node, "activation", ""):
+            _set_attribute(node, "activation", None)
+            last = tail[-1] if tail else node
+            last.output[0] = g.fresh_name(f"{output}.linear")
+            tail.append(helper.make_node("Relu", [last.output[0]], [output]))
+        proto.graph.node.extend([node, *tail])
+    if lowered:
+        set_opset(proto, domain, 1)
+    return lowered

@@ -1,0 +1,177 @@
+"""The node's version-2 rewrites: IHWO filters and the folded BatchNormalization + ReLU where they are free,
+the lowering to version 1 for TensorRT and CUDA, and their parity with PyTorch."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from drconv import DRConv2d
+from drconv.export import rewrite, to_onnx
+from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP
+from drconv.models import create
+from drconv.runtime.ort import session
+
+LAYOUT_ARGS = (CUSTOM_DOMAIN, CUSTOM_OP)
+
+
+def _drconv_version(proto: onnx.ModelProto) -> int:
+    return next(o.version for o in proto.opset_import if o.domain == CUSTOM_DOMAIN)
+
+
+def _run(path, x: torch.Tensor) -> np.ndarray:
+    return session(path, threads=2).run(None, {"input": x.numpy()})[0]
+
+
+def _scaled(model: torch.nn.Module) -> torch.nn.Module:
+    """Weights large enough that the logits spread out (default init gives near-equal ones)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """drconv-shufflenetv2-0.5x and three exports (exporting takes seconds: once).
+
+    v2: the default (BN + ReLU folded in, IHWO); oihw: folded, OIHW; plain: version 1 (neither).
+    """
+    tmp = tmp_path_factory.mktemp("zoo")
+    model = _scaled(create("drconv-shufflenetv2-0.5x"))
+    sample = torch.randn(1, 3, 64, 64)
+    return (
+        model,
+        to_onnx(model, sample, tmp / "v2.onnx"),
+        to_onnx(model, sample, tmp / "oihw.onnx", layout="OIHW"),
+        to_onnx(model, sample, tmp / "plain.onnx", layout="OIHW", fuse=False),
+    )
+
+
+def _region_convs(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in proto.graph.node if n.op_type == CUSTOM_OP]
+
+
+def test_zoo_export_folds_bn_relu_and_is_ihwo_matching_torch(zoo):
+    model, v2, oihw, plain = zoo
+    p_v2, p_oihw, p_plain = (onnx.load(str(p)) for p in (v2, oihw, plain))
+    assert rewrite.layouts(p_v2, *LAYOUT_ARGS) == ["IHWO"] * 32
+    assert rewrite.layouts(p_oihw, *LAYOUT_ARGS) == rewrite.layouts(p_plain, *LAYOUT_ARGS) == ["OIHW"] * 32
+    assert [_drconv_version(p) for p in (p_v2, p_oihw, p_plain)] == [2, 2, 1]
+    for node in _region_convs(p_v2):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert len(node.input) == 4 and attrs["activation"] == b"Relu"
+    assert all(len(n.input) == 3 for n in _region_convs(p_plain))
+    # Each region conv's BatchNormalization and ReLU are gone; IHWO only permuted weights.
+    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 64
+    assert not any(n.op_type == "BatchNormalization" for n in p_v2.graph.node)
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = [_run(p, x) for p in (v2, oihw, plain)]
+    for other in got[1:]:
+        np.testing.assert_allclose(got[0], other, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got[0], expected, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize(("kernel", "layout"), [(1, "IHWO"), (3, "OIHW")])
+def test_drconv2d_generator_is_rewritten_for_1x1_only(kernel, layout, tmp_path):
+    # A 3x3 filter's taps are the generator Conv's spatial axes: a Transpose would cost what IHWO
+    # saves, and there are no rows to fold the BatchNormalization into.
+    torch.manual_seed(1)
+    bn = torch.nn.BatchNorm2d(10)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    net = torch.nn.Sequential(DRConv2d(6, 10, kernel, region_num=4), bn, torch.nn.ReLU()).eval()
+    path = to_onnx(net, torch.randn(1, 6, 12, 12), tmp_path / "l.onnx")
+    proto = onnx.load(str(path))
+    assert rewrite.layouts(proto, *LAYOUT_ARGS) == [layout]
+    assert any(n.op_type == "BatchNormalization" for n in proto.graph.node) == (kernel != 1)
+    x = torch.randn(3, 6, 9, 14)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(_run(path, x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_to_v1_lowers_to_standard_nodes_with_the_same_outputs(zoo, tmp_path):
+    _, path, _, _ = zoo
+    proto = onnx.load(str(path))
+    counts = {op: sum(n.op_type == op for n in proto.graph.node) for op in ("Transpose", "Add", "Relu")}
+    nodes = len(proto.graph.node)
+    assert rewrite.to_v1(proto, *LAYOUT_ARGS) == 32
+    assert rewrite.layouts(proto, *LAYOUT_ARGS) == ["OIHW"] * 32
+    assert all(len(n.input) == 3 and not any(a.name == "activation" for a in n.attribute) for n in _region_convs(proto))
+    assert len(proto.graph.node) == nodes + 3 * 32
+    assert {op: sum(n.op_type == op for n in proto.graph.node) - c for op, c in counts.items()} == dict.fromkeys(
+        counts, 32
+    )
+    assert _drconv_version(proto) == 1
+    onnx.checker.check_model(proto)
+    assert rewrite.to_v1(proto, *LAYOUT_ARGS) == 0  # nothing left to lower
+    lowered = tmp_path / "lowered.onnx"
+    onnx.save(proto, str(lowered))
+    x = torch.randn(1, 3, 64, 96)
+    np.testing.assert_allclose(_run(lowered, x), _run(path, x), atol=1e-5, rtol=1e-5)
+
+
+def test_to_ihwo_copies_a_weight_that_another_node_reads(zoo):
+    _, _, _, path = zoo
+    proto = onnx.load(str(path))
+    # A second reader of the first mixture weight (an Identity to a new output) must still see it unpermuted.
+    region = next(n for n in proto.graph.node if n.op_type == CUSTOM_OP)
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    gemm = producer[producer[region.input[1]].input[0]]
+    weight = gemm.input[1]
+    proto.graph.node.append(onnx.helper.make_node("Identity", [weight], ["weight_copy"]))
+    proto.graph.output.append(onnx.helper.make_tensor_value_info("weight_copy", onnx.TensorProto.FLOAT, None))
+    before = next(onnx.numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == weight)
+    assert rewrite.to_ihwo(proto, *LAYOUT_ARGS) == 32
+    after = next(onnx.numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == weight)
+    np.testing.assert_array_equal(before, after)
+    assert gemm.input[1] != weight
+
+
+def test_trt_build_parses_the_lowered_graph(zoo):
+    """build_engine's parse step hands TensorRT a version-1 graph; the plugin refuses version 2's additions."""
+    from drconv.runtime import trt
+
+    class Parser:  # records what TensorRT's OnnxParser would be given
+        def parse(self, data, path=None):
+            self.data, self.path = data, path
+            return True
+
+        def parse_from_file(self, path):
+            self.data, self.path = None, path
+            return True
+
+    _, v2, _, plain = zoo
+    parser = Parser()
+    assert trt._parse(parser, v2)
+    assert parser.path == str(v2)
+    parsed = onnx.load_from_string(parser.data)
+    assert rewrite.layouts(parsed, *LAYOUT_ARGS) == ["OIHW"] * 32
+    assert trt._parse(parser, plain) and parser.data is None  # nothing to lower: the file as it is
+
+
+def test_trt_ep_export_stays_oihw(tmp_path):
+    model = create("drconv-shufflenetv2-0.5x").eval()
+    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "m.onnx", trt_ep=True)
+    proto = onnx.load(str(path))
+    assert {n.op_type for n in proto.graph.node if n.domain == "trt.plugins"} == {CUSTOM_OP}
+    assert all(
+        onnx.helper.get_attribute_value(a) == b"OIHW"
+        for n in proto.graph.node
+        if n.domain == "trt.plugins"
+        for a in n.attribute
+        if a.name == "filter_layout"
+    )
+
+
+def test_bad_layout_is_a_clear_error(tmp_path):
+    from drconv.errors import DrconvError
+
+    with pytest.raises(DrconvError, match="layout must be one of IHWO, OIHW"):
+        to_onnx(DRConv2d(2, 2, 1, 2), torch.randn(1, 2, 4, 4), tmp_path / "m.onnx", layout="HWIO")
+    assert not (tmp_path / "m.onnx").exists()
