@@ -63,9 +63,18 @@ def test_zoo_export_folds_bn_relu_and_is_ihwo_matching_torch(zoo):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert len(node.input) == 4 and attrs["activation"] == b"Relu"
     assert all(len(n.input) == 3 for n in _region_convs(p_plain))
-    # Each region conv's BatchNormalization and ReLU are gone; IHWO only permuted weights.
-    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 64
-    assert not any(n.op_type == "BatchNormalization" for n in p_v2.graph.node)
+    # Each region conv's BatchNormalization and ReLU are gone, and the Mul and Div of the
+    # mixture's 2 * sigmoid / M (now the Gemm's alpha); IHWO only permuted weights.
+    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 4 * 32
+    assert not any(n.op_type in ("BatchNormalization", "Mul") for n in p_v2.graph.node)
+    alphas = [
+        onnx.helper.get_attribute_value(a)
+        for n in p_v2.graph.node
+        if n.op_type == "Gemm"
+        for a in n.attribute
+        if a.name == "alpha"
+    ]
+    assert alphas.count(pytest.approx(2 / 8)) == 32
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():
         expected = model(x).numpy()

@@ -268,8 +268,9 @@ def to_onnx(
         layout: the custom nodes' filter_layout: "IHWO" (default; applied where the filters
             come straight from a constant weight, as in both DRConv layers, for free; the CPU
             kernel then reads them without packing) or "OIHW".
-        fuse: fold the BatchNormalization (and ReLU) after each region conv into its node
-            (custom mode; where its filters come from a constant weight, as in both layers).
+        fuse: fold the BatchNormalization (and ReLU) after each region conv into its node,
+            and the mixture's scalar scale into its Gemm (custom mode; where the filters come
+            from a constant weight, as in both layers).
 
     The model is checked with onnx.checker and written to a temporary file that is then
     renamed, so a failure leaves nothing at `path`.
@@ -305,6 +306,7 @@ def to_onnx(
     if mode == "custom" and not trt_ep:  # the TensorRT provider's plugin is version 1 of the node
         if fuse:
             rewrite.fuse_epilogue(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+            rewrite.fold_mixture_scale(proto, CUSTOM_DOMAIN, CUSTOM_OP)
         if layout == rewrite.IHWO:
             rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
     if trt_ep:

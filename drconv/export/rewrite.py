@@ -31,6 +31,7 @@ __all__ = [
     "OPSET_V2",
     "TO_IHWO",
     "TO_OIHW",
+    "fold_mixture_scale",
     "fuse_epilogue",
     "layouts",
     "set_layout",
@@ -327,6 +328,54 @@ def fuse_epilogue(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
         set_opset(proto, domain, OPSET_V2)
         g.prune()
     return fused
+
+
+def _scalar(g: _Graph, name: str) -> float | None:
+    value = g.constant(name)
+    return float(value.reshape(())) if value is not None and value.size == 1 else None
+
+
+def _fold_scale(g: _Graph, node: onnx.NodeProto) -> int:
+    """Fold scalar Mul/Div nodes on the way to the mixture Gemm's A into its alpha; how many."""
+    f = _filters(g, node)
+    if f is None or f.source.op_type != "Gemm":
+        return 0
+    gemm, factor, folded = f.source, 1.0, 0
+    reader = g.producer.get(gemm.input[0])  # the mixture coefficients are reshaped on the way
+    if reader is None or reader.op_type != "Reshape" or g.uses(gemm.input[0]) != 1:
+        reader = gemm
+    while True:
+        step = g.producer.get(reader.input[0])
+        if step is None or step.op_type not in ("Mul", "Div") or g.uses(reader.input[0]) != 1:
+            break
+        data, constant = step.input[0], _scalar(g, step.input[1])
+        if constant is None and step.op_type == "Mul":
+            data, constant = step.input[1], _scalar(g, step.input[0])
+        if constant is None or (step.op_type == "Div" and constant == 0):
+            break
+        factor = factor * constant if step.op_type == "Mul" else factor / constant
+        g.remove(step)
+        g.drop_value_info(reader.input[0])
+        reader.input[0] = data
+        g.consumers.setdefault(data, []).append(reader)
+        folded += 1
+    if folded:
+        attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+        for attribute in list(gemm.attribute):
+            if attribute.name == "alpha":
+                gemm.attribute.remove(attribute)
+        gemm.attribute.append(helper.make_attribute("alpha", float(attrs.get("alpha", 1.0)) * factor))
+    return folded
+
+
+def fold_mixture_scale(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
+    """Fold the scalar Mul/Div nodes before each mixture Gemm (MixtureDRConv2d's 2 * sigmoid / M)
+    into the Gemm's alpha, in place; returns how many nodes went."""
+    g = _Graph(proto)
+    folded = sum(_fold_scale(g, node) for node in _nodes(proto, domain, op_type))
+    if folded:
+        g.prune()
+    return folded
 
 
 def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
