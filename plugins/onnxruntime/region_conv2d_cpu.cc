@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <thread>
 
 #include "region_conv2d_op.h"
 #include "region_conv_cpu.h"
@@ -52,9 +51,6 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   void* y = nullptr;
   DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(output, &y));
 
-  // The number of tasks, not of threads: each task owns a slice of the workspace,
-  // and ORT runs them on however many intra-op threads the session has.
-  const int64_t workers = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
   Scratch workspace(*api);
   const int64_t bytes = region_conv_workspace_size<float>(shape, workers);
   DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));

@@ -1,8 +1,10 @@
 #include "region_conv2d_op.h"
 
+#include <algorithm>
 #include <exception>
 #include <new>
 #include <string>
+#include <thread>
 
 namespace drconv::ort {
 namespace {
@@ -25,6 +27,7 @@ OrtStatus* create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKern
     const std::string bad = owned->attrs.validate();
     if (!bad.empty()) status = error(*api, "RegionConv2d: " + bad);
   }
+  owned->workers = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
   if (status == nullptr) status = api->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &owned->cpu_memory);
   if (status != nullptr) {
     if (owned->cpu_memory != nullptr) api->ReleaseMemoryInfo(owned->cpu_memory);

@@ -28,6 +28,9 @@ struct RegionConv2dKernel {
   Provider provider;
   RegionConvAttrs attrs;
   OrtMemoryInfo* cpu_memory = nullptr;  // for workspace from the session's CPU allocator
+  // CPU tasks per call: each owns a slice of the workspace, and ONNX Runtime runs them on
+  // however many intra-op threads the session has. Read once: the query costs ~2 us.
+  int64_t workers = 1;
 
   OrtStatus* compute(OrtKernelContext* context) const;
   // inputs: X, filters, guide and B (null when the node has no bias).
