@@ -87,6 +87,31 @@ def test_export_custom_and_verify(tmp_path):
     assert "(3, 3, 40, 40)" in again.stdout
 
 
+def test_export_filter_layout_and_fuse_flags(tmp_path):
+    # A 1x1 DRConv2d + BatchNorm + ReLU: version 2 of the node by default, version 1 on request.
+    (tmp_path / "mini.py").write_text(
+        "import torch\nfrom drconv import DRConv2d\n\n"
+        "def factory():\n"
+        "    return torch.nn.Sequential(DRConv2d(3, 8, 1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())\n"
+    )
+    common = ("export", "--model", "mini:factory", "--input-shape", "1,3,16,16", "--verify")
+    v2 = subprocess.run([DRCONV, *common, "-o", "v2.onnx"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert v2.returncode == 0, v2.stderr
+    assert "drconv 2" in v2.stdout and "ok" in v2.stdout
+    v1 = subprocess.run(
+        [DRCONV, *common, "-o", "v1.onnx", "--filter-layout", "OIHW", "--no-fuse"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert v1.returncode == 0, v1.stderr
+    assert "drconv 1" in v1.stdout and "ok" in v1.stdout
+    bad = run("export", "-o", str(tmp_path / "x.onnx"), "--filter-layout", "HWIO")
+    assert bad.returncode == 2 and "HWIO" in bad.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_export_portable_static(tmp_path):
     out = tmp_path / "p.onnx"
     result = run("export", "-o", str(out), "--mode", "portable", "--static", "--input-shape", "2,3,32,32")
