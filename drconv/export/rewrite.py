@@ -18,6 +18,7 @@ for the kernels that implement only that: the TensorRT plugin and the CUDA op.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,6 +205,24 @@ class _Filters:
         return rows.reshape(self.groups, *inner, *rows.shape[1:])
 
 
+def _rewrite_each(
+    proto: onnx.ModelProto,
+    domain: str,
+    op_type: str,
+    change: Callable[[_Graph, onnx.NodeProto], int | bool],
+    version: int | None,
+) -> int:
+    """Apply `change` to every region-conv node; where any changed, import `version` of the
+    domain (if given) and drop the initializers left unread. Returns the sum of its counts."""
+    g = _Graph(proto)
+    count = sum(int(change(g, node)) for node in _nodes(proto, domain, op_type))
+    if count:
+        if version is not None:
+            set_opset(proto, domain, version)
+        g.prune()
+    return count
+
+
 def _filters(g: _Graph, node: onnx.NodeProto) -> _Filters | None:
     reshape = g.producer.get(node.input[1])
     if reshape is None or reshape.op_type != "Reshape" or g.uses(node.input[1]) != 1:
@@ -260,12 +279,7 @@ def to_ihwo(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     Returns how many were switched; the others keep OIHW (their filters are computed some
     other way, and a Transpose would cost what IHWO saves).
     """
-    g = _Graph(proto)
-    switched = sum(_to_ihwo(g, node) for node in _nodes(proto, domain, op_type))
-    if switched:
-        set_opset(proto, domain, OPSET_V2)
-        g.prune()
-    return switched
+    return _rewrite_each(proto, domain, op_type, _to_ihwo, OPSET_V2)
 
 
 def _batch_norm(g: _Graph, node: onnx.NodeProto) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray] | None:
@@ -322,12 +336,7 @@ def fuse_epilogue(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     its shift becomes the node's bias input B, the ReLU its `activation`. Returns how many
     nodes took one in; in place.
     """
-    g = _Graph(proto)
-    fused = sum(_fuse(g, node) for node in _nodes(proto, domain, op_type))
-    if fused:
-        set_opset(proto, domain, OPSET_V2)
-        g.prune()
-    return fused
+    return _rewrite_each(proto, domain, op_type, _fuse, OPSET_V2)
 
 
 def _scalar(g: _Graph, name: str) -> float | None:
@@ -371,11 +380,7 @@ def _fold_scale(g: _Graph, node: onnx.NodeProto) -> int:
 def fold_mixture_scale(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     """Fold the scalar Mul/Div nodes before each mixture Gemm (MixtureDRConv2d's 2 * sigmoid / M)
     into the Gemm's alpha, in place; returns how many nodes went."""
-    g = _Graph(proto)
-    folded = sum(_fold_scale(g, node) for node in _nodes(proto, domain, op_type))
-    if folded:
-        g.prune()
-    return folded
+    return _rewrite_each(proto, domain, op_type, _fold_scale, None)
 
 
 def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
