@@ -228,7 +228,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
       kernels.pad_rows(x + n * s.c_in * s.h * s.w, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded + n * x_padded_size,
                        s.h * band / pad_bands, s.h * (band + 1) / pad_bands);
     const int64_t begin = first_row(band) * w_out, end = first_row(band + 1) * w_out;
-    assign_regions(guide + n * s.regions * pixels, s.regions, pixels, begin, end, region + n * pixels);
+    kernels.assign(guide + n * s.regions * pixels, s.regions, pixels, begin, end, region + n * pixels);
     bucket_pixels(region + n * pixels + begin, s.regions, end - begin, order + n * pixels + begin,
                   start + task * (s.regions + 1), begin);
     if (n > 0) return;  // the offsets are the same for every sample

@@ -23,9 +23,13 @@
 #include <cstdint>
 #include <cstring>
 
-namespace drconv {
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
-struct RegionConvShape;
+#include "region_conv_shape.h"
+
+namespace drconv {
 
 namespace direct {
 
@@ -280,12 +284,44 @@ template <int P, int MAX_NB>
   store_block(s);
 }
 
-// The three kernels of the float path, compiled once per instruction set.
+// region[p] = region_of(guide + p, ...) (region_conv_shape.h: first argmax over R, NaN the
+// maximum, the first NaN winning) for p in [begin, end).
+inline void assign_scalar(const float* guide, int64_t regions, int64_t pixels, int64_t begin, int64_t end,
+                          int32_t* region) {
+  for (int64_t p = begin; p < end; ++p) region[p] = static_cast<int32_t>(region_of(guide + p, regions, pixels));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The same, 16 pixels at a time in AVX-512 mask registers (GCC scalarises the GNU-vector
+// form of these blends).
+__attribute__((target("avx512f"))) inline void assign_avx512(const float* guide, int64_t regions, int64_t pixels,
+                                                              int64_t begin, int64_t end, int32_t* region) {
+  int64_t p = begin;
+  for (; p + kLanes <= end; p += kLanes) {
+    __m512 best = _mm512_loadu_ps(guide + p);
+    __mmask16 done = _mm512_cmp_ps_mask(best, best, _CMP_UNORD_Q);
+    __m512i index = _mm512_setzero_si512();
+    for (int64_t r = 1; r < regions; ++r) {
+      const __m512 v = _mm512_loadu_ps(guide + r * pixels + p);
+      const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      const __mmask16 take = static_cast<__mmask16>(~done & (nan | _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ)));
+      best = _mm512_mask_mov_ps(best, take, v);
+      index = _mm512_mask_set1_epi32(index, take, static_cast<int32_t>(r));
+      done = static_cast<__mmask16>(done | nan);
+    }
+    _mm512_storeu_si512(region + p, index);
+  }
+  assign_scalar(guide, regions, pixels, p, end, region);
+}
+#endif
+
+// The kernels of the float path, compiled once per instruction set.
 struct Kernels {
   void (*convolve)(const Block&);
   void (*pack_filter)(const float* f, int64_t c_out, int64_t c_in, int64_t taps, float* out);
   void (*pad_rows)(const float* x, int64_t c, int64_t h, int64_t w, int64_t pad_h, int64_t pad_w, float* out,
                    int64_t row_begin, int64_t row_end);
+  void (*assign)(const float* guide, int64_t regions, int64_t pixels, int64_t begin, int64_t end, int32_t* region);
 };
 
 #define DRCONV_DIRECT_KERNELS(NAME, TARGET, P, MAX_NB)                                                         \
@@ -322,11 +358,11 @@ inline bool supported(Isa isa) {
 // One variant; `isa` must be supported().
 inline Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (isa == Isa::kAvx512) return {convolve_avx512, pack_filter_avx512, pad_rows_avx512};
-  if (isa == Isa::kAvx2) return {convolve_avx2, pack_filter_avx2, pad_rows_avx2};
+  if (isa == Isa::kAvx512) return {convolve_avx512, pack_filter_avx512, pad_rows_avx512, assign_avx512};
+  if (isa == Isa::kAvx2) return {convolve_avx2, pack_filter_avx2, pad_rows_avx2, assign_scalar};
 #endif
   (void)isa;
-  return {convolve_baseline, pack_filter_baseline, pad_rows_baseline};
+  return {convolve_baseline, pack_filter_baseline, pad_rows_baseline, assign_scalar};
 }
 
 // The fastest variant this CPU runs.
