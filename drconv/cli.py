@@ -416,12 +416,10 @@ def _check_layer_flags(layer, targets, model, input_shape, checkpoint, layer_siz
         raise DrconvError("--regions, --kernel and --out-channels describe a --layer: add --layer CxHxW")
 
 
-def _baseline(spec: str | None, name: str | None):
-    """(name, model) of --baseline; 'twin' is the plain twin of a zoo model."""
+def _baseline(spec: str | None, name: str):
+    """(name, model) of --baseline for the model `name`; 'twin' is the plain twin of a zoo model."""
     if spec is None:
         return None
-    if name is None:
-        raise DrconvError("--baseline compares a model (a TARGET or --model) with another; give the model")
     if spec == "twin":
         if name not in models_mod.TWINS:
             twins = ", ".join(models_mod.TWINS)

@@ -259,15 +259,14 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
 
             return lambda: region_conv_cuda(x, filters, guide, padding=(pad, pad))
         if name in ("ort", "ort-custom", "ort-portable"):
+            given = feeds
             if name == "ort-portable":
                 proto = region_conv_graph(x, filters, guide, padding=(pad, pad), mode="portable")
-                sess = _ort_session(_saved(proto, tmp, name), threads)
-                return lambda: sess.run(None, feeds)
-            # The custom node as drconv export writes it: filters IHWO.
-            proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
+            else:  # the custom node as drconv export writes it: filters IHWO
+                proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
+                given = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
             sess = _ort_session(_saved(proto, tmp, name), threads)
-            ihwo = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
-            return lambda: sess.run(None, ihwo)
+            return lambda: sess.run(None, given)
         if name == "ort-dense":
             sess = _ort_session(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)
             dense_feed = {"X": feeds["X"]}

@@ -1,7 +1,7 @@
 """Export models with DRConv layers: ONNX (custom node or portable).
 
 `to_onnx` and `describe` load torch on first use, so that torch-free code (the runtimes,
-`drconv.export.filter_layout`) can import from this package.
+`drconv.export.rewrite`) can import from this package.
 """
 
 from __future__ import annotations

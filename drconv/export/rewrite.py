@@ -313,14 +313,15 @@ def _fuse(g: _Graph, node: onnx.NodeProto) -> bool:
         return False
     bn, scale, shift = found
     axis = 2 if f.ihwo else 1
+    dtypes = []
     for index, transposed in f.rows:
         rows = f.get(g, index, transposed)
         blocks = f.blocks(rows)
         shape = [1] * blocks.ndim
         shape[axis] = f.c_out
         f.put(g, index, transposed, (blocks * scale.reshape(shape)).astype(rows.dtype).reshape(rows.shape))
-    dtype = f.get(g, f.rows[0][0], f.rows[0][1]).dtype
-    node.input.append(g.add_initializer(f"{bn.name or node.name}.bias", shift.astype(dtype)))
+        dtypes.append(rows.dtype)
+    node.input.append(g.add_initializer(f"{bn.name or node.name}.bias", shift.astype(dtypes[0])))
     _absorb(g, node, bn)
     relu = g.only_consumer(node.output[0])
     if relu is not None and relu.op_type == "Relu":

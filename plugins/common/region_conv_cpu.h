@@ -32,11 +32,6 @@ constexpr int64_t kTilePixels = 256;
 
 namespace detail {
 
-template <typename T>
-void assign_regions(const T* guide, int64_t regions, int64_t pixels, int64_t begin, int64_t end, int32_t* region) {
-  for (int64_t p = begin; p < end; ++p) region[p] = static_cast<int32_t>(region_of(guide + p, regions, pixels));
-}
-
 // Stable counting sort of one sample's pixels by region: region r's pixels are
 // order[start[r] .. start[r+1]), in raster order.
 // `first` is added to every index stored (to sort a range of pixels beginning there).
@@ -347,7 +342,7 @@ void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, con
     const int64_t n = task / bands, band = task % bands;
     detail::pad_channels_last(x + n * s.c_in * s.h * s.w, s, x_padded + n * x_padded_size, s.h * band / bands,
                               s.h * (band + 1) / bands);
-    detail::assign_regions(guide + n * s.regions * pixels, s.regions, pixels, pixels * band / bands,
+    assign_regions(guide + n * s.regions * pixels, s.regions, pixels, pixels * band / bands,
                            pixels * (band + 1) / bands, region + n * pixels);
   });
   for (int64_t n = 0; n < s.n; ++n)

@@ -11,8 +11,8 @@
 // [channel group][C_in][tap][64]: the reduction runs in the filter's own (C_in, tap)
 // order, so packing is a plain 16 x 16 block transpose with both sides contiguous, and
 // the weights stream in order. IHWO filters ([C_in][tap][C_out]) are read as they are,
-// a 64-channel window of each row: at small maps packing cost more than the convolution. The block's outputs go to y through 16 x 16 register
-// transposes. The multiply-adds are those of one dense convolution, whether the regions
+// a 64-channel window of each row: at small maps packing cost more than the convolution.
+// The block's outputs go to y through 16 x 16 register transposes. The multiply-adds are those of one dense convolution, whether the regions
 // are coherent blobs or scattered pixels.
 //
 // Portable C++ with GNU vector types (16 floats); compiled three times, for AVX-512,
@@ -284,15 +284,9 @@ template <int P, int MAX_NB>
   store_block(s);
 }
 
-// region[p] = region_of(guide + p, ...) (region_conv_shape.h: first argmax over R, NaN the
-// maximum, the first NaN winning) for p in [begin, end).
-inline void assign_scalar(const float* guide, int64_t regions, int64_t pixels, int64_t begin, int64_t end,
-                          int32_t* region) {
-  for (int64_t p = begin; p < end; ++p) region[p] = static_cast<int32_t>(region_of(guide + p, regions, pixels));
-}
-
 #if defined(__x86_64__) && defined(__GNUC__)
-// The same, 16 pixels at a time in AVX-512 mask registers (GCC scalarises the GNU-vector
+// assign_regions (region_conv_shape.h: first argmax over R, NaN the maximum, the first NaN
+// winning), 16 pixels at a time in AVX-512 mask registers (GCC scalarises the GNU-vector
 // form of these blends).
 __attribute__((target("avx512f"))) inline void assign_avx512(const float* guide, int64_t regions, int64_t pixels,
                                                               int64_t begin, int64_t end, int32_t* region) {
@@ -311,7 +305,7 @@ __attribute__((target("avx512f"))) inline void assign_avx512(const float* guide,
     }
     _mm512_storeu_si512(region + p, index);
   }
-  assign_scalar(guide, regions, pixels, p, end, region);
+  assign_regions(guide, regions, pixels, p, end, region);
 }
 #endif
 
@@ -359,10 +353,10 @@ inline bool supported(Isa isa) {
 inline Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (isa == Isa::kAvx512) return {convolve_avx512, pack_filter_avx512, pad_rows_avx512, assign_avx512};
-  if (isa == Isa::kAvx2) return {convolve_avx2, pack_filter_avx2, pad_rows_avx2, assign_scalar};
+  if (isa == Isa::kAvx2) return {convolve_avx2, pack_filter_avx2, pad_rows_avx2, assign_regions<float>};
 #endif
   (void)isa;
-  return {convolve_baseline, pack_filter_baseline, pad_rows_baseline, assign_scalar};
+  return {convolve_baseline, pack_filter_baseline, pad_rows_baseline, assign_regions<float>};
 }
 
 // The fastest variant this CPU runs.

@@ -60,4 +60,11 @@ inline int64_t region_of(const T* guide, int64_t regions, int64_t step) {
   return best;
 }
 
+// region[p] = region_of(guide + p, regions, pixels) for p in [begin, end): guide is one
+// sample's [R][pixels].
+template <typename T>
+void assign_regions(const T* guide, int64_t regions, int64_t pixels, int64_t begin, int64_t end, int32_t* region) {
+  for (int64_t p = begin; p < end; ++p) region[p] = static_cast<int32_t>(region_of(guide + p, regions, pixels));
+}
+
 }  // namespace drconv
