@@ -68,7 +68,7 @@ def main() -> None:
         "x dense",
     )
     Console().print(
-        f"torch {torch.__version__}, native kernel {'on' if drconv.ops.native_cpu_kernel_available() else 'OFF'}, "
+        f"torch {torch.__version__}, CPU kernel {drconv.ops.cpu_kernel_isa()}, "
         f"{platform.processor() or platform.machine()}"
     )
 

@@ -12,7 +12,7 @@ import torch
 
 from drconv import __version__
 from drconv.errors import DrconvError
-from drconv.ops import native_cpu_kernel_available
+from drconv.ops import cpu_kernel_isa
 
 # Library file names as `make plugins` builds them (plugins/CMakeLists.txt, later issues).
 PLUGIN_FILES = {
@@ -97,6 +97,6 @@ def collect() -> dict:
         "cuda_available": cuda,
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "torch_threads": torch.get_num_threads(),
-        "native_cpu_kernel": native_cpu_kernel_available(),
+        "cpu_kernel_isa": cpu_kernel_isa(),
         "plugins": plugins(),
     }

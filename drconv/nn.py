@@ -205,10 +205,43 @@ class MixtureDRConv2d(_RegionConvLayer):
         return 2.0 * torch.sigmoid(self.routing_fc(x.mean((2, 3)))) / self.num_basis
 
     def region_filters(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample, per-region filters [N, R, C_out, C_in, kh, kw]."""
+        """Per-sample, per-region filters [N, R, C_out, C_in, kh, kw].
+
+        In eager CPU inference their memory is IHWO ([N, R, C_in, kh, kw, C_out], returned as
+        a permuted view): the CPU kernel reads that layout as it is, where OIHW filters
+        would be packed on every call (docs/region_conv_op.md). The mixture then multiplies
+        by a copy of `weight` with its rows in IHWO order, kept until `weight` changes.
+        """
         kh, kw = self.kernel_size
-        filters = F.linear(self.mixture(x).reshape(-1, self.num_basis), self.weight)  # [N*R, C_out*C_in*kh*kw]
-        return filters.view(-1, self.region_num, self.out_channels, self.in_channels, kh, kw)
+        z = self.mixture(x).reshape(-1, self.num_basis)
+        if not self._ihwo_inference(x):
+            filters = F.linear(z, self.weight)  # [N*R, C_out*C_in*kh*kw]
+            return filters.view(-1, self.region_num, self.out_channels, self.in_channels, kh, kw)
+        filters = F.linear(z, self._ihwo_weight())  # [N*R, C_in*kh*kw*C_out]
+        return filters.view(-1, self.region_num, self.in_channels, kh, kw, self.out_channels).permute(0, 1, 5, 2, 3, 4)
+
+    def _ihwo_inference(self, x: torch.Tensor) -> bool:
+        """Eager CPU inference, where nothing traces the graph (an export keeps OIHW: its
+        rewrite makes the node's filters IHWO at no cost, drconv.export.rewrite)."""
+        return (
+            x.device.type == "cpu"
+            and not (torch.is_grad_enabled() and self.weight.requires_grad)
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting()
+        )
+
+    def _ihwo_weight(self) -> torch.Tensor:
+        """`weight` [C_out*C_in*kh*kw, M] with its rows in (C_in, kh, kw, C_out) order, cached
+        for as long as `weight` is the same tensor at the same version."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
+        cached = getattr(self, "_ihwo_cache", None)
+        if cached is None or cached[0] != key:
+            rows = self.weight.detach().view(self.out_channels, -1, self.num_basis).transpose(0, 1)
+            cached = (key, rows.reshape(-1, self.num_basis))
+            self._ihwo_cache = cached
+        return cached[1]
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         _check_input("MixtureDRConv2d", x, self.in_channels)

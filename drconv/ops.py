@@ -1,9 +1,11 @@
 """`drconv::region_conv`: the region-wise convolution as one registered PyTorch op.
 
-One op (torch.library.custom_op) with its fake implementation and autograd beside
-it, so torch.export and torch.compile see a single node and the ONNX exporter can
-translate it to one `drconv::RegionConv2d` node. The contract is in
-docs/region_conv_op.md.
+The op is declared here, with its fake implementation beside it; its CPU kernel and its
+autograd are C++, registered with the dispatcher by drconv._C (TORCH_LIBRARY_IMPL in
+drconv/csrc/region_conv_torch.cpp), so an eager call is one dispatcher call with no
+Python on the way to the kernel. Other devices run the torch-ops implementation below.
+torch.export and torch.compile see a single node, and the ONNX exporter translates it
+to one `drconv::RegionConv2d` node. The contract is in docs/region_conv_op.md.
 """
 
 from __future__ import annotations
@@ -13,23 +15,28 @@ import torch
 from drconv import _torch_kernels
 from drconv._geometry import IntOrPair, check_inputs, check_tensors, normalize_params
 
-try:  # the fused C++ CPU kernel; built by `make` (pip install -e .)
+__all__ = ["cpu_kernel_isa", "region_conv"]
+
+_lib = torch.library.Library("drconv", "FRAGMENT")
+_lib.define(
+    "region_conv(Tensor x, Tensor filters, Tensor guide, int[] stride, int[] padding, int[] dilation) -> Tensor"
+)
+
+try:  # the C++ kernels; importing the library registers them
     from drconv import _C  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - exercised only on installs without a compiler
-    _C = None
-
-__all__ = ["native_cpu_kernel_available", "region_conv"]
-
-
-def native_cpu_kernel_available() -> bool:
-    """Whether the fused C++ CPU forward kernel (drconv._C) was built."""
-    return _C is not None
+except ImportError as error:  # pragma: no cover - a broken install
+    raise ImportError(
+        f"drconv's native kernel drconv._C is missing or broken ({error}); reinstall drconv "
+        "(`make setup`, or `pip install --no-build-isolation -e .` with a C++ compiler)"
+    ) from error
 
 
-def _uses_native(x: torch.Tensor) -> bool:
-    return _C is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+def cpu_kernel_isa() -> str:
+    """The instruction set the float32 CPU kernel runs on this CPU: avx512, avx2 or baseline."""
+    return _C.cpu_isa()
 
 
+@torch.library.impl(_lib, "region_conv", "CompositeExplicitAutograd")
 def _forward(
     x: torch.Tensor,
     filters: torch.Tensor,
@@ -38,22 +45,14 @@ def _forward(
     padding: list[int],
     dilation: list[int],
 ) -> torch.Tensor:
+    """The op on devices without a C++ kernel (CPU has one): torch ops, one GEMM per region."""
     geo = check_inputs(x, filters, guide, stride, padding, dilation)
     if geo.n == 0 or geo.c_out == 0:
         return x.new_zeros(geo.n, geo.c_out, geo.h_out, geo.w_out)
-    if _uses_native(x):
-        return _C.region_conv_forward(
-            x.contiguous(), filters.contiguous(), guide.contiguous(), stride, padding, dilation
-        )
     return _torch_kernels.forward(x, filters, guide, geo)
 
 
-# The op's implementation on every device; also called directly in eager inference
-# (region_conv's _eager_inference).
-_region_conv = torch.library.custom_op("drconv::region_conv", mutates_args=())(_forward)
-
-
-@_region_conv.register_fake
+@torch.library.register_fake("drconv::region_conv", lib=_lib)
 def _region_conv_fake(x, filters, guide, stride, padding, dilation):
     geo = check_inputs(x, filters, guide, stride, padding, dilation)
     return x.new_empty(geo.n, geo.c_out, geo.h_out, geo.w_out)
@@ -86,25 +85,6 @@ def _region_conv_backward_fake(grad_y, x, filters, guide, stride, padding, dilat
     return like(x, need_x), like(filters, need_filters), like(guide, need_guide)
 
 
-def _setup_context(ctx, inputs, output):
-    x, filters, guide, stride, padding, dilation = inputs
-    ctx.save_for_backward(x, filters, guide)
-    ctx.conv = (stride, padding, dilation)
-
-
-def _backward(ctx, grad_y):
-    x, filters, guide = ctx.saved_tensors
-    need_x, need_filters, need_guide = ctx.needs_input_grad[:3]
-    grads = torch.ops.drconv.region_conv_backward(
-        grad_y, x, filters, guide, *ctx.conv, need_x, need_filters, need_guide
-    )
-    grads = [g if needed else None for g, needed in zip(grads, (need_x, need_filters, need_guide), strict=True)]
-    return *grads, None, None, None
-
-
-_region_conv.register_autograd(_backward, setup_context=_setup_context)
-
-
 def region_conv(
     x: torch.Tensor,
     filters: torch.Tensor,
@@ -135,48 +115,4 @@ def region_conv(
     if filters.dim() != 6:
         raise ValueError(f"filters must be 6-D [N, R, C_out, C_in, kh, kw], got shape {tuple(filters.shape)}")
     s, p, d = normalize_params((filters.shape[4], filters.shape[5]), stride, padding, dilation)
-    if _eager_inference(x, filters, guide):
-        return _forward(x, filters, guide, list(s), list(p), list(d))
     return torch.ops.drconv.region_conv(x, filters, guide, list(s), list(p), list(d))
-
-
-def _plain_keys() -> tuple[object, ...]:
-    with torch.inference_mode():
-        inference = torch._C._dispatch_keys(torch.empty(0))
-    return torch._C._dispatch_keys(torch.empty(0)), inference
-
-
-def _eager_inference(*tensors: torch.Tensor) -> bool:
-    """Whether this call may run the op's CPU implementation directly, without the dispatcher.
-
-    The op's dispatch (autograd wrapper, redispatch, backend wrapper, all in Python) costs
-    ~0.1 ms a call at 64x56x56 in a serving loop, 4-7% of the op (docs/performance.md);
-    in eager inference on plain CPU tensors it does nothing, so it is skipped. Anything
-    that must see the op (autograd, tracing, export, torch.compile, dispatch or function
-    modes, functorch, tensor subclasses, autocast) takes the op as before; so does any
-    torch whose private introspection functions this relies on are missing.
-    """
-    try:
-        plain = _PLAIN_KEYS
-        if (
-            torch.compiler.is_compiling()  # first: Dynamo folds it, and must not trace what follows
-            or torch._C._len_torch_dispatch_stack() > 0
-            or torch._C._is_torch_function_mode_enabled()
-            or torch._C._functorch.peek_interpreter_stack() is not None
-            or torch.jit.is_tracing()
-            or torch.is_autocast_enabled("cpu")
-        ):
-            return False
-        grad = torch.is_grad_enabled()
-        return all(
-            type(t) is torch.Tensor
-            and torch._C._dispatch_keys(t) in plain
-            and _uses_native(t)
-            and not (grad and t.requires_grad)
-            for t in tensors
-        )
-    except (AttributeError, TypeError, RuntimeError):  # pragma: no cover - a torch without these internals
-        return False
-
-
-_PLAIN_KEYS = _plain_keys()

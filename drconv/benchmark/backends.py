@@ -249,7 +249,11 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
 
     def build(name: str) -> Callable[[], object]:
         if name == "torch":
-            return lambda: drconv.region_conv(x, filters, guide)
+            if device != "cpu":
+                return lambda: drconv.region_conv(x, filters, guide)
+            # The filters as drconv's modules hand them over in CPU inference: IHWO memory.
+            ihwo = filters.permute(rewrite.TO_IHWO).contiguous().permute(rewrite.TO_OIHW)
+            return lambda: drconv.region_conv(x, ihwo, guide)
         if name == "torch-naive":
             return lambda: naive_region_conv(x, filters, guide, pad)
         if name in ("torch-dense", "cudnn-dense"):
@@ -278,7 +282,7 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
     for name in names:
         run = build(name)
         # The dense bounds compute another function; torch on the CPU is the reference itself.
-        if not name.endswith("-dense") and not (name == "torch" and device == "cpu"):
+        if not name.endswith("-dense"):
             _check(prepared, name, run, reference, device)
         bound = _BOUND[device].get(name)
         prepared.backends.append(

@@ -12,7 +12,7 @@ import torch
 
 from drconv import __version__
 from drconv.info import gpu, package_version, plugins
-from drconv.ops import native_cpu_kernel_available
+from drconv.ops import cpu_kernel_isa
 
 _REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -69,6 +69,6 @@ def collect(threads: int) -> dict:
             "tensorrt": package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
         },
         "git": git_revision(),
-        "native_cpu_kernel": native_cpu_kernel_available(),
+        "cpu_kernel_isa": cpu_kernel_isa(),
         "plugins": plugins(),
     }

@@ -1,13 +1,21 @@
-// PyTorch binding of the shared CPU kernel (plugins/common/region_conv_cpu.h):
-// MKL GEMM through ATen, ATen's intra-op thread pool.
+// The drconv::region_conv op's C++ kernels, registered with the dispatcher
+// (TORCH_LIBRARY_IMPL): the shared CPU kernel (plugins/common/region_conv_cpu.h) on
+// ATen's intra-op pool, and the op's autograd. drconv/ops.py declares the op, its fake
+// implementation and the torch-ops kernel other devices run; its backward stays the
+// drconv::region_conv_backward op. With both kernels in C++ an eager call from Python
+// is one dispatcher call, with no Python between it and the kernel.
 // Torch's headers are not -Wextra clean; keep the warnings for our own code only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/record_function.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/utils/pybind.h>
+#include <torch/library.h>
 #pragma GCC diagnostic pop
+
+#include <tuple>
 
 #include "region_conv_checks.h"
 #include "region_conv_cpu.h"
@@ -33,31 +41,119 @@ struct AtenParallelFor {
   }
 };
 
-at::Tensor region_conv_forward(const at::Tensor& x, const at::Tensor& filters, const at::Tensor& guide,
-                               std::vector<int64_t> stride, std::vector<int64_t> padding,
-                               std::vector<int64_t> dilation) {
-  // Seen by torch.profiler also when drconv.region_conv skips the dispatcher (its eager
-  // fast path records no op event); costs a flag check when no profiler runs.
-  RECORD_FUNCTION("drconv::region_conv_cpu_kernel", std::vector<c10::IValue>({x, filters, guide}));
-  TORCH_CHECK_VALUE(x.device().is_cpu() && filters.device().is_cpu() && guide.device().is_cpu(),
-                    "region_conv: the native kernel takes CPU tensors");
+// filters [N, R, C_out, C_in, kh, kw] as the kernel reads them: as they are when their
+// memory is OIHW (contiguous) or IHWO (a permuted view of a contiguous [N, R, C_in, kh, kw,
+// C_out] tensor, which drconv's modules hand over in inference: the kernel then packs
+// nothing, docs/region_conv_op.md), else copied to OIHW. Sets `layout` to match.
+at::Tensor filters_in_kernel_layout(const at::Tensor& filters, drconv::FilterLayout& layout) {
+  if (!filters.is_contiguous()) {
+    const at::Tensor ihwo = filters.permute({0, 1, 3, 4, 5, 2});
+    if (ihwo.is_contiguous()) {
+      layout = drconv::FilterLayout::kIHWO;
+      return ihwo;
+    }
+  }
+  layout = drconv::FilterLayout::kOIHW;
+  return filters.contiguous();
+}
+
+// The CPU kernel (dispatch key CPU). float16 and bfloat16 run in float32: the kernel has
+// no half-precision arithmetic, and rounding once at the end is closer to the exact result.
+at::Tensor region_conv_cpu(const at::Tensor& x, const at::Tensor& filters, const at::Tensor& guide,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   const drconv::RegionConvShape s = drconv::checked_shape(x, filters, guide, stride, padding, dilation);
-  const at::Tensor xc = x.contiguous(), fc = filters.contiguous(), gc = guide.contiguous();
+  if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble)
+    return region_conv_cpu(x.to(at::kFloat), filters.to(at::kFloat), guide.to(at::kFloat), stride, padding, dilation)
+        .to(x.scalar_type());
+  drconv::RegionConvShape shape = s;
+  const at::Tensor xc = x.contiguous(), gc = guide.contiguous();
+  const at::Tensor fc = filters_in_kernel_layout(filters, shape.layout);
   at::Tensor y = at::empty({s.n, s.c_out, s.h_out(), s.w_out()}, x.options());
   const int64_t workers = at::get_num_threads();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "region_conv_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "region_conv_cpu", [&] {
     // One block, so that the allocator can hand the same memory back call after call.
-    at::Tensor workspace = at::empty({drconv::region_conv_workspace_size<scalar_t>(s, workers)},
+    at::Tensor workspace = at::empty({drconv::region_conv_workspace_size<scalar_t>(shape, workers)},
                                      x.options().dtype(at::kByte));
     drconv::region_conv_forward<scalar_t>(xc.data_ptr<scalar_t>(), fc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                                          y.data_ptr<scalar_t>(), s, AtenGemm{}, AtenParallelFor{}, workers,
+                                          y.data_ptr<scalar_t>(), shape, AtenGemm{}, AtenParallelFor{}, workers,
                                           workspace.data_ptr());
   });
   return y;
 }
 
+// The op's kernel for these inputs' device, below the autograd key.
+at::Tensor call_below_autograd(const at::Tensor& x, const at::Tensor& filters, const at::Tensor& guide,
+                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("drconv::region_conv", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef,
+                                               at::IntArrayRef, at::IntArrayRef)>();
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op.call(x, filters, guide, stride, padding, dilation);
+}
+
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// drconv::region_conv_backward (declared and implemented in drconv/ops.py).
+Tensors3 call_backward(const at::Tensor& grad_y, const torch::autograd::variable_list& saved,
+                       const torch::autograd::AutogradContext& ctx, bool need_x, bool need_filters, bool need_guide) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("drconv::region_conv_backward", "")
+                             .typed<Tensors3(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const at::Tensor&, c10::SymIntArrayRef, c10::SymIntArrayRef,
+                                             c10::SymIntArrayRef, bool, bool, bool)>();
+  auto sym = [&](const char* key) { return ctx.saved_data.at(key).toSymIntVector(); };
+  return op.call(grad_y, saved[0], saved[1], saved[2], sym("stride"), sym("padding"), sym("dilation"), need_x,
+                 need_filters, need_guide);
+}
+
+class RegionConvFunction : public torch::autograd::Function<RegionConvFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& filters,
+                            const at::Tensor& guide, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation) {
+    ctx->save_for_backward({x, filters, guide});
+    ctx->saved_data["stride"] = c10::fromIntArrayRefSlow(stride);
+    ctx->saved_data["padding"] = c10::fromIntArrayRefSlow(padding);
+    ctx->saved_data["dilation"] = c10::fromIntArrayRefSlow(dilation);
+    return call_below_autograd(x, filters, guide, stride, padding, dilation);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const bool need_x = ctx->needs_input_grad(0), need_filters = ctx->needs_input_grad(1),
+               need_guide = ctx->needs_input_grad(2);
+    auto [gx, gf, gg] = call_backward(grads[0], ctx->get_saved_variables(), *ctx, need_x, need_filters, need_guide);
+    // The backward op returns an empty tensor for a gradient not asked for.
+    return {need_x ? gx : at::Tensor(), need_filters ? gf : at::Tensor(), need_guide ? gg : at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor region_conv_autograd(const at::Tensor& x, const at::Tensor& filters, const at::Tensor& guide,
+                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  // Inference (no_grad, or no input needing a gradient) builds no graph node, as ATen's own
+  // autograd kernels do.
+  if (!at::GradMode::is_enabled() || !(x.requires_grad() || filters.requires_grad() || guide.requires_grad()))
+    return call_below_autograd(x, filters, guide, stride, padding, dilation);
+  return RegionConvFunction::apply(x, filters, guide, stride, padding, dilation);
+}
+
+// Which instruction set's variant the float32 kernel runs on this CPU (drconv info).
+std::string cpu_isa() {
+  using drconv::direct::Isa;
+  for (const auto& [isa, name] : {std::pair{Isa::kAvx512, "avx512"}, std::pair{Isa::kAvx2, "avx2"}})
+    if (drconv::direct::supported(isa)) return name;
+  return "baseline";
+}
+
 }  // namespace
 
+TORCH_LIBRARY_IMPL(drconv, CPU, m) { m.impl("region_conv", TORCH_FN(region_conv_cpu)); }
+
+TORCH_LIBRARY_IMPL(drconv, Autograd, m) { m.impl("region_conv", TORCH_FN(region_conv_autograd)); }
+
+// Importing the module loads the library, which registers the kernels above.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("region_conv_forward", &region_conv_forward, "Region-wise convolution forward (CPU, fused)");
+  m.def("cpu_isa", &cpu_isa, "The instruction set the float32 CPU kernel runs on this CPU");
 }
