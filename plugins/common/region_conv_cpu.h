@@ -30,6 +30,19 @@ namespace drconv {
 // tile's im2col rows stay in L2.
 constexpr int64_t kTilePixels = 256;
 
+// Below this many multiply-adds a call runs on the calling thread alone: handing work to a
+// pool costs microseconds, more than such a call's arithmetic (and on a VM a parked vCPU can
+// take a timer tick, ~4 ms, to wake: a 1x1x1x1 layer read p50 14 us, p99 4.7 ms, in
+// benchmarks/bench_torch_overhead.py before this rule).
+constexpr int64_t kSerialMultiplyAdds = int64_t{1} << 16;
+
+// The workers a call of this shape uses, given `workers` available. The workspace sized for
+// `workers` (region_conv_workspace_size) holds what the fewer need.
+inline int64_t useful_workers(const RegionConvShape& s, int64_t workers) {
+  const int64_t multiply_adds = s.n * s.pixels() * s.c_out * s.patch();
+  return multiply_adds < kSerialMultiplyAdds ? 1 : std::max<int64_t>(workers, 1);
+}
+
 namespace detail {
 
 // Stable counting sort of one sample's pixels by region: region r's pixels are
@@ -297,7 +310,7 @@ void region_conv_forward_f32(const float* x, const float* filters, const float* 
                              const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
                              void* workspace, const direct::Epilogue& epilogue = {}) {
   if (s.n == 0 || s.c_out == 0) return;
-  detail::region_conv_forward_direct(x, filters, guide, y, s, parallel_for, std::max<int64_t>(workers, 1), workspace,
+  detail::region_conv_forward_direct(x, filters, guide, y, s, parallel_for, useful_workers(s, workers), workspace,
                                      direct::kernels(), epilogue);
 }
 
@@ -320,7 +333,7 @@ template <typename T, typename Gemm, typename ParallelFor>
 void region_conv_forward(const T* x, const T* filters, const T* guide, T* y, const RegionConvShape& s,
                          const Gemm& gemm, const ParallelFor& parallel_for, int64_t workers, void* workspace) {
   if (s.n == 0 || s.c_out == 0) return;
-  workers = std::max<int64_t>(workers, 1);
+  workers = useful_workers(s, workers);
   if constexpr (std::is_same_v<T, float>) {  // float32: the direct kernel, faster than im2col + GEMM
     region_conv_forward_f32(x, filters, guide, y, s, parallel_for, workers, workspace);
     return;
