@@ -1,9 +1,10 @@
 """Region-wise convolution written with PyTorch tensor ops, for any device.
 
 Pixels are bucketed by (sample, region) and each bucket is one GEMM with its own
-filter, so the multiply-adds equal one dense convolution, not R of them. The CPU
-forward normally runs the fused C++ kernel instead (drconv._C); this path is the
-fallback there and the implementation on CUDA until the CUDA kernel lands.
+filter, so the multiply-adds equal one dense convolution, not R of them. On the CPU the
+op's forward is the C++ kernel (drconv._C); this path is its forward on every other
+device (CUDA included: the shared CUDA kernel is not registered with the op yet), the
+backward everywhere, and the tests' second implementation of the forward.
 """
 
 from __future__ import annotations
