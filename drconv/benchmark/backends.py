@@ -281,7 +281,8 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
 
     for name in names:
         run = build(name)
-        # The dense bounds compute another function; torch on the CPU is the reference itself.
+        # The dense bounds compute another function. torch is checked too: the reference got
+        # OIHW filters, the timed call gets them IHWO.
         if not name.endswith("-dense"):
             _check(prepared, name, run, reference, device)
         bound = _BOUND[device].get(name)
