@@ -234,14 +234,16 @@ class MixtureDRConv2d(_RegionConvLayer):
 
     def _ihwo_weight(self) -> torch.Tensor:
         """`weight` [C_out*C_in*kh*kw, M] with its rows in (C_in, kh, kw, C_out) order, cached
-        for as long as `weight` is the same tensor at the same version."""
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
+        for as long as `weight` is the same tensor, with the same data, at the same version."""
+        weight = self.weight
         cached = getattr(self, "_ihwo_cache", None)
-        if cached is None or cached[0] != key:
-            rows = self.weight.detach().view(self.out_channels, -1, self.num_basis).transpose(0, 1)
-            cached = (key, rows.reshape(-1, self.num_basis))
+        # The cache holds the weight itself: an address and a version alone could match a new
+        # weight allocated where a freed one was.
+        if cached is None or cached[0] is not weight or cached[1] != (weight.data_ptr(), weight._version):
+            rows = weight.detach().view(self.out_channels, -1, self.num_basis).transpose(0, 1)
+            cached = (weight, (weight.data_ptr(), weight._version), rows.reshape(-1, self.num_basis))
             self._ihwo_cache = cached
-        return cached[1]
+        return cached[2]
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         _check_input("MixtureDRConv2d", x, self.in_channels)

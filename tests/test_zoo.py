@@ -84,9 +84,11 @@ def test_mixture_layer_hands_over_ihwo_filters_in_inference(dtype):
         assert filters.permute(0, 1, 3, 4, 5, 2).is_contiguous()  # IHWO memory, OIHW view
         torch.testing.assert_close(filters, training_filters, **tolerance)
         torch.testing.assert_close(layer(x, guide), training_y, **tolerance)
-        # The IHWO copy of the weight follows the weight.
+        # The IHWO copy of the weight follows the weight: changed in place, or replaced.
         layer.weight.mul_(2)
         torch.testing.assert_close(layer.region_filters(x), 2 * training_filters, **tolerance)
+        layer.weight = torch.nn.Parameter(layer.weight / 4)
+        torch.testing.assert_close(layer.region_filters(x), training_filters / 2, **tolerance)
 
 
 def test_mixture_layer_rejects_a_wrong_guide():
