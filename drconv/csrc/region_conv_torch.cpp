@@ -61,21 +61,20 @@ at::Tensor filters_in_kernel_layout(const at::Tensor& filters, drconv::FilterLay
 // no half-precision arithmetic, and rounding once at the end is closer to the exact result.
 at::Tensor region_conv_cpu(const at::Tensor& x, const at::Tensor& filters, const at::Tensor& guide,
                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  const drconv::RegionConvShape s = drconv::checked_shape(x, filters, guide, stride, padding, dilation);
+  drconv::RegionConvShape s = drconv::checked_shape(x, filters, guide, stride, padding, dilation);
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble)
     return region_conv_cpu(x.to(at::kFloat), filters.to(at::kFloat), guide.to(at::kFloat), stride, padding, dilation)
         .to(x.scalar_type());
-  drconv::RegionConvShape shape = s;
   const at::Tensor xc = x.contiguous(), gc = guide.contiguous();
-  const at::Tensor fc = filters_in_kernel_layout(filters, shape.layout);
+  const at::Tensor fc = filters_in_kernel_layout(filters, s.layout);
   at::Tensor y = at::empty({s.n, s.c_out, s.h_out(), s.w_out()}, x.options());
   const int64_t workers = at::get_num_threads();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "region_conv_cpu", [&] {
     // One block, so that the allocator can hand the same memory back call after call.
-    at::Tensor workspace = at::empty({drconv::region_conv_workspace_size<scalar_t>(shape, workers)},
+    at::Tensor workspace = at::empty({drconv::region_conv_workspace_size<scalar_t>(s, workers)},
                                      x.options().dtype(at::kByte));
     drconv::region_conv_forward<scalar_t>(xc.data_ptr<scalar_t>(), fc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                                          y.data_ptr<scalar_t>(), shape, AtenGemm{}, AtenParallelFor{}, workers,
+                                          y.data_ptr<scalar_t>(), s, AtenGemm{}, AtenParallelFor{}, workers,
                                           workspace.data_ptr());
   });
   return y;
@@ -141,9 +140,14 @@ at::Tensor region_conv_autograd(const at::Tensor& x, const at::Tensor& filters, 
 
 // Which instruction set's variant the float32 kernel runs on this CPU (drconv info).
 std::string cpu_isa() {
-  using drconv::direct::Isa;
-  for (const auto& [isa, name] : {std::pair{Isa::kAvx512, "avx512"}, std::pair{Isa::kAvx2, "avx2"}})
-    if (drconv::direct::supported(isa)) return name;
+  switch (drconv::direct::best_isa()) {
+    case drconv::direct::Isa::kAvx512:
+      return "avx512";
+    case drconv::direct::Isa::kAvx2:
+      return "avx2";
+    case drconv::direct::Isa::kBaseline:
+      break;
+  }
   return "baseline";
 }
 

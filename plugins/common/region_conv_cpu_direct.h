@@ -388,12 +388,14 @@ inline Kernels kernels_for(Isa isa) {
   return {convolve_baseline, pack_filter_baseline, pad_rows_baseline, assign_regions<float>};
 }
 
-// The fastest variant this CPU runs.
-inline Kernels kernels() {
+// The fastest instruction set this CPU runs, and its kernels.
+inline Isa best_isa() {
   for (const Isa isa : {Isa::kAvx512, Isa::kAvx2})
-    if (supported(isa)) return kernels_for(isa);
-  return kernels_for(Isa::kBaseline);
+    if (supported(isa)) return isa;
+  return Isa::kBaseline;
 }
+
+inline Kernels kernels() { return kernels_for(best_isa()); }
 
 }  // namespace direct
 }  // namespace drconv
