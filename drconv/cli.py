@@ -285,8 +285,8 @@ def export(
         bool,
         typer.Option(
             "--fuse/--no-fuse",
-            help="Fold the BatchNormalization and ReLU after each region conv into its node (drconv build and "
-            "CUDA sessions split them out again).",
+            help="Fold the BatchNormalization and ReLU after each region conv, and a mixture's filter Gemm, into "
+            "its node (drconv build and CUDA sessions split them out again).",
         ),
     ] = True,
 ) -> None:

@@ -55,3 +55,27 @@ def ort_session(model, library, threads=2):
 
 def as_numpy(*tensors):
     return [np.ascontiguousarray(t.detach().numpy()) for t in tensors]
+
+
+def mixture_node_model(strides=(1, 1), pads=(0, 0, 0, 0), filter_layout="OIHW", bias=False, activation=None):
+    """X, coefficients, basis, guide[, B] -> Y through one drconv::MixtureRegionConv2d (drconv version 3)."""
+    names = ("X", "coefficients", "basis", "guide", "B") if bias else ("X", "coefficients", "basis", "guide")
+    extra = {"activation": activation} if activation is not None else {}
+    node = helper.make_node(
+        "MixtureRegionConv2d",
+        list(names),
+        ["Y"],
+        domain="drconv",
+        strides=list(strides),
+        pads=list(pads),
+        dilations=[1, 1],
+        filter_layout=filter_layout,
+        **extra,
+    )
+    graph = helper.make_graph(
+        [node],
+        "mixture_region_conv",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("drconv", 3)])

@@ -1,5 +1,6 @@
-"""The node's version-2 rewrites: IHWO filters and the folded BatchNormalization + ReLU where they are free,
-the lowering to version 1 for TensorRT and CUDA, and their parity with PyTorch."""
+"""The node's rewrites: IHWO filters and the folded BatchNormalization + ReLU where they are free (version 2),
+the mixture folded into MixtureRegionConv2d (version 3), the lowering to version 1 for TensorRT and CUDA,
+and their parity with PyTorch."""
 
 import numpy as np
 import onnx
@@ -36,7 +37,8 @@ def _scaled(model: torch.nn.Module) -> torch.nn.Module:
 def zoo(tmp_path_factory):
     """drconv-shufflenetv2-0.5x and three exports (exporting takes seconds: once).
 
-    v2: the default (BN + ReLU folded in, IHWO); oihw: folded, OIHW; plain: version 1 (neither).
+    v2: the default (BN + ReLU and the mixture folded in, IHWO; drconv version 3); oihw: folded, OIHW;
+    plain: version 1 (nothing folded).
     """
     tmp = tmp_path_factory.mktemp("zoo")
     model = _scaled(create("drconv-shufflenetv2-0.5x"))
@@ -53,28 +55,39 @@ def _region_convs(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in proto.graph.node if n.op_type == CUSTOM_OP]
 
 
-def test_zoo_export_folds_bn_relu_and_is_ihwo_matching_torch(zoo):
+def _mixtures(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in proto.graph.node if n.op_type == rewrite.MIXTURE_OP]
+
+
+def _initializer(proto: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(onnx.numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == name)
+
+
+def test_zoo_export_folds_bn_relu_and_mixture_and_is_ihwo_matching_torch(zoo):
     model, v2, oihw, plain = zoo
     p_v2, p_oihw, p_plain = (onnx.load(str(p)) for p in (v2, oihw, plain))
     assert rewrite.layouts(p_v2, *LAYOUT_ARGS) == ["IHWO"] * 32
     assert rewrite.layouts(p_oihw, *LAYOUT_ARGS) == rewrite.layouts(p_plain, *LAYOUT_ARGS) == ["OIHW"] * 32
-    assert [_drconv_version(p) for p in (p_v2, p_oihw, p_plain)] == [2, 2, 1]
-    for node in _region_convs(p_v2):
+    assert [_drconv_version(p) for p in (p_v2, p_oihw, p_plain)] == [3, 3, 1]
+    assert len(_mixtures(p_v2)) == len(_mixtures(p_oihw)) == 32 and not _region_convs(p_v2)
+    assert not _mixtures(p_plain) and len(_region_convs(p_plain)) == 32
+    for node in _mixtures(p_v2):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert len(node.input) == 4 and attrs["activation"] == b"Relu"
+        assert len(node.input) == 5 and attrs["activation"] == b"Relu"
     assert all(len(n.input) == 3 for n in _region_convs(p_plain))
-    # Each region conv's BatchNormalization and ReLU are gone, and the Mul and Div of the
-    # mixture's 2 * sigmoid / M (now the Gemm's alpha); IHWO only permuted weights.
-    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 4 * 32
+    # Per region conv: its BatchNormalization and ReLU, the Mul and Div of the mixture's
+    # 2 * sigmoid / M, the mixture Gemm and the filters' Reshape are gone; IHWO only permuted weights.
+    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 6 * 32
     assert not any(n.op_type in ("BatchNormalization", "Mul") for n in p_v2.graph.node)
-    alphas = [
-        onnx.helper.get_attribute_value(a)
-        for n in p_v2.graph.node
-        if n.op_type == "Gemm"
-        for a in n.attribute
-        if a.name == "alpha"
-    ]
-    assert alphas.count(pytest.approx(2 / 8)) == 32
+    # The basis is the mixture weight, scaled by 2 / M (and the BatchNormalization's scale).
+    first = model.stage1_block1.conva_right
+    layer, bn = first.conv, first.bn
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
+    oihw_basis = _initializer(p_oihw, _mixtures(p_oihw)[0].input[2])
+    expected = layer.weight.detach().numpy().T.reshape(oihw_basis.shape) * (2 / 8) * scale.reshape(1, -1, 1, 1, 1)
+    np.testing.assert_allclose(oihw_basis, expected, rtol=1e-5, atol=1e-6)
+    ihwo_basis = _initializer(p_v2, _mixtures(p_v2)[0].input[2])
+    np.testing.assert_allclose(ihwo_basis, oihw_basis.transpose(0, 2, 3, 4, 1), rtol=1e-6)
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -107,15 +120,17 @@ def test_drconv2d_generator_is_rewritten_for_1x1_only(kernel, layout, tmp_path):
 def test_to_v1_lowers_to_standard_nodes_with_the_same_outputs(zoo, tmp_path):
     _, path, _, _ = zoo
     proto = onnx.load(str(path))
-    counts = {op: sum(n.op_type == op for n in proto.graph.node) for op in ("Transpose", "Add", "Relu")}
+    ops = ("Transpose", "Add", "Relu", "MatMul", "Reshape")
+    counts = {op: sum(n.op_type == op for n in proto.graph.node) for op in ops}
     nodes = len(proto.graph.node)
     assert rewrite.to_v1(proto, *LAYOUT_ARGS) == 32
-    assert rewrite.layouts(proto, *LAYOUT_ARGS) == ["OIHW"] * 32
+    assert rewrite.layouts(proto, *LAYOUT_ARGS) == ["OIHW"] * 32 and not _mixtures(proto)
     assert all(len(n.input) == 3 and not any(a.name == "activation" for a in n.attribute) for n in _region_convs(proto))
-    assert len(proto.graph.node) == nodes + 3 * 32
-    assert {op: sum(n.op_type == op for n in proto.graph.node) - c for op, c in counts.items()} == dict.fromkeys(
-        counts, 32
-    )
+    # Each mixture becomes MatMul + Reshape (its IHWO basis permuted to OIHW, so no Transpose),
+    # then the node's bias and ReLU an Add and a Relu.
+    assert len(proto.graph.node) == nodes + 4 * 32
+    added = {op: sum(n.op_type == op for n in proto.graph.node) - c for op, c in counts.items()}
+    assert added == {"Transpose": 0, "Add": 32, "Relu": 32, "MatMul": 32, "Reshape": 32}
     assert _drconv_version(proto) == 1
     onnx.checker.check_model(proto)
     assert rewrite.to_v1(proto, *LAYOUT_ARGS) == 0  # nothing left to lower
@@ -123,6 +138,18 @@ def test_to_v1_lowers_to_standard_nodes_with_the_same_outputs(zoo, tmp_path):
     onnx.save(proto, str(lowered))
     x = torch.randn(1, 3, 64, 96)
     np.testing.assert_allclose(_run(lowered, x), _run(path, x), atol=1e-5, rtol=1e-5)
+
+
+def test_expand_mixture_keeps_the_layout_and_the_outputs(zoo, tmp_path):
+    _, path, _, _ = zoo
+    proto = onnx.load(str(path))
+    assert rewrite.expand_mixture(proto, *LAYOUT_ARGS) == 32
+    assert not _mixtures(proto) and rewrite.layouts(proto, *LAYOUT_ARGS) == ["IHWO"] * 32
+    onnx.checker.check_model(proto)
+    expanded = tmp_path / "expanded.onnx"
+    onnx.save(proto, str(expanded))
+    x = torch.randn(2, 3, 64, 64)
+    np.testing.assert_allclose(_run(expanded, x), _run(path, x), atol=1e-5, rtol=1e-5)
 
 
 def test_to_ihwo_copies_a_weight_that_another_node_reads(zoo):

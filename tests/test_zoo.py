@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from official_shufflenet import naive_forward, naive_mixture_region_conv, official_state_dict
 
 from drconv import DRConv2d
-from drconv.export import to_onnx
+from drconv.export import rewrite, to_onnx
 from drconv.models import TWINS, create
 from drconv.nn import MixtureDRConv2d
 from drconv.runtime.ort import session
@@ -183,7 +183,8 @@ def test_custom_graph_computes_each_guide_once(loaded, tmp_path_factory):
     for node in proto.graph.node:
         if node.domain != "drconv":
             continue
-        source = _producer(proto, node.input[2])
+        guide = node.input[3 if node.op_type == rewrite.MIXTURE_OP else 2]  # after the coefficients and basis
+        source = _producer(proto, guide)
         resized = source.op_type == "Resize"
         if resized:
             source = _producer(proto, source.input[0])

@@ -309,6 +309,8 @@ def to_onnx(
             rewrite.fold_mixture_scale(proto, CUSTOM_DOMAIN, CUSTOM_OP)
         if layout == rewrite.IHWO:
             rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+        if fuse:  # last: it takes the weight rows as the rewrites above left them
+            rewrite.fuse_mixture(proto, CUSTOM_DOMAIN, CUSTOM_OP)
     if trt_ep:
         _to_trt_plugin_domain(proto)
     with atomic_path(path, "-o") as tmp:

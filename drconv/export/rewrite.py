@@ -12,8 +12,16 @@ Version 2 of the node (docs/region_conv_op.md) adds three things the CPU kernel 
 constant weight and a Reshape (the mixture Gemm of MixtureDRConv2d; the grouped 1x1 Conv
 of a 1x1 DRConv2d's generator; a larger DRConv2d's taps are its Conv's spatial axes): they
 permute or scale that weight's rows, so the graph computes the filters as needed and
-gains no node. `to_v1` goes back to version 1 with standard nodes (Transpose, Add, Relu)
-for the kernels that implement only that: the TensorRT plugin and the CUDA op.
+gains no node.
+
+Version 3 adds the node MixtureRegionConv2d, whose filters are mixed inside it from
+coefficients [N, R, M] and a constant basis [M, one filter]: `fuse_mixture` folds
+MixtureDRConv2d's mixture Gemm and Reshape into it (in ONNX Runtime the Gemm, its output
+and the hand-off cost more than the node's own mixing).
+
+`to_v1` goes back to version 1 with standard nodes (MatMul and Reshape for a mixture;
+Transpose, Add, Relu) for the kernels that implement only that: the TensorRT plugin and
+the CUDA op.
 """
 
 from __future__ import annotations
@@ -28,12 +36,16 @@ from onnx import helper, numpy_helper
 __all__ = [
     "FILTER_LAYOUTS",
     "IHWO",
+    "MIXTURE_OP",
     "OIHW",
     "OPSET_V2",
+    "OPSET_V3",
     "TO_IHWO",
     "TO_OIHW",
+    "expand_mixture",
     "fold_mixture_scale",
     "fuse_epilogue",
+    "fuse_mixture",
     "layouts",
     "set_layout",
     "set_opset",
@@ -46,6 +58,9 @@ FILTER_LAYOUTS = (IHWO, OIHW)
 # The drconv domain version with filter_layout, B and activation: a library that knows only
 # version 1 refuses such a graph instead of misreading it.
 OPSET_V2 = 2
+# The version with MixtureRegionConv2d (filters mixed in the node from a basis).
+OPSET_V3 = 3
+MIXTURE_OP = "MixtureRegionConv2d"
 TO_OIHW = [0, 1, 5, 2, 3, 4]  # [N, R, C_in, kh, kw, C_out] -> [N, R, C_out, C_in, kh, kw]
 TO_IHWO = [0, 1, 3, 4, 5, 2]  # its inverse
 
@@ -84,8 +99,9 @@ def _nodes(proto: onnx.ModelProto, domain: str, op_type: str) -> list[onnx.NodeP
 
 
 def layouts(proto: onnx.ModelProto, domain: str, op_type: str) -> list[str]:
-    """The filter_layout of every region-conv node, in graph order."""
-    return [_attribute(n, "filter_layout", OIHW) for n in _nodes(proto, domain, op_type)]
+    """The filter_layout of every region-conv node (`op_type` or MixtureRegionConv2d), in graph order."""
+    nodes = [n for n in proto.graph.node if n.domain == domain and n.op_type in (op_type, MIXTURE_OP)]
+    return [_attribute(n, "filter_layout", OIHW) for n in nodes]
 
 
 def _is_v2(node: onnx.NodeProto) -> bool:
@@ -384,13 +400,99 @@ def fold_mixture_scale(proto: onnx.ModelProto, domain: str, op_type: str) -> int
     return _rewrite_each(proto, domain, op_type, _fold_scale, None)
 
 
+def _fuse_mixture(g: _Graph, node: onnx.NodeProto) -> bool:
+    f = _filters(g, node)
+    if f is None or f.source.op_type != "Gemm" or f.groups != 1 or len(f.rows) != 1:
+        return False
+    gemm, (index, transposed) = f.source, f.rows[0]
+    rows = f.get(g, index, transposed)  # [C_out * patch, M], in the node's layout
+    alpha = float({a.name: helper.get_attribute_value(a) for a in gemm.attribute}.get("alpha", 1.0))
+    one_filter = (f.c_in, f.kh, f.kw, f.c_out) if f.ihwo else (f.c_out, f.c_in, f.kh, f.kw)
+    basis = np.ascontiguousarray((rows * alpha).T.astype(rows.dtype)).reshape(-1, *one_filter)
+    coefficients = gemm.input[0]  # [N * R, M]
+    target = np.array([-1, f.regions, basis.shape[0]], dtype=np.int64)  # [N, R, M]
+    for gone in (gemm.output[0], f.reshape.output[0]):
+        g.drop_value_info(gone)
+    g.remove(f.reshape)
+    earlier = g.producer.get(coefficients)
+    if earlier is not None and earlier.op_type == "Reshape" and g.uses(coefficients) == 1:
+        # [N, R * M] reshaped to [N * R, M] for the Gemm: reshape it to [N, R, M] instead.
+        g.remove(gemm)
+        g.drop_value_info(coefficients)
+        g.set_input(earlier, 1, target)
+        reshaped = coefficients
+    else:
+        # The Gemm's place in the graph (after its input, before the node) takes the Reshape.
+        reshaped = g.fresh_name(f"{coefficients}.regions")
+        shape = g.add_initializer(f"{coefficients}.shape", target)
+        gemm.CopyFrom(helper.make_node("Reshape", [coefficients, shape], [reshaped], name=gemm.name))
+    node.op_type = MIXTURE_OP
+    basis_name = g.add_initializer(f"{node.name or node.output[0]}.basis", basis)
+    inputs = [node.input[0], reshaped, basis_name, *node.input[2:]]
+    del node.input[:]
+    node.input.extend(inputs)
+    return True
+
+
+def fuse_mixture(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
+    """Fold each mixture Gemm (filters = Reshape(alpha * A @ W)) and its node into one
+    MixtureRegionConv2d (coefficients A as [N, R, M], basis alpha * W as [M, one filter]), in
+    place; returns how many. Run it after the rewrites that change W's rows."""
+    return _rewrite_each(proto, domain, op_type, _fuse_mixture, OPSET_V3)
+
+
+def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: str | None = None) -> int:
+    """Lower each MixtureRegionConv2d back to MatMul + Reshape + the region-conv node `op_type`, in place.
+
+    filters = Reshape(coefficients [N, R, M] @ basis [M, C_out * patch], [N, R, one filter]).
+    `layout` OIHW permutes an IHWO basis to OIHW on the way (free: it is a constant); None
+    keeps each node's layout. Returns how many nodes were expanded.
+    """
+    g = _Graph(proto)
+    expanded = 0
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    for node in nodes:
+        if not (node.domain == domain and node.op_type == MIXTURE_OP):
+            proto.graph.node.append(node)
+            continue
+        expanded += 1
+        name = node.name or node.output[0]
+        x, coefficients, basis_name, *rest = node.input
+        basis = g.constant(basis_name)
+        if basis is None:
+            raise ValueError(f"{name}: expanding a mixture needs its basis as a constant")
+        if layout == OIHW and _attribute(node, "filter_layout", OIHW) == IHWO:
+            basis = np.ascontiguousarray(basis.transpose(0, 4, 1, 2, 3))
+            set_layout(node, OIHW)
+        one_filter = list(basis.shape[1:])
+        rows = g.add_initializer(f"{basis_name}.rows", basis.reshape(basis.shape[0], -1))
+        product, filters = g.fresh_name(f"{name}.mixed"), g.fresh_name(f"{name}.filters")
+        target = g.add_initializer(f"{name}.filters_shape", np.array([0, 0, *one_filter], dtype=np.int64))
+        proto.graph.node.extend(
+            [
+                helper.make_node("MatMul", [coefficients, rows], [product]),
+                helper.make_node("Reshape", [product, target], [filters]),
+            ]
+        )
+        node.op_type = op_type
+        del node.input[:]
+        node.input.extend([x, filters, *rest])
+        proto.graph.node.append(node)
+    if expanded:
+        g.prune()
+    return expanded
+
+
 def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     """Lower every version-2 region-conv node to version 1 plus standard nodes, in place.
 
-    IHWO filters get a Transpose to OIHW, a bias B an Add after the node, `activation` Relu
-    a Relu after that. For the kernels that implement version 1 only: the TensorRT plugin
-    and the CUDA op. Returns how many nodes were lowered.
+    A MixtureRegionConv2d is expanded first (`expand_mixture`), IHWO filters get a Transpose
+    to OIHW, a bias B an Add after the node, `activation` Relu a Relu after that. For the
+    kernels that implement version 1 only: the TensorRT plugin and the CUDA op. Returns how
+    many nodes were lowered.
     """
+    expand_mixture(proto, domain, op_type, OIHW)
     g = _Graph(proto)
     lowered = 0
     nodes = list(proto.graph.node)

@@ -43,6 +43,45 @@ inline int64_t useful_workers(const RegionConvShape& s, int64_t workers) {
   return multiply_adds < kSerialMultiplyAdds ? 1 : std::max<int64_t>(workers, 1);
 }
 
+// A MixtureRegionConv2d node's filters, mixed by the kernel before it convolves
+// (docs/region_conv_op.md): filters[n, r, :] = sum over m of coefficients[n, r, m] *
+// basis[m, :], written to `filters`, mixture_stride floats apart.
+struct Mixture {
+  const float* coefficients = nullptr;  // [N, R, M]
+  const float* basis = nullptr;         // [M, one filter], in the node's filter_layout
+  int64_t bases = 0;                    // M
+  float* filters = nullptr;             // mixture_floats(s) floats
+};
+
+// Floats between a Mixture's filters: one filter and one vector. The vector is the slack
+// the kernel reads past a row's last channel, and it keeps the filters from lying a
+// multiple of 4 KB apart, where the mixing's stores and loads collided in L1 (2x slower at a
+// 96x96 1x1 filter).
+inline int64_t mixture_stride(const RegionConvShape& s) { return s.c_out * s.patch() + 16; }
+inline int64_t mixture_floats(const RegionConvShape& s) { return s.n * s.regions * mixture_stride(s); }
+
+// filters[n, r, :] = sum over m of coefficients[n, r, m] * basis[m, :], each basis row `size`
+// floats and the filters `stride` apart, in whatever layout the basis has. Split into
+// `workers` ranges of 16-float multiples per sample; tiny mixtures run on one thread, by
+// the rule of useful_workers.
+template <typename ParallelFor>
+void mix_filters_f32(const float* coefficients, const float* basis, float* filters, int64_t n, int64_t regions,
+                     int64_t bases, int64_t size, int64_t stride, const ParallelFor& parallel_for, int64_t workers) {
+  if (n == 0 || size == 0) return;
+  const int64_t chunks = n * regions * bases * size < kSerialMultiplyAdds ? 1 : std::max<int64_t>(workers, 1);
+  const int64_t step = (size + chunks * direct::kLanes - 1) / (chunks * direct::kLanes) * direct::kLanes;
+  const int64_t per_sample = (size + step - 1) / step;
+  const auto mix = direct::kernels().mix;
+  parallel_for(n * per_sample, [&](int64_t task) {
+    const int64_t sample = task / per_sample, begin = task % per_sample * step;
+    float* f = filters + sample * regions * stride;
+    mix(coefficients + sample * regions * bases, basis, f, regions, bases, size, stride, begin,
+        std::min(size, begin + step));
+    if (begin + step >= size)  // the slack after each filter, read (never stored) by the kernel
+      for (int64_t r = 0; r < regions; ++r) std::fill(f + r * stride + size, f + (r + 1) * stride, 0.0f);
+  });
+}
+
 namespace detail {
 
 // Stable counting sort of one sample's pixels by region: region r's pixels are
@@ -160,6 +199,19 @@ struct DirectLayout {
     return tail > 0 ? tail * s.c_out * s.c_in * s.kh * s.kw + direct::kLanes : 0;
   }
 
+  // Whether the workers split the output channels among them rather than the blocks of
+  // pixels (region_conv_forward_direct): for fewer samples than workers, where a region
+  // holds fewer than 16 pixels on average, so that each filter element serves so few
+  // multiply-adds that reading every filter on every worker costs more than the split's
+  // narrower tiles (deep layers on small maps; IHWO filters are read as given, so any
+  // 16-channel window is at hand). Measured at 2 threads, one shared pool, old and new
+  // alternating: 232x7x7 k1 R8 -25%, 96x7x7 -2 to -7%; 14x14 maps lost 1-3%, so they keep
+  // the blocks.
+  static bool split_channels(const RegionConvShape& s, int64_t workers) {
+    return s.layout == FilterLayout::kIHWO && s.n < workers && s.c_out > direct::kLanes &&
+           s.pixels() < direct::kLanes * s.regions;
+  }
+
   int64_t x_padded, region, order, start, pixel_offset, filters, worker, worker_acc, worker_offsets, worker_stride,
       total;
 
@@ -185,8 +237,14 @@ template <typename ParallelFor>
 void region_conv_forward_direct(const float* x, const float* filters, const float* guide, float* y,
                                 const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
                                 void* workspace, const direct::Kernels& kernels,
-                                const direct::Epilogue& epilogue = {}) {
+                                const direct::Epilogue& epilogue = {}, const Mixture* mixture = nullptr) {
   const DirectLayout layout(s, workers);
+  const bool split = DirectLayout::split_channels(s, workers);
+  if (mixture != nullptr) {
+    mix_filters_f32(mixture->coefficients, mixture->basis, mixture->filters, s.n, s.regions, mixture->bases,
+                    s.c_out * s.patch(), mixture_stride(s), parallel_for, workers);
+    filters = mixture->filters;
+  }
   char* base = static_cast<char*>(workspace);
   float* x_padded = reinterpret_cast<float*>(base + layout.x_padded);
   int32_t* region = reinterpret_cast<int32_t*>(base + layout.region);
@@ -199,14 +257,16 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   const int64_t vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
   const bool ihwo = s.layout == FilterLayout::kIHWO, pad = DirectLayout::pads(s);
   const int64_t filter_size = s.c_out * s.c_in * taps;
-  const int64_t tail = DirectLayout::tail_filters(s), first_tail = s.n * s.regions - tail;
+  // A mixture's filters are spaced out: no copy needed for the last ones.
+  const int64_t tail = mixture != nullptr ? 0 : DirectLayout::tail_filters(s), first_tail = s.n * s.regions - tail;
+  const int64_t filter_stride = mixture != nullptr ? mixture_stride(s) : filter_size;
   const float* x_read = pad ? x_padded : x;
   // Where block filters come from: packed (OIHW), else the tensor itself, the last few from
   // their copy with slack.
   auto filter_of = [&](int64_t key) -> const float* {
     if (!ihwo) return packed + key * packed_size;
     if (key >= first_tail) return packed + (key - first_tail) * filter_size;
-    return filters + key * filter_size;
+    return filters + key * filter_stride;
   };
 
   // One parallel phase: every filter packed, and per (sample, band of output rows) x's rows
@@ -222,7 +282,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   auto run = [&](int64_t task) {
     if (task >= units) {
       const int64_t key = (task - units) / groups, g = (task - units) % groups;
-      kernels.pack_filter(filters + (key * s.c_out + g * group_rows) * s.c_in * taps,
+      kernels.pack_filter(filters + key * filter_stride + g * group_rows * s.c_in * taps,
                           std::min(group_rows, s.c_out - g * group_rows), s.c_in, taps,
                           packed + key * packed_size + g * group_rows * s.c_in * taps);
       return;
@@ -260,11 +320,14 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
         blocks.push_back({n, r, begin + b, std::min(direct::kBlock, st[r + 1] - b)});
   }
   const int64_t n_blocks = static_cast<int64_t>(blocks.size());
-  const int64_t parts = std::max<int64_t>(1, std::min(workers, n_blocks));
+  // Each worker takes a range of blocks with every output channel, or (split_channels) every
+  // block with a range of output channels: then it reads only its columns of the filters,
+  // where reading all of them twice would cost more than the maps.
+  const int64_t parts = std::max<int64_t>(1, std::min(workers, split ? vectors : n_blocks));
   // Contiguous ranges of blocks holding equal numbers of pixels (blocks are not all full).
   std::vector<int64_t> first(static_cast<size_t>(parts + 1), n_blocks);
   first[0] = 0;
-  for (int64_t b = 0, done = 0, part = 1; b < n_blocks && part < parts; ++b) {
+  for (int64_t b = 0, done = 0, part = 1; !split && b < n_blocks && part < parts; ++b) {
     done += blocks[static_cast<size_t>(b)].count;
     while (part < parts && done * parts >= part * s.n * pixels) first[static_cast<size_t>(part++)] = b + 1;
   }
@@ -272,7 +335,11 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
     char* mine = base + layout.worker + worker * layout.worker_stride;
     float* acc = reinterpret_cast<float*>(mine + layout.worker_acc);
     int64_t* offset = reinterpret_cast<int64_t*>(mine + layout.worker_offsets);
-    for (int64_t b = first[static_cast<size_t>(worker)]; b < first[static_cast<size_t>(worker + 1)]; ++b) {
+    const int64_t v0 = split ? vectors * worker / parts : 0, v1 = split ? vectors * (worker + 1) / parts : vectors;
+    const int64_t c0 = v0 * direct::kLanes, c1 = std::min(s.c_out, v1 * direct::kLanes);
+    const int64_t b0 = split ? 0 : first[static_cast<size_t>(worker)];
+    const int64_t b1 = split ? n_blocks : first[static_cast<size_t>(worker + 1)];
+    for (int64_t b = b0; b < b1; ++b) {
       const Tile& block = blocks[static_cast<size_t>(b)];
       const int32_t* pix = order + block.sample * pixels + block.begin;
       for (int64_t j = 0; j < block.count; ++j) offset[j] = pixel_offset[pix[j]];
@@ -285,15 +352,15 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 s.kw,
                                 s.c_in,
                                 block.count,
-                                filter_of(block.sample * s.regions + block.region),
+                                filter_of(block.sample * s.regions + block.region) + c0,
                                 ihwo ? s.c_out : 0,
-                                vectors,
+                                v1 - v0,
                                 acc,
                                 pix,
-                                y + block.sample * s.c_out * pixels,
-                                s.c_out,
+                                y + (block.sample * s.c_out + c0) * pixels,
+                                c1 - c0,
                                 pixels,
-                                epilogue.bias,
+                                epilogue.bias == nullptr ? nullptr : epilogue.bias + c0,
                                 epilogue.relu};
       kernels.convolve(seg);
     }
@@ -308,10 +375,11 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
 template <typename ParallelFor>
 void region_conv_forward_f32(const float* x, const float* filters, const float* guide, float* y,
                              const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
-                             void* workspace, const direct::Epilogue& epilogue = {}) {
+                             void* workspace, const direct::Epilogue& epilogue = {},
+                             const Mixture* mixture = nullptr) {
   if (s.n == 0 || s.c_out == 0) return;
   detail::region_conv_forward_direct(x, filters, guide, y, s, parallel_for, useful_workers(s, workers), workspace,
-                                     direct::kernels(), epilogue);
+                                     direct::kernels(), epilogue, mixture);
 }
 
 // Bytes of scratch memory region_conv_forward needs for this shape and worker count.

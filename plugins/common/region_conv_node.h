@@ -3,6 +3,7 @@
 // both accept and refuse exactly the same graphs, with the same messages.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -102,6 +103,26 @@ inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, si
   if (g[2] != shape.h_out() || g[3] != shape.w_out())
     return "RegionConv2d: guide must be " + std::to_string(shape.h_out()) + "x" + std::to_string(shape.w_out()) +
            " (the conv output size) in dims 2-3" + shapes();
+  return {};
+}
+
+// A MixtureRegionConv2d node's filters are coefficients [N, R, M] times basis [M, one filter]
+// (one filter: [C_out, C_in, kh, kw], or [C_in, kh, kw, C_out] with filter_layout IHWO).
+// Checks the two against each other; on success fills `filters` with the dims of the
+// filters they make, [N, R, one filter], for make_shape, and returns an empty string.
+inline std::string mixture_filter_dims(const int64_t* z, size_t z_rank, const int64_t* b, size_t b_rank,
+                                       int64_t (&filters)[6]) {
+  auto shapes = [&] {
+    return " (coefficients " + dims_to_string(z, z_rank) + ", basis " + dims_to_string(b, b_rank) + ")";
+  };
+  if (z_rank != 3) return "MixtureRegionConv2d: input coefficients must be 3-D [N, R, M]" + shapes();
+  if (b_rank != 5)
+    return "MixtureRegionConv2d: input basis must be 5-D [M, C_out, C_in, kh, kw] (filter_layout IHWO: [M, C_in, kh, "
+           "kw, C_out])" +
+           shapes();
+  if (z[2] != b[0]) return "MixtureRegionConv2d: coefficients dim 2 (M) must equal basis dim 0" + shapes();
+  const int64_t dims[6] = {z[0], z[1], b[1], b[2], b[3], b[4]};
+  std::copy(dims, dims + 6, filters);
   return {};
 }
 

@@ -1,4 +1,5 @@
-// libdrconv_onnxruntime: the drconv::RegionConv2d op for ONNX Runtime >= 1.21.
+// libdrconv_onnxruntime: the drconv::RegionConv2d and drconv::MixtureRegionConv2d ops for
+// ONNX Runtime >= 1.21.
 // The one entry point is RegisterCustomOps (SessionOptions.register_custom_ops_library);
 // the library does not link libonnxruntime and exports nothing else.
 #include <onnxruntime_c_api.h>
@@ -13,7 +14,7 @@ using drconv::ort::Provider;
 using drconv::ort::RegionConv2dOp;
 
 struct Registry {
-  RegionConv2dOp cpu_float;
+  RegionConv2dOp cpu_float, cpu_mixture;
 #ifdef DRCONV_WITH_CUDA
   RegionConv2dOp cuda_float, cuda_half;
 #endif
@@ -21,7 +22,8 @@ struct Registry {
   OrtStatus* status = nullptr;
 
   explicit Registry(const OrtApi* api)
-      : cpu_float(api, Provider::kCpu, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+      : cpu_float(api, Provider::kCpu, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT),
+        cpu_mixture(api, Provider::kCpu, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, /*mixture=*/true)
 #ifdef DRCONV_WITH_CUDA
         ,
         cuda_float(api, Provider::kCuda, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT),
@@ -35,9 +37,9 @@ struct Registry {
 
   std::vector<OrtCustomOp*> ops() {
 #ifdef DRCONV_WITH_CUDA
-    return {&cpu_float, &cuda_float, &cuda_half};
+    return {&cpu_float, &cpu_mixture, &cuda_float, &cuda_half};
 #else
-    return {&cpu_float};
+    return {&cpu_float, &cpu_mixture};
 #endif
   }
 };

@@ -1,5 +1,6 @@
 // The CPU kernel: the shared float32 kernel (plugins/common/region_conv_cpu.h, the direct
-// path of region_conv_cpu_direct.h) on ONNX Runtime's intra-op pool.
+// path of region_conv_cpu_direct.h) on ONNX Runtime's intra-op pool; for MixtureRegionConv2d
+// the kernel mixes the filters from the basis into the workspace (Mixture).
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -35,7 +36,8 @@ class OrtParallelFor {
 }  // namespace
 
 OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[4],
-                                           const TensorInfo infos[4], const RegionConvShape& shape) const {
+                                           const TensorInfo infos[4], const RegionConvShape& shape,
+                                           const Basis& basis) const {
   if (infos[0].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
     return api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string("RegionConv2d: the CPU kernel runs float32, got ") +
                                                     type_name(infos[0].type) +
@@ -52,12 +54,23 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(output, &y));
 
   Scratch workspace(*api);
-  const int64_t bytes = region_conv_workspace_size<float>(shape, workers);
+  // A mixture's filters go first in the workspace (a multiple of 64 floats keeps the
+  // kernel's part 256-byte aligned); the kernel mixes them from the basis.
+  const int64_t mixed = basis.value == nullptr ? 0 : (mixture_floats(shape) + 63) / 64 * 64;
+  const int64_t bytes = region_conv_workspace_size<float>(shape, workers) + mixed * int64_t{sizeof(float)};
   DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));
+  Mixture mixing;
+  if (basis.value != nullptr) {
+    void* basis_data = nullptr;
+    DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(basis.value), &basis_data));
+    mixing = {static_cast<const float*>(data[1]), static_cast<const float*>(basis_data), basis.count,
+               static_cast<float*>(workspace.aligned())};
+  }
   region_conv_forward_f32(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
                           static_cast<const float*>(data[2]), static_cast<float*>(y), shape,
-                          OrtParallelFor(*api, context), workers, workspace.aligned(),
-                          direct::Epilogue{static_cast<const float*>(data[3]), attrs.activation == "Relu"});
+                          OrtParallelFor(*api, context), workers, static_cast<float*>(workspace.aligned()) + mixed,
+                          direct::Epilogue{static_cast<const float*>(data[3]), attrs.activation == "Relu"},
+                          basis.value != nullptr ? &mixing : nullptr);
   return nullptr;
 }
 

@@ -16,7 +16,7 @@ OrtStatus* error(const OrtApi& api, const std::string& message) {
 }
 
 OrtStatus* create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
-  auto owned = new (std::nothrow) RegionConv2dKernel{api, self(op).provider, {}, nullptr};
+  auto owned = new (std::nothrow) RegionConv2dKernel{api, self(op).provider, self(op).mixture, {}, nullptr};
   if (owned == nullptr) return api->CreateStatus(ORT_FAIL, "RegionConv2d: out of memory");
   OrtStatus* status = ints_attribute(*api, info, "strides", owned->attrs.strides);
   if (status == nullptr) status = ints_attribute(*api, info, "pads", owned->attrs.pads);
@@ -57,19 +57,21 @@ void destroy_kernel(void* kernel) {
 
 }  // namespace
 
-RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTensorElementDataType element_type)
-    : OrtCustomOp{}, api(api_table), provider(where), type(element_type) {
+RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTensorElementDataType element_type,
+                               bool mixed)
+    : OrtCustomOp{}, api(api_table), provider(where), type(element_type), mixture(mixed) {
   version = kApiVersion;
-  GetName = [](const OrtCustomOp*) { return "RegionConv2d"; };
+  GetName = [](const OrtCustomOp* op) { return self(op).mixture ? "MixtureRegionConv2d" : "RegionConv2d"; };
   GetExecutionProviderType = [](const OrtCustomOp* op) -> const char* {
     return self(op).provider == Provider::kCuda ? "CUDAExecutionProvider" : "CPUExecutionProvider";
   };
   GetInputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
-  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 4; };  // X, filters, guide, optional B
+  // X, filters, guide, optional B; a mixture: X, coefficients, basis, guide, optional B.
+  GetInputTypeCount = [](const OrtCustomOp* op) -> size_t { return self(op).mixture ? 5 : 4; };
   GetOutputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
-  GetInputCharacteristic = [](const OrtCustomOp*, size_t i) {
-    return i < 3 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  GetInputCharacteristic = [](const OrtCustomOp* op, size_t i) {
+    return i < (self(op).mixture ? 4u : 3u) ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
   };
   GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
   GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
@@ -80,42 +82,69 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
   CreateKernelV2 = create_kernel;
   KernelComputeV2 = compute;
   KernelDestroy = destroy_kernel;
-  GetStartVersion = [](const OrtCustomOp*) { return 1; };
-  GetEndVersion = [](const OrtCustomOp*) { return 2; };  // 2 added filter_layout
+  // 2 added filter_layout, B and activation; 3 MixtureRegionConv2d.
+  GetStartVersion = [](const OrtCustomOp* op) { return self(op).mixture ? 3 : 1; };
+  GetEndVersion = [](const OrtCustomOp*) { return 3; };
 }
 
 OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
-  static const char* const kNames[4] = {"X", "filters", "guide", "B"};
+  static const char* const kNames[2][5] = {{"X", "filters", "guide", "B", ""},
+                                           {"X", "coefficients", "basis", "guide", "B"}};
+  const char* const* names = kNames[mixture];
+  const char* op = mixture ? "MixtureRegionConv2d" : "RegionConv2d";
+  const size_t required = mixture ? 4 : 3;
   size_t count = 0;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInputCount(context, &count));
-  if (count != 3 && count != 4)
-    return error(*api, "RegionConv2d: expects 3 or 4 inputs (X, filters, guide[, B]), got " + std::to_string(count));
+  if (count != required && count != required + 1)
+    return error(*api, std::string(op) + ": expects " + std::to_string(required) + " or " +
+                           std::to_string(required + 1) + " inputs, got " + std::to_string(count));
+  const OrtValue* given[5] = {};
+  TensorInfo given_infos[5];
+  for (size_t i = 0; i < count; ++i) {
+    DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInput(context, i, &given[i]));
+    if (given[i] == nullptr) {
+      if (i == required) break;  // B is optional
+      return error(*api, std::string(op) + ": input " + names[i] + " is missing");
+    }
+    DRCONV_ORT_RETURN_IF_ERROR(tensor_info(*api, given[i], given_infos[i]));
+  }
+  for (size_t i = 1; i < count; ++i)
+    if (given[i] != nullptr && given_infos[i].type != given_infos[0].type)
+      return error(*api, std::string(op) + ": input " + names[i] + " is " + type_name(given_infos[i].type) +
+                             " but X is " + type_name(given_infos[0].type) + "; all inputs must share one type");
+  // The region conv's inputs X, filters (or coefficients), guide, B; a mixture's basis aside.
+  const size_t at[4] = {0, 1, mixture ? 3u : 2u, mixture ? 4u : 3u};
   const OrtValue* inputs[4] = {};
   TensorInfo infos[4];
-  for (size_t i = 0; i < count; ++i) {
-    DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInput(context, i, &inputs[i]));
-    if (inputs[i] == nullptr) {
-      if (i == 3) break;  // B is optional
-      return error(*api, std::string("RegionConv2d: input ") + kNames[i] + " is missing");
-    }
-    DRCONV_ORT_RETURN_IF_ERROR(tensor_info(*api, inputs[i], infos[i]));
+  for (size_t i = 0; i < 4; ++i) {
+    inputs[i] = given[at[i]];
+    infos[i] = given_infos[at[i]];
   }
-  for (size_t i = 1; i < 4; ++i)
-    if (inputs[i] != nullptr && infos[i].type != infos[0].type)
-      return error(*api, std::string("RegionConv2d: input ") + kNames[i] + " is " + type_name(infos[i].type) +
-                             " but X is " + type_name(infos[0].type) + "; all inputs must share one type");
+  int64_t mixed[6] = {};  // the dims of a mixture's filters
+  const int64_t* filters = infos[1].dims.data();
+  size_t f_rank = infos[1].dims.size();
+  if (mixture) {
+    const std::string bad = mixture_filter_dims(filters, f_rank, given_infos[2].dims.data(),
+                                                given_infos[2].dims.size(), mixed);
+    if (!bad.empty()) return error(*api, bad);
+    filters = mixed;
+    f_rank = 6;
+  }
   RegionConvShape shape;
-  const std::string bad = make_shape(attrs, infos[0].dims.data(), infos[0].dims.size(), infos[1].dims.data(),
-                                     infos[1].dims.size(), infos[2].dims.data(), infos[2].dims.size(), shape);
+  std::string bad = make_shape(attrs, infos[0].dims.data(), infos[0].dims.size(), filters, f_rank,
+                               infos[2].dims.data(), infos[2].dims.size(), shape);
+  // A mixture's filters are coefficients x basis: its messages say which node and so.
+  if (!bad.empty() && mixture) bad = "Mixture" + bad + " (filters = coefficients x basis)";
   if (!bad.empty()) return error(*api, bad);
   if (inputs[3] != nullptr) {
     const std::string bad_bias = check_bias(infos[3].dims.data(), infos[3].dims.size(), shape.c_out);
-    if (!bad_bias.empty()) return error(*api, bad_bias);
+    if (!bad_bias.empty()) return error(*api, mixture ? "Mixture" + bad_bias : bad_bias);
   }
+  const Basis basis{mixture ? given[2] : nullptr, mixture ? given_infos[2].dims[0] : 0};
 #ifdef DRCONV_WITH_CUDA
   if (provider == Provider::kCuda) return compute_cuda(context, inputs, infos, shape);
 #endif
-  return compute_cpu(context, inputs, infos, shape);
+  return compute_cpu(context, inputs, infos, shape, basis);
 }
 
 }  // namespace drconv::ort

@@ -1,5 +1,6 @@
-// The drconv::RegionConv2d custom op for ONNX Runtime: one OrtCustomOp per execution
-// provider, each creating kernels that hold the node's parsed attributes.
+// The drconv::RegionConv2d and drconv::MixtureRegionConv2d custom ops for ONNX Runtime: one
+// OrtCustomOp per (op, execution provider, type), each creating kernels that hold the
+// node's parsed attributes.
 #pragma once
 
 #include <onnxruntime_c_api.h>
@@ -14,18 +15,27 @@ enum class Provider { kCpu, kCuda };
 // An OrtCustomOp whose callbacks read `api`, `provider` and `type` from the op itself,
 // so the library keeps no state outside the objects ONNX Runtime holds. One op per
 // (provider, element type): ONNX Runtime merges ops of one name into one schema.
+// `mixture`: the MixtureRegionConv2d node, whose filters are mixed from a basis (CPU only).
 struct RegionConv2dOp : OrtCustomOp {
-  RegionConv2dOp(const OrtApi* api, Provider provider, ONNXTensorElementDataType type);
+  RegionConv2dOp(const OrtApi* api, Provider provider, ONNXTensorElementDataType type, bool mixture = false);
 
   const OrtApi* api;
   Provider provider;
   ONNXTensorElementDataType type;
+  bool mixture;
+};
+
+// The mixture's basis [M, one filter] and M, for compute_cpu; absent for RegionConv2d.
+struct Basis {
+  const OrtValue* value = nullptr;
+  int64_t count = 0;
 };
 
 // Per-node state: the attributes, checked once when the session is created.
 struct RegionConv2dKernel {
   const OrtApi* api;
   Provider provider;
+  bool mixture;
   RegionConvAttrs attrs;
   OrtMemoryInfo* cpu_memory = nullptr;  // for workspace from the session's CPU allocator
   // CPU tasks per call: each owns a slice of the workspace, and ONNX Runtime runs them on
@@ -33,9 +43,9 @@ struct RegionConv2dKernel {
   int64_t workers = 1;
 
   OrtStatus* compute(OrtKernelContext* context) const;
-  // inputs: X, filters, guide and B (null when the node has no bias).
+  // inputs: X, filters (a mixture's coefficients), guide and B (null when the node has no bias).
   OrtStatus* compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[4], const TensorInfo infos[4],
-                         const RegionConvShape& shape) const;
+                         const RegionConvShape& shape, const Basis& basis) const;
 #ifdef DRCONV_WITH_CUDA
   OrtStatus* compute_cuda(OrtKernelContext* context, const OrtValue* const inputs[4], const TensorInfo infos[4],
                           const RegionConvShape& shape) const;

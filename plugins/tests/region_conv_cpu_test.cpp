@@ -150,6 +150,58 @@ int check(const drconv::RegionConvShape& s, bool nan_guide, int64_t workers, std
   return ok ? 0 : 1;
 }
 
+// A MixtureRegionConv2d's filters mixed by the kernel (Mixture), in both layouts and with
+// every instruction set, against the loop over filters mixed here in double.
+int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t workers, std::mt19937& rng) {
+  std::normal_distribution<double> normal;
+  auto draw = [&] { return static_cast<double>(static_cast<float>(normal(rng))); };
+  const int64_t taps = s.kh * s.kw, filter = s.c_out * s.c_in * taps;
+  std::vector<double> x(static_cast<size_t>(s.n * s.c_in * s.h * s.w)), z(static_cast<size_t>(s.n * s.regions * bases));
+  std::vector<double> basis(static_cast<size_t>(bases * filter)), g(static_cast<size_t>(s.n * s.regions * s.pixels()));
+  for (auto* v : {&x, &z, &basis, &g})
+    for (auto& e : *v) e = draw();
+  std::vector<double> f(static_cast<size_t>(s.n * s.regions * filter), 0.0);  // OIHW
+  for (int64_t key = 0; key < s.n * s.regions; ++key)
+    for (int64_t m = 0; m < bases; ++m)
+      for (int64_t l = 0; l < filter; ++l)
+        f[static_cast<size_t>(key * filter + l)] +=
+            z[static_cast<size_t>(key * bases + m)] * basis[static_cast<size_t>(m * filter + l)];
+  const std::vector<double> want = direct(x, f, g, s);
+  std::vector<float> xf(x.begin(), x.end()), zf(z.begin(), z.end()), gf(g.begin(), g.end()), yf(want.size());
+  double worst = 0;
+  for (const auto layout : {drconv::FilterLayout::kOIHW, drconv::FilterLayout::kIHWO}) {
+    drconv::RegionConvShape t = s;
+    t.layout = layout;
+    std::vector<float> basis_f(basis.size());
+    for (int64_t m = 0; m < bases; ++m)
+      for (int64_t o = 0; o < s.c_out; ++o)
+        for (int64_t k = 0; k < s.c_in * taps; ++k) {
+          const int64_t at = layout == drconv::FilterLayout::kIHWO ? k * s.c_out + o : o * s.c_in * taps + k;
+          const double value = basis[static_cast<size_t>(m * filter + o * s.c_in * taps + k)];
+          basis_f[static_cast<size_t>(m * filter + at)] = static_cast<float>(value);
+        }
+    std::vector<float> mixed(static_cast<size_t>(drconv::mixture_floats(t)));  // exactly sized, for ASan
+    std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<float>(t, workers)) + 64);
+    void* aligned = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
+    const drconv::Mixture mixture{zf.data(), basis_f.data(), bases, mixed.data()};
+    using drconv::direct::Isa;
+    for (const Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline}) {
+      if (!drconv::direct::supported(isa)) continue;
+      std::fill(yf.begin(), yf.end(), -1.0f);
+      drconv::detail::region_conv_forward_direct(xf.data(), nullptr, gf.data(), yf.data(), t, SerialFor{}, workers,
+                                                 aligned, drconv::direct::kernels_for(isa), {}, &mixture);
+      for (size_t i = 0; i < yf.size(); ++i) worst = std::max(worst, std::fabs(double(yf[i]) - want[i]));
+    }
+  }
+  const bool ok = worst < 1e-3;
+  std::printf("%s mixture N=%lld C=%lld %lldx%lld R=%lld M=%lld K=%lld k=%lldx%lld workers=%lld max_err %.3g\n",
+              ok ? "ok  " : "FAIL", static_cast<long long>(s.n), static_cast<long long>(s.c_in),
+              static_cast<long long>(s.h), static_cast<long long>(s.w), static_cast<long long>(s.regions),
+              static_cast<long long>(bases), static_cast<long long>(s.c_out), static_cast<long long>(s.kh),
+              static_cast<long long>(s.kw), static_cast<long long>(workers), worst);
+  return ok ? 0 : 1;
+}
+
 drconv::RegionConvShape shape(int64_t n, int64_t c, int64_t h, int64_t w, int64_t r, int64_t k_out, int64_t kh,
                               int64_t kw, int64_t s, int64_t p, int64_t d) {
   drconv::RegionConvShape out;
@@ -184,6 +236,12 @@ int main() {
   failures += check(shape(2, 58, 7, 7, 8, 58, 1, 1, 1, 0, 1), false, 2, rng);
   failures += check(shape(1, 24, 9, 5, 8, 24, 1, 1, 2, 0, 1), false, 3, rng);
   failures += check(shape(1, 96, 4, 4, 16, 80, 1, 1, 1, 0, 1), true, 2, rng);
+  // Mixed filters: the zoo's 1x1 layers (channels split over the workers where the map is
+  // small, blocks elsewhere), more bases than the kernel holds at once, 3x3 taps.
+  failures += check_mixture(shape(1, 96, 4, 4, 16, 80, 1, 1, 1, 0, 1), 8, 2, rng);
+  failures += check_mixture(shape(1, 58, 7, 7, 8, 58, 1, 1, 1, 0, 1), 8, 2, rng);
+  failures += check_mixture(shape(2, 24, 9, 9, 8, 24, 1, 1, 1, 0, 1), 8, 3, rng);
+  failures += check_mixture(shape(2, 5, 13, 11, 8, 7, 3, 3, 1, 1, 1), 20, 3, rng);
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
@@ -200,6 +258,6 @@ int main() {
     std::printf("FAIL useful_workers\n");
     ++failures;
   }
-  std::printf("%d passed, %d failed\n", 19 - failures, failures);  // 17 shapes and two unit checks
+  std::printf("%d passed, %d failed\n", 23 - failures, failures);  // 17 shapes, 4 mixtures, two unit checks
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,80 @@
+"""drconv::MixtureRegionConv2d in the ONNX Runtime library: filters mixed in the node from coefficients
+and a basis, against the PyTorch op on filters mixed here; its refusals."""
+
+import numpy as np
+import pytest
+import torch
+from onnx_graphs import as_numpy, mixture_node_model, ort_session
+
+from drconv import region_conv
+from drconv.info import plugin_path
+
+LIBRARY = plugin_path("onnxruntime")
+
+# (N, C_in, C_out, R, M, k, stride, H, W): small maps with few pixels a region (the workers
+# split the output channels), larger ones (blocks of pixels), more bases than the kernel
+# holds at once (M > 16), C_out off the 16-channel vectors, 3x3 taps.
+CASES = [
+    (1, 96, 80, 16, 8, 1, 1, 4, 4),
+    (1, 58, 58, 8, 8, 1, 1, 7, 7),
+    (1, 24, 40, 8, 8, 1, 2, 13, 9),
+    (2, 24, 24, 8, 8, 1, 1, 28, 28),
+    (2, 6, 7, 4, 20, 3, 1, 11, 9),
+    (1, 5, 33, 2, 3, 3, 2, 12, 12),
+]
+
+
+def _filters(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """[N, R, C_out, C_in, k, k] from coefficients [N, R, M] and an OIHW basis [M, C_out, C_in, k, k]."""
+    return torch.einsum("nrm,moikl->nroikl", z, basis)
+
+
+@pytest.mark.parametrize("layout", ["OIHW", "IHWO"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}c{}k{}R{}M{}k{}s{}_{}x{}".format(*c))
+def test_mixture_node_matches_the_op_on_mixed_filters(case, layout):
+    n, c_in, c_out, regions, bases, k, stride, h, w = case
+    torch.manual_seed(sum(case))
+    pad = k // 2
+    x, guide_in = torch.randn(n, c_in, h, w), torch.randn(n, regions, h + 8, w + 8)
+    z, basis = torch.rand(n, regions, bases), torch.randn(bases, c_out, c_in, k, k) / (c_in * k * k) ** 0.5
+    bias = torch.randn(c_out)
+    h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    guide = torch.nn.functional.adaptive_avg_pool2d(guide_in, (h_out, w_out))
+    given = basis.permute(0, 2, 3, 4, 1) if layout == "IHWO" else basis
+    model = mixture_node_model((stride, stride), (pad,) * 4, layout, bias=True, activation="Relu")
+    feeds = dict(zip(("X", "coefficients", "basis", "guide", "B"), as_numpy(x, z, given, guide, bias), strict=True))
+    (got,) = ort_session(model, LIBRARY).run(None, feeds)
+    conv = region_conv(x, _filters(z, basis), guide, stride=stride, padding=pad)
+    expected = torch.relu(conv + bias.view(1, -1, 1, 1))
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+    assert (got == 0).mean() > 0.1 and (got > 0).mean() > 0.1  # both sides of the ReLU seen
+
+
+def _run(x, z, basis, guide):
+    feeds = dict(zip(("X", "coefficients", "basis", "guide"), as_numpy(x, z, basis, guide), strict=True))
+    return ort_session(mixture_node_model(), LIBRARY).run(None, feeds)
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        (((1, 3, 5, 5), (1, 2, 4, 1), (4, 6, 3, 1, 1), (1, 2, 5, 5)), "coefficients must be 3-D"),
+        (((1, 3, 5, 5), (1, 2, 4), (4, 6, 3, 1), (1, 2, 5, 5)), "basis must be 5-D"),
+        (((1, 3, 5, 5), (1, 2, 4), (5, 6, 3, 1, 1), (1, 2, 5, 5)), r"coefficients dim 2 \(M\) must equal basis dim 0"),
+        (((1, 3, 5, 5), (1, 2, 4), (4, 6, 7, 1, 1), (1, 2, 5, 5)), r"MixtureRegionConv2d: filters dim 3 \(C_in\).*"),
+        (((2, 3, 5, 5), (1, 2, 4), (4, 6, 3, 1, 1), (2, 2, 5, 5)), "same batch size.*coefficients x basis"),
+        (((1, 3, 5, 5), (1, 2, 4), (4, 6, 3, 1, 1), (1, 3, 5, 5)), "number of regions"),
+    ],
+)
+def test_mismatched_inputs_are_refused_with_the_node_named(shapes, message):
+    tensors = [torch.randn(s) for s in shapes]
+    with pytest.raises(Exception, match=message):
+        _run(*tensors)
+
+
+def test_a_graph_of_version_2_cannot_use_the_node():
+    """MixtureRegionConv2d came with drconv version 3: a graph importing 2 is refused, not misread."""
+    model = mixture_node_model()
+    next(o for o in model.opset_import if o.domain == "drconv").version = 2
+    with pytest.raises(Exception, match="MixtureRegionConv2d"):
+        ort_session(model, LIBRARY)
