@@ -128,6 +128,8 @@ def test_missing_attributes_take_the_contract_defaults():
         ({"pads": (1, 0, 2, 0)}, "symmetric"),
         ({"filter_layout": "XYZW"}, 'filter_layout must be "OIHW" or "IHWO"'),
         ({"filter_layout": [1, 2]}, "filter_layout must be a string"),
+        ({"strides": (1.0, 1.0)}, "strides must be ints"),  # FLOATS: an error, not the default
+        ({"dilations": (2.0, 2.0)}, "dilations must be ints"),
         ({"activation": "Tanh"}, 'activation must be "" or "Relu"'),
     ],
 )

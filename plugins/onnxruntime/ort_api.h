@@ -40,14 +40,32 @@ inline OrtStatus* tensor_info(const OrtApi& api, const OrtValue* value, TensorIn
   return status;
 }
 
-// An int64 list attribute, or `fallback` when the node does not have it.
+// Whether a failed attribute query failed because the node lacks the attribute: ONNX
+// Runtime says ORT_FAIL both for that and for another type, and only the message tells
+// them apart. Releases the status.
+inline bool absent(const OrtApi& api, OrtStatus* status) {
+  const bool missing = std::strncmp(api.GetErrorMessage(status), "No attribute", 12) == 0;
+  api.ReleaseStatus(status);
+  return missing;
+}
+
+// An int64 list attribute, or `value` unchanged when the node does not have it. A node
+// whose attribute has another type gets an error naming it, not the default or a
+// misleading count: ONNX Runtime reads a FLOATS attribute as an empty INTS one.
 inline OrtStatus* ints_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name,
                                  std::vector<int64_t>& value) {
+  auto mistyped = [&] {
+    return api.CreateStatus(ORT_INVALID_ARGUMENT,
+                            (std::string("RegionConv2d: attribute ") + name + " must be ints").c_str());
+  };
   size_t size = 0;
   OrtStatus* status = api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size);
-  if (status != nullptr) {  // absent: keep the default
-    api.ReleaseStatus(status);
-    return nullptr;
+  if (status != nullptr) return absent(api, status) ? nullptr : mistyped();
+  if (size == 0) {
+    size_t floats = 0;
+    status = api.KernelInfoGetAttributeArray_float(info, name, nullptr, &floats);
+    if (status != nullptr) api.ReleaseStatus(status);
+    if (status == nullptr && floats > 0) return mistyped();
   }
   value.resize(size);
   return api.KernelInfoGetAttributeArray_int64(info, name, value.data(), &size);
@@ -60,13 +78,9 @@ inline OrtStatus* string_attribute(const OrtApi& api, const OrtKernelInfo* info,
   size_t size = 0;
   OrtStatus* status = api.KernelInfoGetAttribute_string(info, name, nullptr, &size);
   if (status != nullptr) {
-    // ONNX Runtime says ORT_FAIL for both a missing attribute and a mistyped one; only the
-    // message tells them apart.
-    const bool absent = std::strncmp(api.GetErrorMessage(status), "No attribute", 12) == 0;
-    api.ReleaseStatus(status);
-    return absent ? nullptr : api.CreateStatus(ORT_INVALID_ARGUMENT, (std::string("RegionConv2d: attribute ") +
-                                                                       name + " must be a string")
-                                                                          .c_str());
+    if (absent(api, status)) return nullptr;
+    return api.CreateStatus(ORT_INVALID_ARGUMENT,
+                            (std::string("RegionConv2d: attribute ") + name + " must be a string").c_str());
   }
   std::string text(size, '\0');  // size counts the terminating NUL
   status = api.KernelInfoGetAttribute_string(info, name, text.data(), &size);
