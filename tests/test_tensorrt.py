@@ -134,3 +134,38 @@ def test_trt_ep_export_and_session_options(tmp_path):
         options = provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider"])
         assert options[0] == ("TensorrtExecutionProvider", {"trt_extra_plugin_lib_paths": str(plugin_path("tensorrt"))})
         assert options[1] == "CUDAExecutionProvider"
+
+
+class _Registry:
+    """TensorRT's plugin registry as far as loading goes: loadLibrary fails (returns None) when
+    any of the library's creators is registered already, as IPluginRegistry::loadLibrary documents."""
+
+    def __init__(self) -> None:
+        self.creators: set[tuple[str, str, str]] = set()
+        self.loads = 0
+
+    def load_library(self, path: str):
+        self.loads += 1
+        if ("RegionConv2d", "1", "") in self.creators:
+            return None
+        self.creators.add(("RegionConv2d", "1", ""))
+        return object()  # a handle
+
+    def get_creator(self, name: str, version: str, namespace: str = ""):
+        return object() if (name, version, namespace) in self.creators else None
+
+
+@pytest.mark.skipif(plugin_path("tensorrt") is None, reason="libdrconv_tensorrt.so not built (no CUDA toolkit)")
+def test_the_plugin_library_is_loaded_once_per_process():
+    from types import SimpleNamespace
+
+    from drconv.runtime import trt
+
+    registry = _Registry()
+    fake = SimpleNamespace(get_plugin_registry=lambda: registry)
+    assert registry.load_library("x") is not None and registry.load_library("x") is None  # the stand-in refuses
+    registry.creators.clear()
+    for _ in range(3):  # build, load, benchmark: each asks for the library
+        assert trt._load_plugin(fake) == plugin_path("tensorrt")
+    assert registry.loads == 3  # two direct calls above, then one load for the three
+    assert ("RegionConv2d", "1", "") in registry.creators

@@ -59,9 +59,30 @@ def plugin_library() -> Path:
     return require_plugin("tensorrt")
 
 
+def _registered(registry) -> bool:
+    """Whether our creator is in TensorRT's registry already (loaded earlier in this process)."""
+    from drconv.export.onnx import CUSTOM_OP, PLUGIN_VERSION  # the plugin's name and version
+
+    find = getattr(registry, "get_creator", None)  # TensorRT >= 10: V1 and V3 creators alike
+    if find is None:
+        return False
+    try:
+        return find(CUSTOM_OP, PLUGIN_VERSION, "") is not None
+    except Exception:  # a registry that raises for an unknown name rather than returning None
+        return False
+
+
 def _load_plugin(trt) -> Path:
+    """Load libdrconv_tensorrt.so into TensorRT's registry once per process.
+
+    IPluginRegistry::loadLibrary fails when any of a library's creators is registered
+    already, so a second build or load in one process would fail if it loaded again.
+    """
     library = plugin_library()
-    if not trt.get_plugin_registry().load_library(str(library)):
+    registry = trt.get_plugin_registry()
+    if _registered(registry):
+        return library
+    if not registry.load_library(str(library)):
         raise DrconvError(f"TensorRT could not load the plugin library {library}")
     return library
 
