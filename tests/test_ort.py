@@ -306,3 +306,26 @@ def test_session_rejects_unknown_provider(tmp_path):
     path = to_onnx(DRConv2d(2, 2, 3, 2).eval(), torch.randn(2, 2, 8, 8), tmp_path / "c.onnx")
     with pytest.raises(DrconvError, match="NoSuchExecutionProvider is not in this onnxruntime"):
         session(path, providers=["NoSuchExecutionProvider"])
+
+
+@pytest.mark.parametrize("layout", ["OIHW", "IHWO"])
+def test_output_shape_is_inferred_without_value_info(layout):
+    """The node infers Y [N, C_out, H_out, W_out] itself: batch from X, C_out from the filters,
+    H_out, W_out from the guide, symbolic names kept (the graph declares no output shape)."""
+    filters = ["N", 3, 7, 5, 3, 3] if layout == "OIHW" else ["N", 3, 5, 3, 3, 7]
+    shapes = (["N", 5, "H", "W"], filters, ["N", 3, "Ho", 6])
+    model = region_conv_node_model(pads=(1, 1, 1, 1), declare_shapes=shapes, filter_layout=layout)
+    assert not model.graph.value_info and model.graph.output[0].type.tensor_type.shape.dim == []
+    output = ort_session(model, LIBRARY).get_outputs()[0]
+    assert output.shape == ["N", 7, "Ho", 6]
+
+
+def test_output_shape_of_a_mixture_is_inferred():
+    from onnx import TensorProto, helper
+    from onnx_graphs import mixture_node_model
+
+    model = mixture_node_model(filter_layout="IHWO")
+    shapes = {"X": [2, 5, 8, 8], "coefficients": [2, 3, 4], "basis": [4, 5, 1, 1, 9], "guide": [2, 3, 8, 8]}
+    del model.graph.input[:]
+    model.graph.input.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items())
+    assert ort_session(model, LIBRARY).get_outputs()[0].shape == [2, 9, 8, 8]

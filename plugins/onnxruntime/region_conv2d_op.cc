@@ -82,6 +82,7 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
   CreateKernelV2 = create_kernel;
   KernelComputeV2 = compute;
   KernelDestroy = destroy_kernel;
+  InferOutputShapeFn = infer_output_shape;
   // 2 added filter_layout, B and activation; 3 MixtureRegionConv2d.
   GetStartVersion = [](const OrtCustomOp* op) { return self(op).mixture ? 3 : 1; };
   GetEndVersion = [](const OrtCustomOp*) { return 3; };

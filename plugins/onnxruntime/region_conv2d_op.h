@@ -25,6 +25,9 @@ struct RegionConv2dOp : OrtCustomOp {
   bool mixture;
 };
 
+// Y's shape from the inputs' (region_conv2d_shape.cc): OrtCustomOp::InferOutputShapeFn.
+OrtStatus* infer_output_shape(const OrtCustomOp* op, OrtShapeInferContext* context);
+
 // The mixture's basis [M, one filter] and M, for compute_cpu; absent for RegionConv2d.
 struct Basis {
   const OrtValue* value = nullptr;
