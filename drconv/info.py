@@ -1,25 +1,16 @@
-"""What is installed and built: versions, CUDA, and the paths of the native plugin libraries."""
+"""What is installed and built: versions, CUDA, the CPU kernel and the native libraries (see drconv.libraries)."""
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import torch
 
 from drconv import __version__
-from drconv.errors import DrconvError
+from drconv.libraries import PLUGIN_FILES, plugin_path
 from drconv.ops import cpu_kernel_isa
-
-# Library file names as `make plugins` builds them (plugins/CMakeLists.txt, later issues).
-PLUGIN_FILES = {
-    "onnxruntime": "libdrconv_onnxruntime.so",
-    "tensorrt": "libdrconv_tensorrt.so",
-}
-_REPO_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "plugins"
 
 
 def package_version(*dists: str) -> str | None:
@@ -30,42 +21,6 @@ def package_version(*dists: str) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
-
-
-def plugin_dirs() -> list[Path]:
-    """Where plugin libraries are looked for, in order: $DRCONV_PLUGIN_DIR, the package, the repo build."""
-    dirs = []
-    if os.environ.get("DRCONV_PLUGIN_DIR"):
-        dirs.append(Path(os.environ["DRCONV_PLUGIN_DIR"]))
-    dirs += [Path(__file__).resolve().parent / "lib", _REPO_BUILD_DIR]
-    return dirs
-
-
-def plugin_path(backend: str) -> Path | None:
-    """The built library for `backend` ('onnxruntime' or 'tensorrt'), or None if not built."""
-    name = PLUGIN_FILES[backend]
-    for directory in plugin_dirs():
-        candidate = directory / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-_BUILD_HINTS = {
-    "onnxruntime": "run `make plugins`",
-    "tensorrt": "run `make plugins` on a machine with the CUDA toolkit",
-}
-
-
-def require_plugin(backend: str) -> Path:
-    """plugin_path(backend), or a DrconvError naming the library and the command that builds it."""
-    path = plugin_path(backend)
-    if path is None:
-        raise DrconvError(
-            f"the {backend} library {PLUGIN_FILES[backend]} is not built; {_BUILD_HINTS[backend]} "
-            "(or set DRCONV_PLUGIN_DIR to the folder that holds it)"
-        )
-    return path
 
 
 def gpu() -> dict | None:

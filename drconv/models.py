@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from drconv.convert import convert
+from drconv.conversion import convert
 from drconv.errors import DrconvError
 from drconv.nn import DRConv2d
 from drconv.shufflenetv2 import ShuffleNetV2

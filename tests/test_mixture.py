@@ -7,7 +7,7 @@ import torch
 from onnx_graphs import as_numpy, mixture_node_model, ort_session
 
 from drconv import region_conv
-from drconv.info import plugin_path
+from drconv.libraries import plugin_path
 
 LIBRARY = plugin_path("onnxruntime")
 

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from onnx_graphs import as_numpy, ort_session, region_conv_node_model
 
 from drconv import DRConv2d, region_conv
-from drconv import info as drconv_info
+from drconv import libraries as drconv_libraries
 from drconv.errors import DrconvError
 from drconv.export import to_onnx
 from drconv.export.rewrite import TO_IHWO
-from drconv.info import plugin_path
+from drconv.libraries import plugin_path
 from drconv.models import create
 from drconv.runtime.ort import session
 
@@ -290,14 +290,14 @@ def test_fuzz_invalid_shapes_raise(shapes):
 
 def test_session_without_library_says_how_to_build(tmp_path, monkeypatch):
     path = to_onnx(DRConv2d(2, 2, 3, 2).eval(), torch.randn(2, 2, 8, 8), tmp_path / "c.onnx")
-    monkeypatch.setattr(drconv_info, "plugin_path", lambda backend: None)
+    monkeypatch.setattr(drconv_libraries, "plugin_path", lambda backend: None)
     with pytest.raises(DrconvError, match="make plugins"):
         session(path)
 
 
 def test_session_portable_needs_no_library(tmp_path, monkeypatch):
     path = to_onnx(DRConv2d(2, 2, 3, 2).eval(), torch.randn(2, 2, 8, 8), tmp_path / "p.onnx", mode="portable")
-    monkeypatch.setattr(drconv_info, "plugin_path", lambda backend: None)
+    monkeypatch.setattr(drconv_libraries, "plugin_path", lambda backend: None)
     (y,) = session(path).run(None, {"input": np.ones((1, 2, 8, 8), np.float32)})
     assert y.shape == (1, 2, 8, 8)
 

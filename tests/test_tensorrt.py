@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from drconv.info import plugin_path
+from drconv.libraries import plugin_path
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "plugins"
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)

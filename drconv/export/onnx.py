@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from drconv._atomic import atomic_path
 from drconv.errors import DrconvError
 from drconv.export import rewrite
+from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION, TRT_PLUGIN_DOMAIN
 
 __all__ = [
     "CUSTOM_DOMAIN",
@@ -41,10 +42,6 @@ __all__ = [
     "to_onnx",
 ]
 
-CUSTOM_DOMAIN = "drconv"
-CUSTOM_OP = "RegionConv2d"
-TRT_PLUGIN_DOMAIN = "trt.plugins"  # what ONNX Runtime's TensorRT execution provider reads as plugins
-PLUGIN_VERSION = "1"
 MODES = ("custom", "portable")
 # The exporter builds opset 18; converting down fails on ReduceMean/ReduceSum axes inputs.
 MIN_OPSET = 18

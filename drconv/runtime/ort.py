@@ -10,8 +10,8 @@ import onnx
 
 from drconv.errors import DrconvError
 from drconv.export import rewrite
-from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP, TRT_PLUGIN_DOMAIN
-from drconv.info import require_plugin
+from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, TRT_PLUGIN_DOMAIN
+from drconv.libraries import require_plugin
 
 __all__ = ["custom_op_library", "image_input", "needs_custom_ops", "needs_trt_plugins", "provider_options", "session"]
 

@@ -20,7 +20,8 @@ import onnx
 from drconv import __version__
 from drconv._atomic import write_bytes
 from drconv.errors import DrconvError
-from drconv.info import gpu, require_plugin
+from drconv.info import gpu
+from drconv.libraries import require_plugin
 
 __all__ = [
     "BuildOptions",
@@ -61,7 +62,7 @@ def plugin_library() -> Path:
 
 def _registered(registry) -> bool:
     """Whether our creator is in TensorRT's registry already (loaded earlier in this process)."""
-    from drconv.export.onnx import CUSTOM_OP, PLUGIN_VERSION  # the plugin's name and version
+    from drconv.export.names import CUSTOM_OP, PLUGIN_VERSION  # the plugin's name and version
 
     find = getattr(registry, "get_creator", None)  # TensorRT >= 10: V1 and V3 creators alike
     if find is None:
@@ -162,7 +163,7 @@ def _sidecar(engine: Path) -> Path:
 def _parse(parser, onnx_path: Path) -> bool:
     """Parse the file, its version-2 region-conv nodes lowered to version 1 (what the plugin runs) first."""
     from drconv.export import rewrite
-    from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP
+    from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
     if rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP):

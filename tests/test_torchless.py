@@ -1,0 +1,59 @@
+"""Running an exported model needs no torch: numpy, onnx, onnxruntime and drconv's library.
+
+A child process that cannot import torch runs a custom-node export through plain ONNX
+Runtime with `drconv.get_library_path()`, and through `drconv.runtime.ort.session`.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import torch
+
+from drconv.export import to_onnx
+from drconv.libraries import plugin_path
+from drconv.models import create
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None  # `import torch` now raises ImportError
+    import numpy as np
+    import onnxruntime as ort
+    import drconv
+    from drconv.runtime.ort import session
+
+    model, x_path, out_path = sys.argv[1:4]
+    x = np.load(x_path)
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(drconv.get_library_path("onnxruntime"))
+    plain = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ours = session(model).run(None, {"input": x})[0]
+    np.savez(out_path, plain=plain, ours=ours)
+    print("torch loaded:", sys.modules["torch"] is not None)
+    """
+)
+
+
+def test_a_custom_export_runs_without_torch(tmp_path):
+    assert plugin_path("onnxruntime") is not None, "libdrconv_onnxruntime.so not built: run `make plugins`"
+    torch.manual_seed(0)
+    model = create("drconv-shufflenetv2-0.5x").eval()
+    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "m.onnx")
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(tmp_path / "x.npy"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch loaded: False" in result.stdout
+    got = np.load(out)
+    np.testing.assert_allclose(got["plain"], expected, atol=1e-4, rtol=1e-3)
+    np.testing.assert_array_equal(got["ours"], got["plain"])
