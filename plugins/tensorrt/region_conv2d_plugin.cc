@@ -47,7 +47,16 @@ nvinfer1::IPluginCapability* RegionConv2dPlugin::getCapabilityInterface(
   return nullptr;
 }
 
-nvinfer1::IPluginV3* RegionConv2dPlugin::clone() noexcept { return new (std::nothrow) RegionConv2dPlugin(*this); }
+// Copying the attributes allocates, and nothing may throw out of a noexcept method: a
+// failed copy is a null plugin, which TensorRT reports.
+nvinfer1::IPluginV3* RegionConv2dPlugin::clone() noexcept {
+  try {
+    return new RegionConv2dPlugin(*this);
+  } catch (std::exception const& exc) {
+    log(nvinfer1::ILogger::Severity::kERROR, std::string("RegionConv2d: clone failed: ") + exc.what());
+    return nullptr;
+  }
+}
 
 int32_t RegionConv2dPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
                                                int32_t nbInputs) const noexcept {

@@ -22,9 +22,13 @@ constexpr char const* kPluginVersion = "1";
 void log(nvinfer1::ILogger::Severity severity, std::string const& message);
 
 // The node's attributes as TensorRT fields (kINT32, the way the ONNX parser hands them over).
+// The collection points into the object's own arrays, so a Fields is never copied or moved
+// (a copy would point into the original); an owner's copy builds its own from the attrs.
 class Fields {
  public:
   explicit Fields(RegionConvAttrs const& attrs);
+  Fields(Fields const&) = delete;
+  Fields& operator=(Fields const&) = delete;
   nvinfer1::PluginFieldCollection const* collection() const { return &collection_; }
 
  private:
