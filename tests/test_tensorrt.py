@@ -5,6 +5,8 @@ The C++ program loads libdrconv_tensorrt.so by path through getCreators/setLogge
 serialization. The plugin is built by `make plugins` wherever the CUDA toolkit is.
 """
 
+import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -169,3 +171,26 @@ def test_the_plugin_library_is_loaded_once_per_process():
         assert trt._load_plugin(fake) == plugin_path("tensorrt")
     assert registry.loads == 3  # two direct calls above, then one load for the three
     assert ("RegionConv2d", "1", "") in registry.creators
+
+
+def test_engine_and_sidecar_are_a_checked_pair(tmp_path, monkeypatch):
+    from drconv._atomic import write_bytes
+    from drconv.errors import DrconvError
+    from drconv.runtime import trt
+
+    engine = tmp_path / "m.engine"
+    trt._write_engine(engine, b"engine one", {"tensorrt": "10.9", "compute_capability": "8.6", "gpu": "A"})
+    meta = json.loads((tmp_path / "m.engine.json").read_text())
+    assert meta["engine_sha256"] == hashlib.sha256(b"engine one").hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]  # no temporary files left
+    monkeypatch.setattr(trt, "_gpu", lambda: ("A", "8.6"))
+    trt._check_sidecar(engine, b"engine one", "10.9")  # the pair as written: accepted
+    # A build interrupted between its two renames: a new engine beside the old sidecar.
+    write_bytes(engine, b"engine two")
+    with pytest.raises(DrconvError, match="does not belong to"):
+        trt._check_sidecar(engine, engine.read_bytes(), "10.9")
+    with pytest.raises(DrconvError, match=r"built with TensorRT 10\.9, this is 10\.10"):
+        trt._check_sidecar(engine, b"engine one", "10.10")
+    monkeypatch.setattr(trt, "_gpu", lambda: ("B", "9.0"))
+    with pytest.raises(DrconvError, match=r"compute capability 8.6 \(A\), this GPU is 9.0"):
+        trt._check_sidecar(engine, b"engine one", "10.9")

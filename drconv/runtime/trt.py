@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from drconv import __version__
-from drconv._atomic import write_bytes
+from drconv._atomic import atomic_path, write_bytes
 from drconv.errors import DrconvError
 from drconv.info import gpu
 from drconv.libraries import require_plugin
@@ -232,30 +232,60 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, o
         "drconv": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_bytes(engine_path, bytes(serialized), "-o")
-    write_bytes(_sidecar(engine_path), (json.dumps(meta, indent=2) + "\n").encode(), "-o")
+    _write_engine(engine_path, bytes(serialized), meta)
     if cache is not None and options.timing_cache is not None:
         write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()), "--timing-cache")
     return meta
 
 
+def _write_engine(engine_path: Path, data: bytes, meta: dict) -> None:
+    """The engine and its sidecar, each written whole; the sidecar holds the engine's sha256.
+
+    Both temporary files are written before either is renamed, and load_engine refuses a
+    sidecar whose sha256 is not its engine's: a build interrupted between the two renames
+    leaves a pair that is refused, never one that is trusted.
+    """
+    meta["engine_sha256"] = hashlib.sha256(data).hexdigest()
+    with atomic_path(_sidecar(engine_path), "-o") as sidecar, atomic_path(engine_path, "-o") as engine:
+        sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+        engine.write_bytes(data)
+
+
+def _check_sidecar(engine_path: Path, data: bytes, trt_version: str) -> None:
+    """Refuse an engine its sidecar does not describe, or one built for another TensorRT or GPU."""
+    sidecar = _sidecar(engine_path)
+    if not sidecar.is_file():
+        return  # an engine built elsewhere: TensorRT itself checks what it can
+    meta = json.loads(sidecar.read_text())
+    rebuild = "rebuild it with `drconv build`"
+    recorded = meta.get("engine_sha256")
+    if recorded is not None and recorded != hashlib.sha256(data).hexdigest():
+        raise DrconvError(f"{sidecar} does not belong to {engine_path} (another build's); {rebuild}")
+    if meta.get("tensorrt") != trt_version:
+        raise DrconvError(
+            f"{engine_path} was built with TensorRT {meta.get('tensorrt')}, this is {trt_version}: "
+            f"{rebuild} (engines do not move between TensorRT versions)"
+        )
+    built_for, here = meta.get("compute_capability"), _gpu()[1]
+    if built_for and here and built_for != here:
+        raise DrconvError(
+            f"{engine_path} was built for compute capability {built_for} ({meta.get('gpu')}), this GPU is {here}: "
+            f"{rebuild} on this machine"
+        )
+
+
 def load_engine(engine_path: str | os.PathLike):
-    """Deserialize an engine built by build_engine: plugin loaded first, TensorRT version checked."""
+    """Deserialize an engine built by build_engine: plugin loaded first; its sidecar's sha256,
+    TensorRT version and compute capability checked."""
     trt = _tensorrt()
     engine_path = Path(engine_path)
     if not engine_path.is_file():
         raise DrconvError(f"{engine_path}: no such file")
-    sidecar = _sidecar(engine_path)
-    if sidecar.is_file():
-        built_with = json.loads(sidecar.read_text()).get("tensorrt")
-        if built_with != str(trt.__version__):
-            raise DrconvError(
-                f"{engine_path} was built with TensorRT {built_with}, this is {trt.__version__}: "
-                "rebuild it with `drconv build` (engines do not move between TensorRT versions)"
-            )
+    data = engine_path.read_bytes()
+    _check_sidecar(engine_path, data, str(trt.__version__))
     _load_plugin(trt)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+    engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         raise DrconvError(f"TensorRT could not load {engine_path} (built for another GPU or TensorRT?)")
     return engine
