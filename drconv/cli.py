@@ -14,9 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from drconv import info as info_mod
-from drconv import models as models_mod
 from drconv.errors import DrconvError
+from drconv.model_names import DEFAULT_MODEL, TWINS
 
 app = typer.Typer(
     name="drconv",
@@ -29,6 +28,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
+
+
+def _models():
+    """drconv.models, imported on first use: it loads torch, which `drconv info` does not need."""
+    from drconv import models
+
+    return models
+
 
 ModelOption = Annotated[
     str,
@@ -98,9 +105,9 @@ def models() -> None:
     table = Table(title="built-in models")
     table.add_column("name", style="bold")
     table.add_column("description")
-    for name in models_mod.names():
-        default = " (default)" if name == models_mod.DEFAULT_MODEL else ""
-        table.add_row(name + default, models_mod.describe(name))
+    for name in _models().names():
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        table.add_row(name + default, _models().describe(name))
     console.print(table)
     console.print("Your own: --model package.module:factory [--checkpoint weights.pt]")
 
@@ -110,6 +117,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
     """Versions, CUDA availability and the paths of the built native libraries."""
+    from drconv import info as info_mod
+
     data = info_mod.collect()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -129,7 +138,7 @@ def info(
 @app.command()
 @user_errors
 def summary(
-    model: ModelOption = models_mod.DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_MODEL,
     checkpoint: CheckpointOption = None,
     input_shape: Annotated[
         str, typer.Option("--input-shape", help="Input shape N,C,H,W of the forward pass.")
@@ -151,7 +160,7 @@ def summary(
     from drconv.summary import format_count, run_summary
 
     shape = parse_shape(input_shape)
-    net = models_mod.load_model(model, checkpoint, on_convert=_announce)
+    net = _models().load_model(model, checkpoint, on_convert=_announce)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     try:
         report = run_summary(net, x)
@@ -253,7 +262,7 @@ def _run_verify(path: Path, net, batch: int, size: int, atol: float, rtol: float
 @user_errors
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", dir_okay=False)],
-    model: ModelOption = models_mod.DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_MODEL,
     checkpoint: CheckpointOption = None,
     mode: Annotated[
         ExportMode,
@@ -296,7 +305,7 @@ def export(
     from drconv.export import to_onnx
 
     shape = parse_shape(input_shape)
-    net = models_mod.load_model(model, checkpoint, on_convert=_announce)
+    net = _models().load_model(model, checkpoint, on_convert=_announce)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
         to_onnx(
@@ -315,7 +324,7 @@ def export(
     if verify and trt_ep:
         console.print("skipping --verify: trt.plugins nodes run only on ONNX Runtime's TensorRT provider")
     elif verify:
-        batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, models_mod.other_size(net, shape[2]))
+        batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, _models().other_size(net, shape[2]))
         _run_verify(output, net, batch, size, atol=1e-4, rtol=1e-3)
 
 
@@ -323,7 +332,7 @@ def export(
 @user_errors
 def verify_cmd(
     onnx_file: Annotated[Path, typer.Argument(help="The exported .onnx file.", dir_okay=False)],
-    model: ModelOption = models_mod.DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_MODEL,
     checkpoint: CheckpointOption = None,
     atol: AtolOption = 1e-4,
     rtol: RtolOption = 1e-3,
@@ -335,7 +344,7 @@ def verify_cmd(
     """Run PyTorch and ONNX Runtime on one random input and compare every output; exit 1 above tolerance."""
     if not onnx_file.is_file():
         raise DrconvError(f"{onnx_file}: no such file")
-    net = models_mod.load_model(model, checkpoint, on_convert=_announce)
+    net = _models().load_model(model, checkpoint, on_convert=_announce)
     _run_verify(onnx_file, net, batch, size, atol, rtol)
 
 
@@ -421,11 +430,11 @@ def _baseline(spec: str | None, name: str):
     if spec is None:
         return None
     if spec == "twin":
-        if name not in models_mod.TWINS:
-            twins = ", ".join(models_mod.TWINS)
+        if name not in TWINS:
+            twins = ", ".join(TWINS)
             raise DrconvError(f"--baseline twin: {name} has no plain twin (models with one: {twins})")
-        spec = models_mod.TWINS[name]
-    return spec, models_mod.load_model(spec, on_convert=_announce)
+        spec = TWINS[name]
+    return spec, _models().load_model(spec, on_convert=_announce)
 
 
 def _prepare_targets(targets, model, checkpoint, shape, requested, device, threads, tmp, status, baseline=None):
@@ -437,7 +446,7 @@ def _prepare_targets(targets, model, checkpoint, shape, requested, device, threa
         raise DrconvError(f"give the model once: as a TARGET ({specs[0]}) or with --model ({model})")
     name = specs[0] if specs else model
     if name is None and not files:
-        name = models_mod.DEFAULT_MODEL
+        name = DEFAULT_MODEL
     if name is None and requested:
         raise DrconvError("--backend chooses the backends of a model or --layer; .onnx and .engine files run as given")
     if name is None and baseline is not None:
@@ -446,7 +455,7 @@ def _prepare_targets(targets, model, checkpoint, shape, requested, device, threa
         raise DrconvError("--checkpoint loads weights into a model (a TARGET or --model); exported files carry theirs")
     prepared = None
     if name is not None:
-        net = models_mod.load_model(name, checkpoint, on_convert=_announce)
+        net = _models().load_model(name, checkpoint, on_convert=_announce)
         prepared = bk.prepare_model(
             name, net, shape, requested, device, threads, tmp, status, baseline=_baseline(baseline, name)
         )
@@ -476,7 +485,7 @@ def benchmark(
             "--model",
             "-m",
             help=f"A model to time (built-in name or package.module:factory), besides any files; "
-            f"with no TARGET, {models_mod.DEFAULT_MODEL}.",
+            f"with no TARGET, {DEFAULT_MODEL}.",
         ),
     ] = None,
     checkpoint: CheckpointOption = None,

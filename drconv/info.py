@@ -6,11 +6,8 @@ import platform
 import sys
 from importlib import metadata
 
-import torch
-
 from drconv import __version__
 from drconv.libraries import PLUGIN_FILES, plugin_path
-from drconv.ops import cpu_kernel_isa
 
 
 def package_version(*dists: str) -> str | None:
@@ -23,9 +20,19 @@ def package_version(*dists: str) -> str | None:
     return None
 
 
+def _torch():
+    """torch, or None where it is not installed (a machine that only runs exported models)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def gpu() -> dict | None:
-    """The first CUDA device torch sees: name, compute capability, CUDA version; None without one."""
-    if not torch.cuda.is_available():
+    """The first CUDA device torch sees: name, compute capability, CUDA version; None without one (or torch)."""
+    torch = _torch()
+    if torch is None or not torch.cuda.is_available():
         return None
     major, minor = torch.cuda.get_device_capability(0)
     return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
@@ -37,21 +44,27 @@ def plugins() -> dict[str, str | None]:
 
 
 def collect() -> dict:
-    """Everything `drconv info` reports, JSON-ready."""
-    cuda = torch.cuda.is_available()
+    """Everything `drconv info` reports, JSON-ready; the torch entries None where torch is not installed."""
+    torch = _torch()
+    found = gpu()
+    isa = None
+    if torch is not None:
+        from drconv.ops import cpu_kernel_isa
+
+        isa = cpu_kernel_isa()
     return {
         "drconv": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "executable": sys.executable,
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch is not None else None,
         "onnx": package_version("onnx"),
         "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
         "onnxscript": package_version("onnxscript"),
         "tensorrt": package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-        "cuda_available": cuda,
-        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_kernel_isa": cpu_kernel_isa(),
+        "cuda_available": found is not None,
+        "cuda_device": found["name"] if found else None,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "cpu_kernel_isa": isa,
         "plugins": plugins(),
     }

@@ -14,10 +14,10 @@ from torch import nn
 
 from drconv.conversion import convert
 from drconv.errors import DrconvError
+from drconv.model_names import DEFAULT_MODEL
 from drconv.nn import DRConv2d
 from drconv.shufflenetv2 import ShuffleNetV2
 
-DEFAULT_MODEL = "drconv-tiny"
 MIN_INPUT_SIZE = 32
 
 
@@ -81,7 +81,6 @@ _REGISTRY: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "shufflenetv2-1.0x": (_shufflenet(1.0, None), "plain ShuffleNetV2 1.0x, the twin of drconv-shufflenetv2-1.0x"),
 }
 # The plain network each DRConv model is measured against (drconv benchmark --baseline twin).
-TWINS = {"drconv-shufflenetv2-0.5x": "shufflenetv2-0.5x", "drconv-shufflenetv2-1.0x": "shufflenetv2-1.0x"}
 
 
 def other_size(model: nn.Module, size: int) -> int:

@@ -1,9 +1,11 @@
 """Running an exported model needs no torch: numpy, onnx, onnxruntime and drconv's library.
 
 A child process that cannot import torch runs a custom-node export through plain ONNX
-Runtime with `drconv.get_library_path()`, and through `drconv.runtime.ort.session`.
+Runtime with `drconv.get_library_path()`, and through `drconv.runtime.ort.session`; and
+`drconv info` reports the environment there.
 """
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -57,3 +59,23 @@ def test_a_custom_export_runs_without_torch(tmp_path):
     got = np.load(out)
     np.testing.assert_allclose(got["plain"], expected, atol=1e-4, rtol=1e-3)
     np.testing.assert_array_equal(got["ours"], got["plain"])
+
+
+INFO_CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None
+    from drconv.cli import main
+    sys.argv = ["drconv", "info", "--json"]
+    main()
+    """
+)
+
+
+def test_drconv_info_runs_without_torch():
+    result = subprocess.run([sys.executable, "-c", INFO_CHILD], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["torch"] is None and data["cpu_kernel_isa"] is None and data["cuda_available"] is False
+    assert data["plugins"]["onnxruntime"] == str(plugin_path("onnxruntime"))
+    assert data["onnxruntime"]

@@ -10,7 +10,8 @@ from official_shufflenet import naive_forward, naive_mixture_region_conv, offici
 
 from drconv import DRConv2d
 from drconv.export import rewrite, to_onnx
-from drconv.models import TWINS, create
+from drconv.model_names import TWINS
+from drconv.models import create
 from drconv.nn import MixtureDRConv2d
 from drconv.runtime.ort import session
 from drconv.shufflenetv2 import ShuffleNetV2
