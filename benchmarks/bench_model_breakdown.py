@@ -49,10 +49,10 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output}
 
 
-def _coefficients(graph: onnx.GraphProto, node: onnx.NodeProto) -> str:
-    """The z feeding a node's filters: filters = Reshape(MatMul(z, basis))."""
+def _mixture(graph: onnx.GraphProto, node: onnx.NodeProto) -> onnx.NodeProto:
+    """The MatMul whose product a node's filters are: filters = Reshape(MatMul(z, basis))."""
     producers = _producers(graph)
-    return producers[producers[node.input[1]].input[0]].input[0]
+    return producers[producers[node.input[1]].input[0]]
 
 
 def _values(model: onnx.ModelProto, names: list[str], x: np.ndarray, threads: int, tmp: Path) -> dict[str, np.ndarray]:
@@ -91,7 +91,7 @@ def _variant(model: onnx.ModelProto, kind: str, values: dict[str, np.ndarray], f
             continue
         filters, guide = values[node.input[1]], values[node.input[2]]
         if kind == "fixed-z":
-            mixture = _producers(graph)[_producers(graph)[node.input[1]].input[0]]
+            mixture = _mixture(graph, node)
             name = mixture.input[0] + ":fed"
             feeds[name] = values[mixture.input[0]]
             graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(feeds[name].shape)))
@@ -144,7 +144,7 @@ def main() -> None:
         model = onnx.load(str(paths[args.model]))
         rewrite.expand_mixture(model, CUSTOM_DOMAIN, REGION_CONV)
         nodes = [node for node in model.graph.node if node.op_type == REGION_CONV]
-        names = [node.input[i] for node in nodes for i in (1, 2)] + [_coefficients(model.graph, n) for n in nodes]
+        names = [node.input[i] for node in nodes for i in (1, 2)] + [_mixture(model.graph, n).input[0] for n in nodes]
         values = _values(model, list(dict.fromkeys(names)), x, args.threads, tmp)
 
         feeds: dict[str, np.ndarray] = {}

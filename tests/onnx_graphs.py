@@ -23,8 +23,13 @@ def region_conv_node_model(
     names = ("X", "filters", "guide", "B") if bias else ("X", "filters", "guide")
     shapes = declare_shapes or (None,) * len(names)
     extra = {k: v for k, v in (("filter_layout", filter_layout), ("activation", activation)) if v is not None}
+    return _one_node_model("RegionConv2d", names, shapes, 2 if extra or bias else 1, strides, pads, dilations, extra)
+
+
+def _one_node_model(op_type, names, shapes, version, strides, pads, dilations, extra):
+    """names -> Y through one drconv node of `op_type`, importing drconv `version`."""
     node = helper.make_node(
-        "RegionConv2d",
+        op_type,
         list(names),
         ["Y"],
         domain="drconv",
@@ -36,11 +41,10 @@ def region_conv_node_model(
     )
     graph = helper.make_graph(
         [node],
-        "region_conv",
+        op_type,
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes, strict=True)],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
     )
-    version = 2 if extra or bias else 1
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("drconv", version)])
 
 
@@ -60,22 +64,5 @@ def as_numpy(*tensors):
 def mixture_node_model(strides=(1, 1), pads=(0, 0, 0, 0), filter_layout="OIHW", bias=False, activation=None):
     """X, coefficients, basis, guide[, B] -> Y through one drconv::MixtureRegionConv2d (drconv version 3)."""
     names = ("X", "coefficients", "basis", "guide", "B") if bias else ("X", "coefficients", "basis", "guide")
-    extra = {"activation": activation} if activation is not None else {}
-    node = helper.make_node(
-        "MixtureRegionConv2d",
-        list(names),
-        ["Y"],
-        domain="drconv",
-        strides=list(strides),
-        pads=list(pads),
-        dilations=[1, 1],
-        filter_layout=filter_layout,
-        **extra,
-    )
-    graph = helper.make_graph(
-        [node],
-        "mixture_region_conv",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("drconv", 3)])
+    extra = {"filter_layout": filter_layout, **({"activation": activation} if activation is not None else {})}
+    return _one_node_model("MixtureRegionConv2d", names, (None,) * len(names), 3, strides, pads, (1, 1), extra)

@@ -57,7 +57,7 @@ struct Mixture {
 // the kernel reads past a row's last channel, and it keeps the filters from lying a
 // multiple of 4 KB apart, where the mixing's stores and loads collided in L1 (2x slower at a
 // 96x96 1x1 filter).
-inline int64_t mixture_stride(const RegionConvShape& s) { return s.c_out * s.patch() + 16; }
+inline int64_t mixture_stride(const RegionConvShape& s) { return s.c_out * s.patch() + direct::kLanes; }
 inline int64_t mixture_floats(const RegionConvShape& s) { return s.n * s.regions * mixture_stride(s); }
 
 // filters[n, r, :] = sum over m of coefficients[n, r, m] * basis[m, :], each basis row `size`
@@ -239,7 +239,6 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 void* workspace, const direct::Kernels& kernels,
                                 const direct::Epilogue& epilogue = {}, const Mixture* mixture = nullptr) {
   const DirectLayout layout(s, workers);
-  const bool split = DirectLayout::split_channels(s, workers);
   if (mixture != nullptr) {
     mix_filters_f32(mixture->coefficients, mixture->basis, mixture->filters, s.n, s.regions, mixture->bases,
                     s.c_out * s.patch(), mixture_stride(s), parallel_for, workers);
@@ -323,6 +322,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   // Each worker takes a range of blocks with every output channel, or (split_channels) every
   // block with a range of output channels: then it reads only its columns of the filters,
   // where reading all of them twice would cost more than the maps.
+  const bool split = DirectLayout::split_channels(s, workers);
   const int64_t parts = std::max<int64_t>(1, std::min(workers, split ? vectors : n_blocks));
   // Contiguous ranges of blocks holding equal numbers of pixels (blocks are not all full).
   std::vector<int64_t> first(static_cast<size_t>(parts + 1), n_blocks);

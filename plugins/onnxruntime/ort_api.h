@@ -49,23 +49,25 @@ inline bool absent(const OrtApi& api, OrtStatus* status) {
   return missing;
 }
 
+// The error for an attribute of another type than the node's contract says (`kind`).
+inline OrtStatus* mistyped(const OrtApi& api, const char* name, const char* kind) {
+  return api.CreateStatus(ORT_INVALID_ARGUMENT,
+                          (std::string("RegionConv2d: attribute ") + name + " must be " + kind).c_str());
+}
+
 // An int64 list attribute, or `value` unchanged when the node does not have it. A node
 // whose attribute has another type gets an error naming it, not the default or a
 // misleading count: ONNX Runtime reads a FLOATS attribute as an empty INTS one.
 inline OrtStatus* ints_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name,
                                  std::vector<int64_t>& value) {
-  auto mistyped = [&] {
-    return api.CreateStatus(ORT_INVALID_ARGUMENT,
-                            (std::string("RegionConv2d: attribute ") + name + " must be ints").c_str());
-  };
   size_t size = 0;
   OrtStatus* status = api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size);
-  if (status != nullptr) return absent(api, status) ? nullptr : mistyped();
+  if (status != nullptr) return absent(api, status) ? nullptr : mistyped(api, name, "ints");
   if (size == 0) {
     size_t floats = 0;
     status = api.KernelInfoGetAttributeArray_float(info, name, nullptr, &floats);
     if (status != nullptr) api.ReleaseStatus(status);
-    if (status == nullptr && floats > 0) return mistyped();
+    if (status == nullptr && floats > 0) return mistyped(api, name, "ints");
   }
   value.resize(size);
   return api.KernelInfoGetAttributeArray_int64(info, name, value.data(), &size);
@@ -77,11 +79,7 @@ inline OrtStatus* string_attribute(const OrtApi& api, const OrtKernelInfo* info,
                                    std::string& value) {
   size_t size = 0;
   OrtStatus* status = api.KernelInfoGetAttribute_string(info, name, nullptr, &size);
-  if (status != nullptr) {
-    if (absent(api, status)) return nullptr;
-    return api.CreateStatus(ORT_INVALID_ARGUMENT,
-                            (std::string("RegionConv2d: attribute ") + name + " must be a string").c_str());
-  }
+  if (status != nullptr) return absent(api, status) ? nullptr : mistyped(api, name, "a string");
   std::string text(size, '\0');  // size counts the terminating NUL
   status = api.KernelInfoGetAttribute_string(info, name, text.data(), &size);
   if (status != nullptr) return status;
