@@ -10,20 +10,23 @@ BUILD  := build/plugins
 setup: $(STAMP)
 
 # CPU path: exact pins (requirements/cpu.txt; torch==2.13.0 is the CPU wheel), then
-# drconv itself, editable, its C++ kernel compiled against that torch.
-$(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp drconv/csrc/*.h plugins/common/*.h
+# drconv itself, editable: setup.py compiles drconv._C against that torch and builds the
+# plugin libraries with CMake in build/plugins, into drconv/lib.
+$(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp drconv/csrc/*.h plugins/common/*.h plugins/CMakeLists.txt
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/cpu.txt
 	DRCONV_WERROR=1 $(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
 
-# Native libraries (C++/CUDA) under build/plugins: libdrconv_onnxruntime.so, with nvcc
-# also libdrconv_tensorrt.so, and their test programs. The headers they compile against
-# (ONNX Runtime 1.21's C API, TensorRT 10's) are fetched once into build/plugins/_deps
-# unless ONNXRUNTIME_INCLUDE_DIR / TensorRT_INCLUDE_DIR (or TENSORRT_ROOT) say where.
+# Native libraries (C++/CUDA), rebuilt after a change to plugins/: libdrconv_onnxruntime.so,
+# with nvcc also libdrconv_tensorrt.so, into drconv/lib; their test programs stay in
+# build/plugins. The headers they compile against (ONNX Runtime 1.21's C API, TensorRT
+# 10's) are fetched once into build/plugins/_deps unless ONNXRUNTIME_INCLUDE_DIR /
+# TensorRT_INCLUDE_DIR (or TENSORRT_ROOT) say where.
 plugins: setup
-	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(PY)) > /dev/null
+	cmake -S plugins -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(PY)) \
+		-DDRCONV_LIBRARY_DIR=$(abspath drconv/lib) > /dev/null
 	cmake --build $(BUILD) -j 2
 
 demo: setup plugins
@@ -52,8 +55,8 @@ bench: setup
 	$(PY) benchmarks/bench_region_conv.py
 
 lint: setup
-	$(VENV)/bin/ruff check drconv tests benchmarks
-	$(VENV)/bin/ruff format --check drconv tests benchmarks
+	$(VENV)/bin/ruff check drconv tests benchmarks setup.py
+	$(VENV)/bin/ruff format --check drconv tests benchmarks setup.py
 
 clean:
-	rm -rf $(VENV) build drconv/_C*.so drconv.egg-info
+	rm -rf $(VENV) build dist drconv/_C*.so drconv/lib drconv.egg-info

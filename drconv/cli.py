@@ -7,14 +7,14 @@ import json
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from drconv.errors import DrconvError
+from drconv.errors import DrconvError, missing_dependency
 from drconv.model_names import DEFAULT_MODEL, TWINS
 
 app = typer.Typer(
@@ -51,6 +51,11 @@ CheckpointOption = Annotated[
 ]
 
 
+def _fail(exc: Exception) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+
+
 def user_errors(fn: F) -> F:
     """Turn the mistakes a user can fix into one line on stderr and exit code 1, no traceback."""
 
@@ -58,9 +63,13 @@ def user_errors(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except ImportError as exc:
+            missing = missing_dependency(exc, f"drconv {fn.__name__.removesuffix('_cmd')}")
+            if missing is None:
+                raise
+            _fail(missing)
         except (DrconvError, ValueError) as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+            _fail(exc)
 
     return wrapper  # type: ignore[return-value]
 
@@ -100,6 +109,7 @@ def _main(
 
 
 @app.command()
+@user_errors
 def models() -> None:
     """List the built-in models (use one with --model NAME)."""
     table = Table(title="built-in models")
@@ -113,6 +123,7 @@ def models() -> None:
 
 
 @app.command()
+@user_errors
 def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
@@ -129,8 +140,9 @@ def info(
     for key, value in data.items():
         if key == "plugins":
             for backend, path in value.items():
-                table.add_row(f"plugin: {backend}", path or "not built (make plugins)")
-        else:
+                reason = data["plugins_left_out"].get(backend, "reinstall drconv, or `make plugins` in a checkout")
+                table.add_row(f"plugin: {backend}", path or f"not built: {reason}")
+        elif key != "plugins_left_out":
             table.add_row(key, "-" if value is None else str(value))
     console.print(table)
 
@@ -278,10 +290,6 @@ def export(
     verify: Annotated[
         bool, typer.Option("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
     ] = False,
-    trt_ep: Annotated[
-        bool,
-        typer.Option("--trt-ep", help="Custom nodes in domain trt.plugins, for ONNX Runtime's TensorRT provider."),
-    ] = False,
     filter_layout: Annotated[
         FilterLayout,
         typer.Option(
@@ -315,15 +323,12 @@ def export(
             mode=mode.value,
             dynamic=not static,
             opset=opset,
-            trt_ep=trt_ep,
             layout=filter_layout.value,
             fuse=fuse,
         )
     console.print("wrote ", end="")
     _print_onnx_summary(output)
-    if verify and trt_ep:
-        console.print("skipping --verify: trt.plugins nodes run only on ONNX Runtime's TensorRT provider")
-    elif verify:
+    if verify:
         batch, size = (shape[0], shape[2]) if static else (shape[0] + 1, _models().other_size(net, shape[2]))
         _run_verify(output, net, batch, size, atol=1e-4, rtol=1e-3)
 
@@ -437,10 +442,19 @@ def _baseline(spec: str | None, name: str):
     return spec, _models().load_model(spec, on_convert=_announce)
 
 
+def _benchmark_torch(layer: str | None, targets: list[str] | None, model: str | None, device: Device):
+    """torch where the benchmark needs it (a layer, a model, an engine, CUDA), else None; missing: one line."""
+    specs, files = _split_targets(targets or [])
+    engines = any(f.suffix != ".onnx" for f in files)
+    if layer is None and not specs and model is None and files and not engines and device == Device.cpu:
+        return None
+    import torch
+
+    return torch
+
+
 def _prepare_targets(targets, model, checkpoint, shape, requested, device, threads, tmp, status, baseline=None):
     """Backends for a model (a TARGET, --model, or the default when no file is given) and for files."""
-    from drconv.benchmark import backends as bk
-
     specs, files = _split_targets(targets)
     if specs and model is not None:
         raise DrconvError(f"give the model once: as a TARGET ({specs[0]}) or with --model ({model})")
@@ -455,12 +469,16 @@ def _prepare_targets(targets, model, checkpoint, shape, requested, device, threa
         raise DrconvError("--checkpoint loads weights into a model (a TARGET or --model); exported files carry theirs")
     prepared = None
     if name is not None:
+        from drconv.benchmark import backends as bk
+
         net = _models().load_model(name, checkpoint, on_convert=_announce)
         prepared = bk.prepare_model(
             name, net, shape, requested, device, threads, tmp, status, baseline=_baseline(baseline, name)
         )
     if files:
-        from_files = bk.prepare_files(files, shape, device, threads)
+        from drconv.benchmark.files import prepare_files
+
+        from_files = prepare_files(files, shape, device, threads)
         if prepared is None:
             return from_files, ", ".join(f.name for f in files)
         prepared.backends += from_files.backends
@@ -545,15 +563,14 @@ def benchmark(
     ] = None,
 ) -> None:
     """Time backends side by side in one process, in alternating bursts; p50/p90/p99 and the ratio to the bound."""
+    import contextlib
     import shlex
     import sys
     import tempfile
 
-    import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from drconv._atomic import check_writable
-    from drconv.benchmark import backends as bk
     from drconv.benchmark import env as env_mod
     from drconv.benchmark import report, timing
 
@@ -565,15 +582,22 @@ def benchmark(
     for path, flag in ((json_file, "--json"), (plot_file, "--plot")):
         if path is not None:
             check_writable(path, flag)
-    if device == Device.cuda and not torch.cuda.is_available():
+    if plot_file is not None:
+        import matplotlib  # noqa: F401  (missing: one line now, not after the timing)
+    # torch only where something needs it: exported .onnx files time in ONNX Runtime alone.
+    torch = _benchmark_torch(layer, targets, model, device)
+    if torch is not None and device == Device.cuda and not torch.cuda.is_available():
         raise DrconvError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)")
     requested = [b.strip() for b in backend.split(",") if b.strip()] if backend else None
-    threads = threads or bk.default_threads()
-    torch.set_num_threads(threads)
+    threads = threads or timing.default_threads()
+    if torch is not None:
+        torch.set_num_threads(threads)
 
     with tempfile.TemporaryDirectory(prefix="drconv-bench-") as tmp:
         with err_console.status("preparing backends ...") as status:
             if layer is not None:
+                from drconv.benchmark import backends as bk
+
                 spec = bk.LayerSpec.parse(layer, regions or 8, kernel or 3, out_channels, batch or 1)
                 prepared = bk.prepare_layer(spec, requested, device.value, threads, Path(tmp))
                 title = f"region conv {spec.describe()}"
@@ -604,7 +628,7 @@ def benchmark(
             transient=True,
         ) as progress:
             task = progress.add_task(", ".join(b.name for b in prepared.backends), total=1.0)
-            with torch.no_grad():
+            with torch.no_grad() if torch is not None else contextlib.nullcontext():
                 samples = timing.alternate(
                     prepared.backends, warmup, iters, seconds, lambda done: progress.update(task, completed=done)
                 )

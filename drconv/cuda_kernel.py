@@ -16,11 +16,13 @@ from drconv._geometry import check_inputs, pair
 from drconv.errors import DrconvError
 
 MAX_REGIONS = 4096  # kCudaMaxRegions in plugins/common/region_conv_cuda.h
-_ROOT = Path(__file__).resolve().parent.parent
-_SOURCES = [
-    _ROOT / "drconv" / "csrc" / "region_conv_cuda_torch.cpp",
-    _ROOT / "plugins" / "common" / "region_conv_cuda.cu",
-]
+_CSRC = Path(__file__).resolve().parent / "csrc"
+# The shared kernel: copied into the package by setup.py; an editable install has the checkout's.
+_COMMON = next(
+    (d for d in (_CSRC / "common", _CSRC.parents[1] / "plugins" / "common") if (d / "region_conv_cuda.cu").is_file()),
+    _CSRC / "common",
+)
+_SOURCES = [_CSRC / "region_conv_cuda_torch.cpp", _COMMON / "region_conv_cuda.cu"]
 
 
 @functools.cache
@@ -30,13 +32,13 @@ def extension():
         raise DrconvError("the CUDA kernel needs torch with CUDA and a GPU (torch.cuda.is_available() is False)")
     missing = [str(p) for p in _SOURCES if not p.is_file()]
     if missing:
-        raise DrconvError(f"CUDA kernel sources not found ({', '.join(missing)}): run from a drconv checkout")
+        raise DrconvError(f"CUDA kernel sources not found ({', '.join(missing)}): reinstall drconv")
     from torch.utils.cpp_extension import load
 
     return load(
         name="drconv_cuda_kernel",
         sources=[str(p) for p in _SOURCES],
-        extra_include_paths=[str(_ROOT / "plugins" / "common")],
+        extra_include_paths=[str(_COMMON), str(_CSRC)],
         extra_cflags=["-O3"],
         extra_cuda_cflags=["-O3"],
         verbose=False,

@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 
 from drconv import __version__
-from drconv.libraries import PLUGIN_FILES, plugin_path
+from drconv.libraries import PLUGIN_FILES, build_info, plugin_path
 
 
 def package_version(*dists: str) -> str | None:
@@ -43,15 +43,26 @@ def plugins() -> dict[str, str | None]:
     return {backend: (str(p) if (p := plugin_path(backend)) else None) for backend in PLUGIN_FILES}
 
 
+def plugins_left_out() -> dict[str, str]:
+    """Why the build left a library out, by library (from the package's build_info.json)."""
+    return dict((build_info() or {}).get("left_out") or {})
+
+
+def torch_op_isa() -> str | None:
+    """The torch op's CPU kernel ISA; None without torch or without drconv._C (a torch-free build)."""
+    if _torch() is None:
+        return None
+    try:
+        from drconv.ops import cpu_kernel_isa
+    except ImportError:
+        return None
+    return cpu_kernel_isa()
+
+
 def collect() -> dict:
     """Everything `drconv info` reports, JSON-ready; the torch entries None where torch is not installed."""
     torch = _torch()
     found = gpu()
-    isa = None
-    if torch is not None:
-        from drconv.ops import cpu_kernel_isa
-
-        isa = cpu_kernel_isa()
     return {
         "drconv": __version__,
         "python": platform.python_version(),
@@ -65,6 +76,7 @@ def collect() -> dict:
         "cuda_available": found is not None,
         "cuda_device": found["name"] if found else None,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
-        "cpu_kernel_isa": isa,
+        "cpu_kernel_isa": torch_op_isa(),
         "plugins": plugins(),
+        "plugins_left_out": plugins_left_out(),
     }

@@ -6,31 +6,42 @@ this through `drconv.get_library_path` and `drconv.runtime.ort`.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from drconv.errors import DrconvError
 
-# Library file names as `make plugins` builds them (plugins/CMakeLists.txt).
+# Library file names as plugins/CMakeLists.txt builds them.
 PLUGIN_FILES = {
     "onnxruntime": "libdrconv_onnxruntime.so",
     "tensorrt": "libdrconv_tensorrt.so",
 }
-_REPO_BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "plugins"
+# Where the build puts them (setup.py: the package's lib/, an editable install's too).
+PACKAGE_LIB_DIR = Path(__file__).resolve().parent / "lib"
 
 _BUILD_HINTS = {
-    "onnxruntime": "run `make plugins`",
-    "tensorrt": "run `make plugins` on a machine with the CUDA toolkit",
+    "onnxruntime": "reinstall drconv (`pip install .`, or `make plugins` in a checkout)",
+    "tensorrt": "reinstall drconv on a machine with the CUDA toolkit (nvcc)",
 }
 
 
 def plugin_dirs() -> list[Path]:
-    """Where plugin libraries are looked for, in order: $DRCONV_PLUGIN_DIR, the package, the repo build."""
+    """Where plugin libraries are looked for, in order: $DRCONV_PLUGIN_DIR, then the package's lib/."""
     dirs = []
     if os.environ.get("DRCONV_PLUGIN_DIR"):
         dirs.append(Path(os.environ["DRCONV_PLUGIN_DIR"]))
-    dirs += [Path(__file__).resolve().parent / "lib", _REPO_BUILD_DIR]
+    dirs.append(PACKAGE_LIB_DIR)
     return dirs
+
+
+def build_info() -> dict[str, Any] | None:
+    """The package's lib/build_info.json: which libraries the build made, and why any was left out."""
+    try:
+        return json.loads((PACKAGE_LIB_DIR / "build_info.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def plugin_path(backend: str) -> Path | None:
@@ -49,8 +60,10 @@ def require_plugin(backend: str) -> Path:
     """plugin_path(backend), or a DrconvError naming the library and the command that builds it."""
     path = plugin_path(backend)
     if path is None:
+        reason = ((build_info() or {}).get("left_out") or {}).get(backend)
+        why = f" (left out of this build: {reason})" if reason else ""
         raise DrconvError(
-            f"the {backend} library {PLUGIN_FILES[backend]} is not built; {_BUILD_HINTS[backend]} "
+            f"the {backend} library {PLUGIN_FILES[backend]} is not built{why}; {_BUILD_HINTS[backend]} "
             "(or set DRCONV_PLUGIN_DIR to the folder that holds it)"
         )
     return path

@@ -14,6 +14,7 @@ import torch
 
 from drconv import _torch_kernels
 from drconv._geometry import IntOrPair, check_inputs, check_tensors, normalize_params
+from drconv.errors import MissingDependency
 
 __all__ = ["cpu_kernel_isa", "region_conv"]
 
@@ -24,10 +25,10 @@ _lib.define(
 
 try:  # the C++ kernels; importing the library registers them
     from drconv import _C  # type: ignore[attr-defined]
-except ImportError as error:  # pragma: no cover - a broken install
-    raise ImportError(
-        f"drconv's native kernel drconv._C is missing or broken ({error}); reinstall drconv "
-        "(`make setup`, or `pip install --no-build-isolation -e .` with a C++ compiler)"
+except ImportError as error:  # an isolated (torch-free) build, or a broken install
+    raise MissingDependency(
+        f"drconv's PyTorch kernel drconv._C is not installed ({error}): this drconv was built without torch; "
+        "reinstall it into this environment with `pip install --no-build-isolation .` (torch installed first)"
     ) from error
 
 

@@ -191,20 +191,6 @@ def test_trt_build_parses_the_lowered_graph(zoo):
     assert trt._parse(parser, plain) and parser.data is None  # nothing to lower: the file as it is
 
 
-def test_trt_ep_export_stays_oihw(tmp_path):
-    model = create("drconv-shufflenetv2-0.5x").eval()
-    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "m.onnx", trt_ep=True)
-    proto = onnx.load(str(path))
-    assert {n.op_type for n in proto.graph.node if n.domain == "trt.plugins"} == {CUSTOM_OP}
-    assert all(
-        onnx.helper.get_attribute_value(a) == b"OIHW"
-        for n in proto.graph.node
-        if n.domain == "trt.plugins"
-        for a in n.attribute
-        if a.name == "filter_layout"
-    )
-
-
 def test_bad_layout_is_a_clear_error(tmp_path):
     from drconv.errors import DrconvError
 

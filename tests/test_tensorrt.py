@@ -112,32 +112,6 @@ def test_profile_shapes_from_options_and_static_inputs():
         _profile_shapes(static, BuildOptions(min_shapes={"x": (1, 3, 64, 64)}))
 
 
-def test_trt_ep_export_and_session_options(tmp_path):
-    import onnx
-    import torch
-
-    from drconv import DRConv2d
-    from drconv.errors import DrconvError
-    from drconv.export import to_onnx
-    from drconv.runtime.ort import provider_options, session
-
-    path = to_onnx(DRConv2d(2, 2, 3, 2).eval(), torch.randn(2, 2, 8, 8), tmp_path / "trt.onnx", trt_ep=True)
-    proto = onnx.load(str(path))
-    domains = {n.domain for n in proto.graph.node if n.op_type == "RegionConv2d"}
-    assert domains == {"trt.plugins"}
-    assert "trt.plugins" in {o.domain for o in proto.opset_import} and "drconv" not in {
-        o.domain for o in proto.opset_import
-    }
-    with pytest.raises(DrconvError, match="only the TensorrtExecutionProvider runs"):
-        session(path)
-    with pytest.raises(DrconvError, match="custom mode only"):
-        to_onnx(DRConv2d(2, 2, 3, 2).eval(), torch.randn(2, 2, 8, 8), tmp_path / "x.onnx", mode="portable", trt_ep=True)
-    if plugin_path("tensorrt") is not None:
-        options = provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider"])
-        assert options[0] == ("TensorrtExecutionProvider", {"trt_extra_plugin_lib_paths": str(plugin_path("tensorrt"))})
-        assert options[1] == "CUDAExecutionProvider"
-
-
 class _Registry:
     """TensorRT's plugin registry as far as loading goes: loadLibrary fails (returns None) when
     any of the library's creators is registered already, as IPluginRegistry::loadLibrary documents."""

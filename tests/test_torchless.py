@@ -79,3 +79,44 @@ def test_drconv_info_runs_without_torch():
     assert data["torch"] is None and data["cpu_kernel_isa"] is None and data["cuda_available"] is False
     assert data["plugins"]["onnxruntime"] == str(plugin_path("onnxruntime"))
     assert data["onnxruntime"]
+
+
+CLI_CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None
+    from drconv.cli import main
+    sys.argv = ["drconv", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+def _cli_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CLI_CHILD, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_benchmark_of_an_onnx_file_runs_without_torch(tmp_path):
+    path = to_onnx(create("drconv-tiny").eval(), torch.randn(1, 3, 32, 32), tmp_path / "m.onnx")
+    result = _cli_without_torch(
+        "benchmark", str(path), "--input-shape", "1,3,32,32", "--iters", "3", "--json", str(tmp_path / "b.json")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [r["backend"] for r in doc["results"]] == ["ort:m.onnx"]
+    assert doc["results"][0]["iters"] >= 3
+
+
+def test_commands_that_need_torch_say_so_in_one_line(tmp_path):
+    for args in (
+        ["export", "-o", str(tmp_path / "m.onnx")],
+        ["benchmark", "--layer", "8x8x8"],
+        ["summary"],
+        ["models"],
+    ):
+        result = _cli_without_torch(*args)
+        assert result.returncode == 1, (args, result.stderr[-2000:])
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert f"drconv {args[0]} needs torch" in lines[0] and "pip install 'drconv[torch]'" in lines[0]
+    assert not (tmp_path / "m.onnx").exists()

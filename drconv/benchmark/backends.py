@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from drconv.benchmark.timing import Backend
+from drconv.benchmark.files import ort_session
+from drconv.benchmark.timing import Backend, Prepared
 from drconv.errors import DrconvError
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "Prepared",
     "dense_conv_graph",
     "layer_inputs",
-    "prepare_files",
     "prepare_layer",
     "prepare_model",
 ]
@@ -83,16 +83,6 @@ class LayerSpec:
             f"N={self.batch} C={self.channels} K={self.out_channels} {self.height}x{self.width} "
             f"k={k}x{k} R={self.regions}"
         )
-
-
-@dataclass
-class Prepared:
-    """Backends ready to time, with what the checks found and what was left out."""
-
-    backends: list[Backend] = field(default_factory=list)
-    errors: dict[str, float] = field(default_factory=dict)  # max relative error vs the reference
-    skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it is not here
-    config: dict = field(default_factory=dict)
 
 
 def _unknown(name: str) -> DrconvError:
@@ -190,14 +180,6 @@ def _saved(proto, tmp: Path, name: str) -> Path:
     return path
 
 
-def _ort_session(path: Path, threads: int):
-    from drconv.runtime.ort import session
-
-    # ONNX Runtime's defaults (idle workers spin a while): timing.alternate pauses
-    # between backends so that the spinning never overlaps another backend's calls.
-    return session(path, threads=threads)
-
-
 def _availability(name: str, device: str) -> None:
     """Raise the DrconvError that says why `name` cannot run here (nothing if it can)."""
     if name == "ort-custom":
@@ -269,10 +251,10 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
             else:  # the custom node as drconv export writes it: filters IHWO
                 proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
                 given = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
-            sess = _ort_session(_saved(proto, tmp, name), threads)
+            sess = ort_session(_saved(proto, tmp, name), threads)
             return lambda: sess.run(None, given)
         if name == "ort-dense":
-            sess = _ort_session(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)
+            sess = ort_session(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)
             dense_feed = {"X": feeds["X"]}
             return lambda: sess.run(None, dense_feed)
         if name == "trt":
@@ -381,7 +363,7 @@ def _model_runs(
             mode = "portable" if name == "ort-portable" else "custom"
             status(f"exporting {spec} ({mode}) ...")
             path = to_onnx(net, x, tmp / f"model-{mode}.onnx", mode=mode)
-            sess = _ort_session(path, threads)
+            sess = ort_session(path, threads)
             feed = {"input": x.numpy()}
             return lambda: sess.run(None, feed)
         if name == "trt":
@@ -402,60 +384,3 @@ def _model_runs(
                 _check(prepared, prefix + name, run, reference, device)
             runs.append((prefix + name, run))
     return runs
-
-
-def _fill(dims: list[int | None], shape: tuple[int, ...], where: str) -> tuple[int, ...]:
-    """The requested shape where the file's axes are symbolic; its fixed axes must agree."""
-    for axis, (fixed, want) in enumerate(zip(dims, shape, strict=True)):
-        if fixed is not None and fixed != want:
-            raise DrconvError(
-                f"input shape {'x'.join(map(str, shape))} does not fit {where}: axis {axis} is fixed to {fixed} "
-                f"(its input is {['?' if d is None else d for d in dims]}); pass a fitting --input-shape / --batch"
-            )
-    return shape
-
-
-def prepare_files(paths: list[Path], shape: tuple[int, ...], device: str, threads: int) -> Prepared:
-    """Backends for exported files: .onnx in ONNX Runtime (CPU), .engine in TensorRT (plugin loaded first)."""
-    prepared = Prepared(
-        config={"mode": "files", "device": device, "files": [str(p) for p in paths], "input_shape": list(shape)}
-    )
-    for path in paths:
-        if not path.is_file():
-            raise DrconvError(f"{path}: no such file")
-        if path.suffix == ".onnx":
-            from drconv.runtime.ort import image_input
-
-            name, dims = image_input(path)
-            x = np.random.default_rng(0).standard_normal(_fill(dims, shape, str(path)), dtype=np.float32)
-            sess = _ort_session(path, threads)
-            feed = {name: x}
-            run: Callable[[], object] = lambda sess=sess, feed=feed: sess.run(None, feed)  # noqa: E731
-            _first_run(run, path)
-            prepared.backends.append(Backend(f"ort:{path.name}", run, items=shape[0]))
-        elif path.suffix in (".engine", ".plan", ".trt"):
-            from drconv.runtime import trt
-
-            if device != "cuda":
-                raise DrconvError(f"{path} is a TensorRT engine: it runs only with --device cuda")
-            engine = trt.load_engine(path)
-            runner = trt.EngineRunner(engine, {trt.engine_input_name(engine): _model_input(shape, "cuda")})
-            _first_run(runner, path)
-            prepared.backends.append(Backend(f"trt:{path.name}", runner, items=shape[0], cuda=True))
-        else:
-            raise DrconvError(f"{path}: not an .onnx or .engine file (or give a model name instead)")
-    return prepared
-
-
-def _first_run(run: Callable[[], object], path: Path) -> None:
-    try:
-        run()
-    except DrconvError:
-        raise
-    except Exception as exc:  # the runtime's own message, first line: the user's file or shape
-        raise DrconvError(f"{path} failed on its first run: {str(exc).strip().splitlines()[0]}") from None
-
-
-def default_threads() -> int:
-    """One per core this process may use: what PyTorch and ONNX Runtime pick on their own."""
-    return torch.get_num_threads()

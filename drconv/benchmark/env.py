@@ -8,11 +8,8 @@ import platform
 import subprocess
 from pathlib import Path
 
-import torch
-
 from drconv import __version__
-from drconv.info import gpu, package_version, plugins
-from drconv.ops import cpu_kernel_isa
+from drconv.info import gpu, package_version, plugins, torch_op_isa
 
 _REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -62,13 +59,13 @@ def collect(threads: int) -> dict:
         "versions": {
             "drconv": __version__,
             "python": platform.python_version(),
-            "torch": torch.__version__,
+            "torch": package_version("torch"),
             "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
             "onnx": package_version("onnx"),
             "numpy": package_version("numpy"),
             "tensorrt": package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
         },
         "git": git_revision(),
-        "cpu_kernel_isa": cpu_kernel_isa(),
+        "cpu_kernel_isa": torch_op_isa(),
         "plugins": plugins(),
     }

@@ -14,13 +14,14 @@ default configuration.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Backend", "Stats", "alternate"]
+__all__ = ["Backend", "Prepared", "Stats", "alternate", "default_threads"]
 
 MIN_ROUNDS = 3  # percentiles of fewer samples say nothing
 BURST = 10  # timed calls per backend per round
@@ -36,6 +37,25 @@ class Backend:
     items: int = 1  # images per call, for throughput
     bound: str | None = None  # the backend whose p50 bounds this one from below (same multiply-adds)
     cuda: bool = False  # time with CUDA events on the current stream instead of the host clock
+
+
+@dataclass
+class Prepared:
+    """Backends ready to time, with what the checks found and what was left out."""
+
+    backends: list[Backend] = field(default_factory=list)
+    errors: dict[str, float] = field(default_factory=dict)  # max relative error vs the reference
+    skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it is not here
+    config: dict = field(default_factory=dict)
+
+
+def default_threads() -> int:
+    """One per core this process may use: what PyTorch and ONNX Runtime pick on their own."""
+    try:
+        import torch
+    except ImportError:  # the torch-free runtime: the cores this process may run on
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return torch.get_num_threads()
 
 
 @dataclass(frozen=True)

@@ -5,5 +5,4 @@ No torch here, so that the runtimes import these without it.
 
 CUSTOM_DOMAIN = "drconv"
 CUSTOM_OP = "RegionConv2d"
-TRT_PLUGIN_DOMAIN = "trt.plugins"  # what ONNX Runtime's TensorRT execution provider reads as plugins
 PLUGIN_VERSION = "1"  # the TensorRT plugin's version, which its ONNX parser matches with plugin_version

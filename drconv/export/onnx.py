@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from drconv._atomic import atomic_path
 from drconv.errors import DrconvError
 from drconv.export import rewrite
-from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION, TRT_PLUGIN_DOMAIN
+from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION
 
 __all__ = [
     "CUSTOM_DOMAIN",
@@ -247,7 +247,6 @@ def to_onnx(
     mode: Mode = "custom",
     dynamic: bool = True,
     opset: int = MIN_OPSET,
-    trt_ep: bool = False,
     layout: str = rewrite.IHWO,
     fuse: bool = True,
 ) -> Path:
@@ -260,8 +259,6 @@ def to_onnx(
         mode: "custom" (one node per region conv) or "portable" (standard ops only).
         dynamic: batch, height and width symbolic (default); False fixes them to the sample's.
         opset: the default-domain opset (>= 18).
-        trt_ep: custom nodes in domain trt.plugins, for ONNX Runtime's TensorRT provider
-            (their filters stay OIHW, the layout the TensorRT plugin reads).
         layout: the custom nodes' filter_layout: "IHWO" (default; applied where the filters
             come straight from a constant weight, as in both DRConv layers, for free; the CPU
             kernel then reads them without packing) or "OIHW".
@@ -276,8 +273,6 @@ def to_onnx(
         DrconvError: on bad arguments, a model torch.export cannot trace, or an unwritable path.
     """
     _check_args(model, sample_input, mode, opset)
-    if trt_ep and mode != "custom":
-        raise DrconvError("trt_ep applies to custom mode only (portable graphs have no plugin nodes)")
     if layout not in rewrite.FILTER_LAYOUTS:
         raise DrconvError(f"layout must be one of {', '.join(rewrite.FILTER_LAYOUTS)}, got {layout!r}")
     path = Path(path)
@@ -300,7 +295,7 @@ def to_onnx(
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise DrconvError(f"the exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from exc
-    if mode == "custom" and not trt_ep:  # the TensorRT provider's plugin is version 1 of the node
+    if mode == "custom":
         if fuse:
             rewrite.fuse_epilogue(proto, CUSTOM_DOMAIN, CUSTOM_OP)
             rewrite.fold_mixture_scale(proto, CUSTOM_DOMAIN, CUSTOM_OP)
@@ -308,20 +303,9 @@ def to_onnx(
             rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
         if fuse:  # last: it takes the weight rows as the rewrites above left them
             rewrite.fuse_mixture(proto, CUSTOM_DOMAIN, CUSTOM_OP)
-    if trt_ep:
-        _to_trt_plugin_domain(proto)
     with atomic_path(path, "-o") as tmp:
         onnx.save(proto, str(tmp))
     return path
-
-
-def _to_trt_plugin_domain(proto: onnx.ModelProto) -> None:
-    for node in proto.graph.node:
-        if node.domain == CUSTOM_DOMAIN:
-            node.domain = TRT_PLUGIN_DOMAIN
-    for opset in proto.opset_import:
-        if opset.domain == CUSTOM_DOMAIN:
-            opset.domain = TRT_PLUGIN_DOMAIN
 
 
 def _shape(value: onnx.ValueInfoProto) -> list[int | str]:

@@ -10,10 +10,10 @@ import onnx
 
 from drconv.errors import DrconvError
 from drconv.export import rewrite
-from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, TRT_PLUGIN_DOMAIN
+from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP
 from drconv.libraries import require_plugin
 
-__all__ = ["custom_op_library", "image_input", "needs_custom_ops", "needs_trt_plugins", "provider_options", "session"]
+__all__ = ["custom_op_library", "image_input", "needs_custom_ops", "session"]
 
 
 def custom_op_library() -> Path:
@@ -26,26 +26,6 @@ def needs_custom_ops(model: str | os.PathLike | onnx.ModelProto) -> bool:
     if not isinstance(model, onnx.ModelProto):
         model = _load(Path(model))
     return any(node.domain == CUSTOM_DOMAIN for node in model.graph.node)
-
-
-def needs_trt_plugins(model: str | os.PathLike | onnx.ModelProto) -> bool:
-    """Whether the graph has nodes in trt.plugins, the domain of `drconv export --trt-ep`."""
-    if not isinstance(model, onnx.ModelProto):
-        model = _load(Path(model))
-    return any(node.domain == TRT_PLUGIN_DOMAIN for node in model.graph.node)
-
-
-def provider_options(providers: Sequence[str]) -> list:
-    """Providers as ONNX Runtime takes them: the TensorRT provider gets our plugin library."""
-    out: list = []
-    for provider in providers:
-        if provider == "TensorrtExecutionProvider":
-            from drconv.runtime.trt import plugin_library
-
-            out.append((provider, {"trt_extra_plugin_lib_paths": str(plugin_library())}))
-        else:
-            out.append(provider)
-    return out
 
 
 def image_input(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, list[int | None]]:
@@ -100,11 +80,6 @@ def session(
     if needs_custom_ops(path):
         options.register_custom_ops_library(str(custom_op_library()))
     providers = list(providers) if providers else ["CPUExecutionProvider"]
-    if needs_trt_plugins(path) and "TensorrtExecutionProvider" not in providers:
-        raise DrconvError(
-            f"{path} has trt.plugins nodes (exported with --trt-ep), which only the TensorrtExecutionProvider runs; "
-            "pass providers=['TensorrtExecutionProvider', 'CUDAExecutionProvider'] or export without --trt-ep"
-        )
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
     if missing:
@@ -119,6 +94,6 @@ def session(
         if rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP):
             model = proto.SerializeToString()
     try:
-        return ort.InferenceSession(model, options, providers=provider_options(providers))
+        return ort.InferenceSession(model, options, providers=providers)
     except Exception as exc:
         raise DrconvError(f"ONNX Runtime cannot load {path}: {str(exc).strip().splitlines()[0]}") from None
