@@ -136,6 +136,21 @@ def test_export_unwritable_path_is_one_line(tmp_path):
     assert not Path("/proc/drconv.onnx").exists()
 
 
+def test_export_onto_a_fifo_is_refused_in_one_line(tmp_path):
+    import os
+    import stat
+
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    result = run("export", "-o", str(fifo), "--input-shape", "1,3,32,32")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write {fifo}: it exists and is not a regular file (a device, FIFO or socket), so drconv "
+        "will not replace it; choose a writable location with -o"
+    ]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
 def test_export_bad_mode_is_a_usage_error(tmp_path):
     result = run("export", "-o", str(tmp_path / "x.onnx"), "--mode", "fast")
     assert result.returncode == 2

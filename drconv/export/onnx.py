@@ -26,7 +26,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
-from drconv._atomic import atomic_path
+from drconv._atomic import atomic_path, check_writable
 from drconv.errors import DrconvError
 from drconv.export import rewrite
 from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION
@@ -276,10 +276,7 @@ def to_onnx(
     if layout not in rewrite.FILTER_LAYOUTS:
         raise DrconvError(f"layout must be one of {', '.join(rewrite.FILTER_LAYOUTS)}, got {layout!r}")
     path = Path(path)
-    if path.is_dir():
-        raise DrconvError(f"cannot write {path}: it is a directory; give a file name like model.onnx")
-    if not path.parent.is_dir():
-        raise DrconvError(f"cannot write {path}: directory {path.parent} does not exist")
+    check_writable(path, "-o")  # before the long work
 
     was_training = model.training
     model.eval()
