@@ -286,7 +286,9 @@ def export(
     static: Annotated[
         bool, typer.Option("--static", help="Fix batch, height and width to --input-shape (default: dynamic).")
     ] = False,
-    opset: Annotated[int, typer.Option(help="Default-domain ONNX opset (>= 18).", min=18)] = 18,
+    opset: Annotated[
+        int, typer.Option(help="Default-domain ONNX opset: 18 up to the newest the installed onnx knows.")
+    ] = 18,
     verify: Annotated[
         bool, typer.Option("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
     ] = False,

@@ -16,6 +16,12 @@ class DrconvError(Exception):
     exit_code = 1
 
 
+class UsageError(DrconvError):
+    """A bad argument value the command line could not check by itself: exit code 2, as for usage errors."""
+
+    exit_code = 2
+
+
 class MissingDependency(DrconvError, ImportError):
     """An optional part of drconv is not installed; still an ImportError for `try: import` callers."""
 

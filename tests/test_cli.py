@@ -151,6 +151,18 @@ def test_export_onto_a_fifo_is_refused_in_one_line(tmp_path):
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
+def test_opset_above_the_installed_onnx_is_a_usage_error(tmp_path):
+    import onnx
+
+    result = run("export", "-o", str(tmp_path / "x.onnx"), "--opset", "99", "--input-shape", "1,3,32,32")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: opset 99 is not supported: choose 18 to {onnx.defs.onnx_opset_version()} (the newest the "
+        f"installed onnx {onnx.__version__} knows)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_bad_mode_is_a_usage_error(tmp_path):
     result = run("export", "-o", str(tmp_path / "x.onnx"), "--mode", "fast")
     assert result.returncode == 2

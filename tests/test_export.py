@@ -120,7 +120,8 @@ def test_model_mode_is_restored(tmp_path):
     ("kwargs", "message"),
     [
         ({"mode": "fast"}, "mode must be one of"),
-        ({"opset": 16}, "opset must be an int >= 18"),
+        ({"opset": 16}, "opset 16 is not supported: choose 18 to"),
+        ({"opset": onnx.defs.onnx_opset_version() + 1}, "the newest the installed onnx"),
         ({"sample_input": torch.randn(3, 64, 64)}, "4-D tensor"),
     ],
 )
@@ -129,6 +130,19 @@ def test_bad_arguments(tiny, tmp_path, kwargs, message):
     with pytest.raises(DrconvError, match=message):
         to_onnx(**args)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_opset_the_converter_cannot_reach_is_an_error(tiny, tmp_path, monkeypatch):
+    """onnxscript falls back to the first opset when it cannot convert: never pass that off as done."""
+    real_export = torch.onnx.export
+
+    def stuck_at_18(program, **kwargs):
+        return real_export(program, **{**kwargs, "opset_version": 18})
+
+    monkeypatch.setattr(torch.onnx, "export", stuck_at_18)
+    with pytest.raises(DrconvError, match=r"could not convert the model to opset 20 \(it stays at opset 18\)"):
+        to_onnx(tiny, torch.randn(1, 3, 32, 32), tmp_path / "x.onnx", opset=20)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_untraceable_input_is_one_clear_error(tiny, tmp_path):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from drconv._atomic import atomic_path, check_writable
-from drconv.errors import DrconvError
+from drconv.errors import DrconvError, UsageError
 from drconv.export import rewrite
 from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION
 
@@ -121,8 +121,12 @@ def _check_args(model: torch.nn.Module, sample_input: torch.Tensor, mode: str, o
         raise DrconvError(f"sample_input must be a 4-D tensor [N, C, H, W], got {shape}")
     if mode not in MODES:
         raise DrconvError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise DrconvError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise UsageError(
+            f"opset {opset!r} is not supported: choose {MIN_OPSET} to {newest} "
+            f"(the newest the installed onnx {onnx.__version__} knows)"
+        )
 
 
 def _trace(model: torch.nn.Module, sample: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
@@ -167,9 +171,12 @@ def _input_symbols(program: torch.export.ExportedProgram) -> dict[str, str]:
 
 def _translate(program: torch.export.ExportedProgram, mode: str, opset: int, input_names: list[str]) -> onnx.ModelProto:
     """An exported program to ONNX, the region conv as our node (custom) or standard ops (portable)."""
-    exporter_log = logging.getLogger("torch.onnx")
-    log_level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" is not for our users
+    # Their notes (e.g. "torchvision is not installed", onnxscript's version-converter fallback
+    # with a traceback) are not for our users; a conversion that fails is checked below.
+    quiet = {name: logging.getLogger(name) for name in ("torch.onnx", "onnxscript")}
+    levels = {name: log.level for name, log in quiet.items()}
+    for log in quiet.values():
+        log.setLevel(logging.CRITICAL)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -190,8 +197,16 @@ def _translate(program: torch.export.ExportedProgram, mode: str, opset: int, inp
                 verbose=False,
             )
     finally:
-        exporter_log.setLevel(log_level)
-    return onnx_program.model_proto
+        for name, log in quiet.items():
+            log.setLevel(levels[name])
+    proto = onnx_program.model_proto
+    reached = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if reached != opset:
+        raise DrconvError(
+            f"the exporter could not convert the model to opset {opset} (it stays at opset {reached}); "
+            f"export with --opset {reached}"
+        )
+    return proto
 
 
 class _RegionConvOnly(torch.nn.Module):
