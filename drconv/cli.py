@@ -11,8 +11,8 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from drconv.errors import DrconvError, missing_dependency
 from drconv.model_names import DEFAULT_MODEL, TWINS
@@ -24,8 +24,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# User text (model specs, paths, node names, error messages) prints literally: no rich
+# markup, no emoji codes (":factory" must not become an emoji), no highlighting; our own
+# styles come as Text with a style.
+console = Console(markup=False, emoji=False, highlight=False)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 F = TypeVar("F", bound=Callable)
 
@@ -52,7 +55,7 @@ CheckpointOption = Annotated[
 
 
 def _fail(exc: Exception) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
     raise typer.Exit(getattr(exc, "exit_code", 1)) from None
 
 
@@ -76,7 +79,7 @@ def user_errors(fn: F) -> F:
 
 def _announce(line: str) -> None:
     """Tell the user on stderr what loading their model changed (stdout may carry JSON)."""
-    err_console.print(escape(line), highlight=False)
+    err_console.print(line)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -225,14 +228,19 @@ def _print_onnx_summary(path: Path) -> None:
     from drconv.export import describe
 
     d = describe(path)
-    ops = "  ".join(f"[bold]{op}[/] x{n}" if "::" in op else f"{op} x{n}" for op, n in d["ops"].items())
+    ops = Text("  ops: ")
+    for i, (op, n) in enumerate(d["ops"].items()):
+        ops.append(("  " if i else "") + op, style="bold" if "::" in op else "")
+        ops.append(f" x{n}")
     opsets = ", ".join(f"{k} {v}" for k, v in d["opsets"].items())
-    console.print(f"[bold]{path}[/]: {d['nodes']} nodes, {d['bytes'] / 1e6:.1f} MB, opsets {opsets}")
-    console.print(f"  ops: {ops}")
+    console.print(
+        Text.assemble((str(path), "bold"), f": {d['nodes']} nodes, {d['bytes'] / 1e6:.1f} MB, opsets {opsets}")
+    )
+    console.print(ops)
     console.print(f"  custom nodes: {len(d['custom_nodes'])}")
     for kind in ("inputs", "outputs"):
         for name, shape in d[kind].items():
-            console.print(escape(f"  {kind[:-1]} {name}: [{', '.join(map(str, shape))}]"))
+            console.print(f"  {kind[:-1]} {name}: [{', '.join(map(str, shape))}]")
 
 
 def _print_verify(report) -> None:
@@ -240,7 +248,7 @@ def _print_verify(report) -> None:
     for col in ("output", "shape", "max abs err", "max rel err", f"atol {report.atol:g} + rtol {report.rtol:g}"):
         table.add_column(col)
     for out in report.outputs:
-        verdict = "[green]ok[/]" if out.ok else "[bold red]FAIL[/]"
+        verdict = Text("ok", style="green") if out.ok else Text("FAIL", style="bold red")
         table.add_row(out.name, "x".join(map(str, out.shape)), f"{out.max_abs:.3g}", f"{out.max_rel:.3g}", verdict)
     console.print(table)
 
@@ -266,7 +274,9 @@ def _run_verify(path: Path, net, batch: int, size: int, atol: float, rtol: float
         report = verify_onnx(path, net, batch=batch, size=size, atol=atol, rtol=rtol)
     _print_verify(report)
     if not report.ok:
-        err_console.print(f"[bold red]error:[/] {path} differs from PyTorch beyond atol {atol:g} + rtol {rtol:g}")
+        err_console.print(
+            Text.assemble(("error:", "bold red"), f" {path} differs from PyTorch beyond atol {atol:g} + rtol {rtol:g}")
+        )
         raise typer.Exit(1)
 
 
@@ -640,13 +650,16 @@ def benchmark(
     bound_is = f"the same runtime on {base}" if base else "the dense conv of the same shape"
     console.print(report.table(f"{title}: ms, {how}", rows, bound_is))
     for name, why in prepared.skipped.items():
-        console.print(f"[dim]skipped {name}: {escape(why)}[/]")
+        console.print(f"skipped {name}: {why}", style="dim")
     spread = report.noisy(rows)
     if spread:
         factors = ", ".join(f"{name} {factor:.2f}" for name, factor in spread.items())
         console.print(
-            f"[yellow]noisy timings[/] (p50 / fastest call: {factors}): the machine was busy, so the ratios "
-            "may be off; rerun when it is idle, or compare the min column"
+            Text.assemble(
+                ("noisy timings", "yellow"),
+                f" (p50 / fastest call: {factors}): the machine was busy, so the ratios may be off; rerun when "
+                "it is idle, or compare the min column",
+            )
         )
     config = prepared.config | {
         "threads": threads,

@@ -176,3 +176,12 @@ def test_verify_rejects_a_non_onnx_file(tmp_path):
     result = run("verify", str(bogus))
     assert result.returncode == 1
     assert "is not an ONNX model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_user_text_prints_literally_no_markup_no_emoji(tmp_path):
+    result = run("summary", "--model", "no_such_mod:factory")
+    assert result.returncode == 1
+    assert "'no_such_mod:factory'" in result.stderr and "\N{FACTORY}" not in result.stderr
+    result = run("summary", "--model", "[bold]m[/]:smile")
+    assert result.returncode == 1
+    assert "'[bold]m[/]:smile'" in result.stderr and "\N{SMILING FACE WITH OPEN MOUTH}" not in result.stderr
