@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,6 +31,11 @@ console = Console(markup=False, emoji=False, highlight=False)
 err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 F = TypeVar("F", bound=Callable)
+
+
+def flag(*names: str, **kwargs: Any) -> Any:
+    """typer.Option for a bool flag: no `<bool>` metavar in the help (a flag takes no value)."""
+    return typer.Option(*names, metavar="", **kwargs)
 
 
 def _models():
@@ -105,7 +110,7 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+        bool, flag("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Deploy DRConv models to ONNX Runtime and TensorRT at the cost of one dense convolution."""
@@ -128,7 +133,7 @@ def models() -> None:
 @app.command()
 @user_errors
 def info(
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+    as_json: Annotated[bool, flag("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
     """Versions, CUDA availability and the paths of the built native libraries."""
     from drconv import info as info_mod
@@ -161,7 +166,7 @@ def summary(
     seed: Annotated[int, typer.Option(help="Seed of the random input.")] = 0,
     as_json: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--json",
             help="Print one JSON object (totals, every counted layer, DRConv region shares) instead of tables.",
         ),
@@ -294,13 +299,13 @@ def export(
         str, typer.Option("--input-shape", help="Sample input N,C,H,W to trace with.")
     ] = "1,3,224,224",
     static: Annotated[
-        bool, typer.Option("--static", help="Fix batch, height and width to --input-shape (default: dynamic).")
+        bool, flag("--static", help="Fix batch, height and width to --input-shape (default: dynamic).")
     ] = False,
     opset: Annotated[
         int, typer.Option(help="Default-domain ONNX opset: 18 up to the newest the installed onnx knows.")
     ] = 18,
     verify: Annotated[
-        bool, typer.Option("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
+        bool, flag("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
     ] = False,
     filter_layout: Annotated[
         FilterLayout,
@@ -312,7 +317,7 @@ def export(
     ] = FilterLayout.IHWO,
     fuse: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--fuse/--no-fuse",
             help="Fold the BatchNormalization and ReLU after each region conv, and a mixture's filter Gemm, into "
             "its node (drconv build and CUDA sessions split them out again).",
@@ -370,9 +375,7 @@ def verify_cmd(
 def build(
     onnx_file: Annotated[Path, typer.Argument(help="An ONNX file from `drconv export` (custom mode).", dir_okay=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The engine file to write.", dir_okay=False)],
-    fp16: Annotated[
-        bool, typer.Option("--fp16", help="Allow float16 kernels (TensorRT 10; 11 reads the ONNX types).")
-    ] = False,
+    fp16: Annotated[bool, flag("--fp16", help="Allow float16 kernels (TensorRT 10; 11 reads the ONNX types).")] = False,
     min_shape: Annotated[
         list[str] | None, typer.Option("--min-shape", help="Smallest input shape, input:NxCxHxW.")
     ] = None,
@@ -390,7 +393,6 @@ def build(
     """Build a TensorRT engine (plus a JSON sidecar) from an exported ONNX model, with the drconv plugin."""
     from drconv.runtime import trt
 
-    trt._tensorrt()  # first: without TensorRT nothing else matters (exit 2)
     options = trt.BuildOptions(
         fp16=fp16,
         min_shapes=dict(trt.parse_shape_spec(s) for s in min_shape or []),

@@ -185,3 +185,10 @@ def test_user_text_prints_literally_no_markup_no_emoji(tmp_path):
     result = run("summary", "--model", "[bold]m[/]:smile")
     assert result.returncode == 1
     assert "'[bold]m[/]:smile'" in result.stderr and "\N{SMILING FACE WITH OPEN MOUTH}" not in result.stderr
+
+
+def test_flags_show_no_value_metavar_in_help():
+    for command in ("info", "summary", "export", "verify", "build", "benchmark"):
+        result = run(command, "--help")
+        assert result.returncode == 0
+        assert result.stdout.count("<bool>") == 1, command  # only Typer's own --help line

@@ -7,6 +7,7 @@ serialization. The plugin is built by `make plugins` wherever the CUDA toolkit i
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,16 +53,51 @@ def test_build_without_tensorrt_is_exit_2_and_writes_nothing(tmp_path):
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here; this checks the message for machines without it")
+    import onnx
     from test_cli import run
 
     onnx_file = tmp_path / "m.onnx"
-    onnx_file.write_bytes(b"whatever")
+    x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    y = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    relu = onnx.helper.make_node("Relu", ["input"], ["output"])
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([relu], "g", [x], [y])), str(onnx_file))
     result = run("build", str(onnx_file), "-o", str(tmp_path / "m.engine"))
     assert result.returncode == 2
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
     assert "TensorRT is not installed" in line and "pip install tensorrt" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (None, [], "missing.onnx: no such file"),
+        ("text", [], "is not an ONNX model"),
+        ("onnx", ["--min-shape", "input:1x3x8x8"], "input input has dynamic axes .* give --min-shape, --opt-shape"),
+        ("onnx", [f"--{k}-shape=input:1x3" for k in ("min", "opt", "max")], "input input has rank 4"),
+        ("onnx", ["--min-shape", "1x3x8x8"], "must look like input:1x3x224x224"),
+        ("onnx", ["--min-shape", "x:1x3x8x8"], "no input named 'x'"),
+    ],
+)
+def test_build_checks_its_arguments_before_tensorrt(tmp_path, make, args, message):
+    """Wherever TensorRT is missing, a mistake in the arguments is what the user hears about."""
+    import onnx
+    from test_cli import run
+
+    path = tmp_path / ("missing.onnx" if make is None else "m.onnx")
+    if make == "text":
+        path.write_text("not a model")
+    elif make == "onnx":
+        x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])
+        relu = onnx.helper.make_node("Relu", ["input"], ["output"])
+        y = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])
+        onnx.save(onnx.helper.make_model(onnx.helper.make_graph([relu], "g", [x], [y])), str(path))
+    result = run("build", str(path), "-o", str(tmp_path / "m.engine"), *args)
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr) and "TensorRT is not installed" not in result.stderr
+    assert not (tmp_path / "m.engine").exists()
 
 
 def test_shape_specs():

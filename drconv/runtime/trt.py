@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from drconv import __version__
-from drconv._atomic import atomic_path, write_bytes
+from drconv._atomic import atomic_path, check_writable, write_bytes
 from drconv.errors import DrconvError
 from drconv.info import gpu
 from drconv.libraries import require_plugin
@@ -111,7 +111,10 @@ class BuildOptions:
 
 
 def _onnx_inputs(path: Path) -> dict[str, tuple[int | None, ...]]:
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises protobuf's DecodeError and others for a file that is not ONNX
+        raise DrconvError(f"{path} is not an ONNX model; export one with `drconv export`") from None
     initializers = {t.name for t in proto.graph.initializer}
     return {
         value.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
@@ -176,12 +179,17 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, o
 
     Returns the sidecar's content (TensorRT version, GPU, precision, shapes, plugin sha256).
     """
-    trt = _tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    # The arguments first: a missing file or a bad shape is the user's to fix wherever TensorRT is.
     if not onnx_path.is_file():
         raise DrconvError(f"{onnx_path}: no such file")
     inputs = _onnx_inputs(onnx_path)
     shapes = _profile_shapes(inputs, options)
+    check_writable(engine_path, "-o")
+    check_writable(_sidecar(engine_path), "-o")
+    if options.timing_cache is not None:
+        check_writable(options.timing_cache, "--timing-cache")
+    trt = _tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     library = _load_plugin(trt)
 
