@@ -359,15 +359,38 @@ def verify_cmd(
     atol: AtolOption = 1e-4,
     rtol: RtolOption = 1e-3,
     batch: Annotated[
-        int, typer.Option(help="Batch size of the random input (where the batch axis is symbolic).", min=1)
-    ] = 2,
-    size: Annotated[int, typer.Option(help="Height and width of the random input (where symbolic).", min=1)] = 64,
+        int | None,
+        typer.Option(
+            help="Batch size of the random input (where the batch axis is symbolic). [default: 2]",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="Height and width of the random input (where symbolic). [default: 64]", min=1, show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Run PyTorch and ONNX Runtime on one random input and compare every output; exit 1 above tolerance."""
+    from drconv.runtime.ort import image_input
+
     if not onnx_file.is_file():
         raise DrconvError(f"{onnx_file}: no such file")
+    _, dims = image_input(onnx_file)
+    flags = {"--batch": (batch, [0]), "--size": (size, [2, 3])}
+    ignored = [f for f, (given, axes) in flags.items() if given is not None and all(dims[a] is not None for a in axes)]
+    if ignored:  # a static export runs at its own shape only
+        shape = "x".join("?" if d is None else str(d) for d in dims)
+        verb = "does" if len(ignored) == 1 else "do"
+        err_console.print(
+            f"note: {onnx_file.name} has a fixed input shape {shape}, so {' and '.join(ignored)} {verb} not apply; "
+            "verifying at that shape",
+            soft_wrap=True,
+        )
     net = _models().load_model(model, checkpoint, on_convert=_announce)
-    _run_verify(onnx_file, net, batch, size, atol, rtol)
+    _run_verify(onnx_file, net, batch or 2, size or 64, atol, rtol)
 
 
 @app.command()

@@ -192,3 +192,16 @@ def test_flags_show_no_value_metavar_in_help():
         result = run(command, "--help")
         assert result.returncode == 0
         assert result.stdout.count("<bool>") == 1, command  # only Typer's own --help line
+
+
+def test_verify_of_a_static_export_says_batch_and_size_do_not_apply(tmp_path):
+    path = tmp_path / "static.onnx"
+    assert run("export", "-o", str(path), "--static", "--input-shape", "1,3,32,32").returncode == 0
+    result = run("verify", str(path), "--batch", "3", "--size", "48")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "note: static.onnx has a fixed input shape 1x3x32x32, so --batch and --size do not apply; verifying at that "
+        "shape"
+    ]
+    assert "(1, 3, 32, 32)" in result.stdout
+    assert run("verify", str(path)).stderr.strip() == ""  # nothing to say when neither is given
