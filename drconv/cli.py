@@ -705,6 +705,13 @@ def benchmark(
 
 def main() -> None:
     """Console-script entry point."""
+    import os
+    import sys
+
+    # `--model mynet:factory` imports from the current directory, as `python -m` and uvicorn do:
+    # a console script's path starts at its own bin folder instead.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     app()
 
 

@@ -1,6 +1,7 @@
 """The drconv command line, run as a user runs it: the installed console script, in a subprocess."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -205,3 +206,20 @@ def test_verify_of_a_static_export_says_batch_and_size_do_not_apply(tmp_path):
     ]
     assert "(1, 3, 32, 32)" in result.stdout
     assert run("verify", str(path)).stderr.strip() == ""  # nothing to say when neither is given
+
+
+def test_a_model_module_in_the_current_directory_is_found(tmp_path):
+    (tmp_path / "mynet_for_drconv.py").write_text(
+        "import torch\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [DRCONV, "summary", "--model", "mynet_for_drconv:build", "--input-shape", "1,3,16,16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mynet_for_drconv:build" in result.stdout
