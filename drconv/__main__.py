@@ -1,5 +1,5 @@
 """`python -m drconv`: the same as the `drconv` command."""
 
-from drconv.cli import main
+from drconv._entry import main
 
 main()

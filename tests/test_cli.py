@@ -223,3 +223,25 @@ def test_a_model_module_in_the_current_directory_is_found(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "mynet_for_drconv:build" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "delay"),
+    [
+        (["export", "-o", "m.onnx"], 0.2),  # while Python starts and imports
+        (["export", "-o", "m.onnx"], 1.5),  # while torch loads or the model traces
+        (["benchmark", "--layer", "16x16x16", "--iters", "1000000", "--json", "b.json"], 6.0),  # while timing
+    ],
+)
+def test_an_interrupt_is_one_line_and_exit_130_whenever_it_comes(tmp_path, args, delay):
+    import signal
+    import time
+
+    child = subprocess.Popen([DRCONV, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    assert child.poll() is None, "the command ended before the interrupt; the test needs a longer one"
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130
+    assert stderr.strip() == "interrupted"
+    assert list(tmp_path.iterdir()) == []  # no output and no temp file
