@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -78,6 +80,10 @@ def user_errors(fn: F) -> F:
             _fail(missing)
         except (DrconvError, ValueError) as exc:
             _fail(exc)
+        except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator raises RuntimeError
+            if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc):
+                raise
+            _fail(DrconvError("out of memory on this input; give a smaller --input-shape, --batch or --size"))
 
     return wrapper  # type: ignore[return-value]
 
@@ -85,6 +91,31 @@ def user_errors(fn: F) -> F:
 def _announce(line: str) -> None:
     """Tell the user on stderr what loading their model changed (stdout may carry JSON)."""
     err_console.print(line)
+
+
+def _memory_gib() -> tuple[float, float]:
+    """This machine's (available, total) memory in GiB, from /proc/meminfo (sysconf elsewhere)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        total, available = (int(info[key].split()[0]) / 2**20 for key in ("MemTotal", "MemAvailable"))
+    except (OSError, KeyError, ValueError):
+        total = available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return available, total
+
+
+def check_fits(shape: tuple[int, ...], flag: str = "--input-shape") -> None:
+    """Refuse, before anything is allocated, an input that alone is larger than this machine's free memory."""
+    need = math.prod(shape) * 4 / 2**30  # float32
+    available, total = _memory_gib()
+    if need > available:
+
+        def gib(x: float) -> str:
+            return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+        raise DrconvError(
+            f"input {'x'.join(map(str, shape))} needs ~{gib(need)} GiB as float32, this machine has "
+            f"{gib(available)} GiB available ({gib(total)} GiB in all); give a smaller {flag}"
+        )
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -96,6 +127,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"{text!r} is not a shape like 1,3,224,224") from None
     if len(shape) != 4 or min(shape) < 1:
         raise typer.BadParameter(f"{text!r} must be 4 positive sizes N,C,H,W")
+    check_fits(shape)
     return shape
 
 
@@ -379,6 +411,10 @@ def verify_cmd(
     if not onnx_file.is_file():
         raise DrconvError(f"{onnx_file}: no such file")
     _, dims = image_input(onnx_file)
+    check_fits(
+        tuple(d or given for d, given in zip(dims, (batch or 2, 3, size or 64, size or 64), strict=True)),
+        "--batch or --size",
+    )
     flags = {"--batch": (batch, [0]), "--size": (size, [2, 3])}
     ignored = [f for f, (given, axes) in flags.items() if given is not None and all(dims[a] is not None for a in axes)]
     if ignored:  # a static export runs at its own shape only
@@ -641,6 +677,7 @@ def benchmark(
             else:
                 shape = parse_shape(input_shape or "1,3,224,224")
                 shape = (batch or shape[0], *shape[1:])
+                check_fits(shape, "--input-shape or --batch")
                 prepared, what = _prepare_targets(
                     targets or [],
                     model,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -245,3 +246,47 @@ def test_an_interrupt_is_one_line_and_exit_130_whenever_it_comes(tmp_path, args,
     assert child.returncode == 130
     assert stderr.strip() == "interrupted"
     assert list(tmp_path.iterdir()) == []  # no output and no temp file
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["summary", "--input-shape", "1,3,100000,100000"],
+        ["export", "-o", "m.onnx", "--input-shape", "1,3,100000,100000"],
+        ["benchmark", "--batch", "1000000"],
+    ],
+)
+def test_an_input_larger_than_memory_is_refused_before_allocating(tmp_path, args):
+    result = subprocess.run([DRCONV, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"error: input [0-9x]+ needs ~[0-9,.]+ GiB as float32, this machine has [0-9.,]+ GiB available "
+        r"\([0-9.,]+ GiB in all\); give a smaller --input-shape( or --batch)?",
+        line,
+    ), line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_running_out_of_memory_is_one_line(capsys):
+    import typer
+
+    from drconv.cli import user_errors
+
+    @user_errors
+    def allocate():
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: 9e12 bytes")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        allocate()
+    assert exit_info.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: out of memory on this input; give a smaller --input-shape, --batch or --size"
+    )
+
+    @user_errors
+    def other_bug():
+        raise RuntimeError("a bug, not the user's")
+
+    with pytest.raises(RuntimeError, match="a bug"):  # anything else is not hidden
+        other_bug()
