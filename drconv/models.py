@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections import OrderedDict
 from collections.abc import Callable
@@ -223,9 +224,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DrconvError(
-            f"checkpoint {path}: cannot be read as a PyTorch state_dict ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise DrconvError(f"checkpoint {path}: {_unreadable(path, exc)}") from None
     state = _unwrap(state)
     if not isinstance(state, dict):
         raise DrconvError(f"checkpoint {path}: holds a {type(state).__name__}, expected a state_dict")
@@ -238,6 +237,30 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         if not detail:  # something the key and shape comparison cannot see: PyTorch's own first line
             detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
         raise DrconvError(f"checkpoint {path}: does not fit the model: {detail}") from exc
+
+
+_EXPECTED = "expected a state_dict saved with torch.save(model.state_dict(), path)"
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch.load refused `path`, in a line: what the file is, and what was expected.
+
+    torch's own message is long, advises weights_only=False (running the file's code) and
+    carries terminal colour codes, so it is not relayed."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if "Weights only load failed" in str(exc):
+        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+        return (
+            f"holds {what} (a whole model?), not only tensors; {_EXPECTED}, "
+            "or load it yourself and pass the model's state_dict"
+        )
+    if path.stat().st_size == 0:
+        return f"the file is empty; {_EXPECTED}"
+    with path.open("rb") as f:
+        head = f.read(512)
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return f"a text file, not a PyTorch checkpoint; {_EXPECTED}"
+    return f"not a PyTorch checkpoint ({type(exc).__name__}); {_EXPECTED}"
 
 
 def _converted_line(names: list[str]) -> str:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 DRCONV = shutil.which("drconv") or str(Path(sys.executable).parent / "drconv")
 
@@ -290,3 +291,38 @@ def test_running_out_of_memory_is_one_line(capsys):
 
     with pytest.raises(RuntimeError, match="a bug"):  # anything else is not hidden
         other_bug()
+
+
+class _WholeModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("text", "a text file, not a PyTorch checkpoint; expected a state_dict saved with torch.save"),
+        ("empty", "the file is empty; expected a state_dict"),
+        (
+            "whole",
+            r"holds a pickled test_cli\._WholeModel \(a whole model\?\), not only tensors; expected a state_dict",
+        ),
+        ("keys", r"does not fit the model: \d+ missing keys \(.*, \.\.\.\); 1 unexpected key \(nothing_here\)"),
+    ],
+)
+def test_checkpoint_errors_say_what_the_file_is_in_one_short_line(tmp_path, kind, message):
+    path = tmp_path / "w.pt"
+    if kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "whole":
+        torch.save(_WholeModel(), path)
+    else:
+        torch.save({"nothing_here": torch.zeros(1)}, path)
+    result = run("summary", "--checkpoint", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert re.search(message, line), line
+    assert len(line) < 300 and "\x1b[" not in line and "weights_only" not in line
