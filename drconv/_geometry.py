@@ -29,6 +29,12 @@ def pair(value: IntOrPair, name: str) -> tuple[int, int]:
     return items[0], items[1]
 
 
+def shape_text(x: torch.Tensor) -> str:
+    """A tensor's shape as Python prints a tuple, (1, 2, 3), in code TorchScript compiles too."""
+    sizes = [str(v) for v in x.shape]
+    return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
+
+
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
     """The ONNX/PyTorch convolution output size formula."""
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from drconv._geometry import shape_text
 from drconv.conversion import convert
 from drconv.errors import DrconvError
 from drconv.model_names import DEFAULT_MODEL
@@ -44,6 +45,7 @@ class DRConvTiny(nn.Module):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
+        self.min_size = MIN_INPUT_SIZE  # an attribute: TorchScript reads no int globals
         self.features = nn.Sequential(
             _conv_bn_relu(3, 24, 2),
             _conv_bn_relu(24, 48, 2),
@@ -58,9 +60,9 @@ class DRConvTiny(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"drconv-tiny expects input [N, 3, H, W], got shape {tuple(x.shape)}")
-        if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
-            raise ValueError(f"drconv-tiny needs H and W >= {MIN_INPUT_SIZE}, got {x.shape[2]}x{x.shape[3]}")
+            raise ValueError(f"drconv-tiny expects input [N, 3, H, W], got shape {shape_text(x)}")
+        if x.shape[2] < self.min_size or x.shape[3] < self.min_size:
+            raise ValueError(f"drconv-tiny needs H and W >= {self.min_size}, got {x.shape[2]}x{x.shape[3]}")
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
@@ -247,19 +249,18 @@ def _unreadable(path: Path, exc: Exception) -> str:
 
     torch's own message is long, advises weights_only=False (running the file's code) and
     carries terminal colour codes, so it is not relayed."""
-    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-    if "Weights only load failed" in str(exc):
-        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
-        return (
-            f"holds {what} (a whole model?), not only tensors; {_EXPECTED}, "
-            "or load it yourself and pass the model's state_dict"
-        )
     if path.stat().st_size == 0:
         return f"the file is empty; {_EXPECTED}"
     with path.open("rb") as f:
         head = f.read(512)
-    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
         return f"a text file, not a PyTorch checkpoint; {_EXPECTED}"
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if "Weights only load failed" in str(exc) and found:
+        return (
+            f"holds a pickled {found.group(1)} (a whole model?), not only tensors; {_EXPECTED}, "
+            "or load it yourself and pass the model's state_dict"
+        )
     return f"not a PyTorch checkpoint ({type(exc).__name__}); {_EXPECTED}"
 
 

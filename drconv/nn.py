@@ -10,16 +10,14 @@ Both end in `region_conv`: each output pixel is convolved with its own region's 
 the multiply-adds of one dense convolution.
 """
 
-from __future__ import annotations
-
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drconv._geometry import IntOrPair, conv_out_size, normalize_params, pair
-from drconv.ops import region_conv
+from drconv import ops  # noqa: F401  (registers torch.ops.drconv.region_conv, which the layers call)
+from drconv._geometry import IntOrPair, conv_out_size, normalize_params, pair, shape_text
 
 __all__ = ["DRConv2d", "MixtureDRConv2d", "fit_guide"]
 
@@ -32,7 +30,7 @@ def _check_positive(**values: int) -> None:
 
 def _check_input(layer: str, x: torch.Tensor, channels: int) -> None:
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"{layer} expects input [N, {channels}, H, W], got shape {tuple(x.shape)}")
+        raise ValueError(f"{layer} expects input [N, {channels}, H, W], got shape {shape_text(x)}")
 
 
 def fit_guide(guide: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -43,16 +41,18 @@ def fit_guide(guide: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     resolution; it commutes with the argmax, so resizing the guide resizes the region map.
     """
     if guide.dim() != 4:
-        raise ValueError(f"guide must be 4-D [N, R, H, W], got shape {tuple(guide.shape)}")
+        raise ValueError(f"guide must be 4-D [N, R, H, W], got shape {shape_text(guide)}")
     if guide.shape[2] == size[0] and guide.shape[3] == size[1]:
         return guide
-    return F.interpolate(guide, size=size, mode="nearest")
+    return F.interpolate(guide, size=[size[0], size[1]], mode="nearest")
 
 
 class _RegionConvLayer(nn.Module):
     """What both layers share: geometry, the optional bias, the region conv call."""
 
-    bias: nn.Parameter | None
+    # No `from __future__ import annotations` in this module: TorchScript (torch.jit.script of
+    # DRConv2d and the zoo, for libtorch deployments) reads these annotations as objects.
+    bias: torch.Tensor | None
 
     def __init__(
         self,
@@ -88,8 +88,17 @@ class _RegionConvLayer(nn.Module):
         )
 
     def _region_conv(self, x: torch.Tensor, filters: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        y = region_conv(x, filters, fit_guide(guide, self.output_size(x)), self.stride, self.padding, self.dilation)
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        # The registered op itself (the geometry is normalized already): TorchScript calls it too.
+        y = torch.ops.drconv.region_conv(
+            x,
+            filters,
+            fit_guide(guide, self.output_size(x)),
+            [self.stride[0], self.stride[1]],
+            [self.padding[0], self.padding[1]],
+            [self.dilation[0], self.dilation[1]],
+        )
+        bias = self.bias
+        return y if bias is None else y + bias.view(1, -1, 1, 1)
 
     def region_map(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Region index of every output pixel, [N, H_out, W_out] (the first argmax of the guide)."""
@@ -152,7 +161,9 @@ class DRConv2d(_RegionConvLayer):
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         _check_input("DRConv2d", x, self.in_channels)
-        return self._region_conv(x, self.region_filters(x), self.guide(x) if guide is None else guide)
+        if guide is None:
+            guide = self.guide(x)
+        return self._region_conv(x, self.region_filters(x), guide)
 
     def region_map(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         return super().region_map(x, self.guide(x) if guide is None else guide)
@@ -214,12 +225,13 @@ class MixtureDRConv2d(_RegionConvLayer):
         """
         kh, kw = self.kernel_size
         z = self.mixture(x).reshape(-1, self.num_basis)
-        if not self._ihwo_inference(x):
+        if torch.jit.is_scripting() or not self._ihwo_inference(x):
             filters = F.linear(z, self.weight)  # [N*R, C_out*C_in*kh*kw]
             return filters.view(-1, self.region_num, self.out_channels, self.in_channels, kh, kw)
         filters = F.linear(z, self._ihwo_weight())  # [N*R, C_in*kh*kw*C_out]
         return filters.view(-1, self.region_num, self.in_channels, kh, kw, self.out_channels).permute(0, 1, 5, 2, 3, 4)
 
+    @torch.jit.unused
     def _ihwo_inference(self, x: torch.Tensor) -> bool:
         """Eager CPU inference, where nothing traces the graph (an export keeps OIHW: its
         rewrite makes the node's filters IHWO at no cost, drconv.export.rewrite)."""
@@ -232,6 +244,7 @@ class MixtureDRConv2d(_RegionConvLayer):
             and not torch.jit.is_scripting()
         )
 
+    @torch.jit.unused
     def _ihwo_weight(self) -> torch.Tensor:
         """`weight` [C_out*C_in*kh*kw, M] with its rows in (C_in, kh, kw, C_out) order, cached
         for as long as `weight` is the same tensor, with the same data, at the same version."""
@@ -250,7 +263,7 @@ class MixtureDRConv2d(_RegionConvLayer):
         if guide.dim() != 4 or guide.shape[0] != x.shape[0] or guide.shape[1] != self.region_num:
             raise ValueError(
                 f"MixtureDRConv2d expects a guide [{x.shape[0]}, {self.region_num}, H, W], "
-                f"got shape {tuple(guide.shape)}"
+                f"got shape {shape_text(guide)}"
             )
         return self._region_conv(x, self.region_filters(x), guide)
 

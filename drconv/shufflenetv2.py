@@ -8,11 +8,12 @@ there and no masknet. Unlike the release (fixed 224), the head pools globally, s
 input whose height and width are multiples of 32 works.
 """
 
-from __future__ import annotations
+from typing import Final
 
 import torch
 from torch import nn
 
+from drconv._geometry import shape_text
 from drconv.nn import MixtureDRConv2d
 
 __all__ = ["WIDTHS", "ShuffleBlock", "ShuffleNetV2"]
@@ -27,6 +28,8 @@ TOTAL_STRIDE = 32
 
 class ConvBN(nn.Module):
     """conv, BatchNorm, optional ReLU; the conv a region conv when `regions` is set (names as released)."""
+
+    region: Final[bool]  # Final: TorchScript compiles only the branch this instance takes
 
     def __init__(
         self,
@@ -51,18 +54,29 @@ class ConvBN(nn.Module):
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.conv(x, guide) if self.region else self.conv(x)
+        if self.region:
+            if guide is None:
+                raise ValueError("a region conv needs its block's guide")
+            x = self.conv(x, guide)
+        else:
+            x = self.conv(x)
         return self.relu(self.bn(x))
 
 
 class ShuffleBlock(nn.Module):
     """One ShuffleNetV2 unit. Stride 1: even channels pass, odd ones take the branch. Stride 2: both branches."""
 
+    # Final: TorchScript compiles only the branches this block has.
+    two_branches: Final[bool]
+    has_guide: Final[bool]
+
     def __init__(self, c_in: int, c_out: int, stride: int, regions: int | None) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         self.stride = stride
+        self.two_branches = stride == 2
+        self.has_guide = regions is not None
         branch_in = c_in if stride == 2 else c_in // 2
         mid = c_out // 2
         if regions is not None:
@@ -77,13 +91,15 @@ class ShuffleBlock(nn.Module):
             self.convb_left = ConvBN(c_in, c_in, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 2:
+        if self.two_branches:
             passed = self.convb_left(self.conva_left(x))
         else:
             passed, x = x[:, 0::2], x[:, 1::2]
         # The released code takes the argmax of softmax(masknet(x)); the softmax moves no
         # argmax, and the region conv's straight-through gradient applies it itself.
-        guide = self.masknet(x) if self.masknet is not None else None
+        guide: torch.Tensor | None = None
+        if self.has_guide:
+            guide = self.masknet(x)
         x = self.conva_right(x, guide)
         x = self.convb_right(x)
         x = self.convc_right(x, guide)
@@ -96,7 +112,7 @@ class ShuffleNetV2(nn.Module):
     Input [N, 3, H, W] with H and W multiples of 32; output logits [N, num_classes].
     """
 
-    input_multiple = TOTAL_STRIDE
+    input_multiple: Final[int] = TOTAL_STRIDE
 
     def __init__(self, width: float = 0.5, regions: int | None = REGIONS, num_classes: int = 1000) -> None:
         super().__init__()
@@ -132,13 +148,16 @@ class ShuffleNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.name} expects input [N, 3, H, W], got shape {tuple(x.shape)}")
-        if x.shape[2] % TOTAL_STRIDE or x.shape[3] % TOTAL_STRIDE:
+            raise ValueError(f"{self.name} expects input [N, 3, H, W], got shape {shape_text(x)}")
+        if x.shape[2] % self.input_multiple or x.shape[3] % self.input_multiple:
             raise ValueError(
-                f"{self.name} needs H and W to be multiples of {TOTAL_STRIDE}, got {x.shape[2]}x{x.shape[3]}"
+                f"{self.name} needs H and W to be multiples of {self.input_multiple}, got {x.shape[2]}x{x.shape[3]}"
             )
         x = self.maxpool(self.conv_first(x))
-        for block in self.blocks():
-            x = block(x)
+        # The blocks in order, in a loop TorchScript unrolls; hasattr, not isinstance, tells them
+        # apart because TorchScript decides hasattr on a submodule when it compiles.
+        for child in self.children():
+            if hasattr(child, "two_branches"):
+                x = child(x)
         x = self.conv_last(x)
         return self.classifier(self.globalpool(x).flatten(1))

@@ -106,8 +106,12 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         models.load_model(None, missing)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(DrconvError, match=f"{garbage}: cannot be read"):
+    with pytest.raises(DrconvError, match=f"{garbage}: a text file, not a PyTorch checkpoint"):
         models.load_model(None, garbage)
+    binary = tmp_path / "binary.pt"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(DrconvError, match=f"{binary}: not a PyTorch checkpoint"):
+        models.load_model(None, binary)
     wrong = tmp_path / "wrong.pt"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(DrconvError, match=f"{wrong}: does not fit the model"):
