@@ -362,6 +362,12 @@ def export(
     from drconv.export import to_onnx
 
     shape = parse_shape(input_shape)
+    if not static and 1 in shape[2:]:  # torch.export makes a size of 1 a constant (batch 1 is handled)
+        err_console.print(
+            f"note: --input-shape {'x'.join(map(str, shape))} has a height or width of 1, which torch.export "
+            "fixes: those axes will be static; trace with sizes above 1 for dynamic ones",
+            soft_wrap=True,
+        )
     net = _models().load_model(model, checkpoint, on_convert=_announce)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with console.status(f"exporting {model} ({mode.value}, {'static' if static else 'dynamic'} shapes) ..."):
@@ -693,7 +699,7 @@ def benchmark(
                 title = f"{what} on input {'x'.join(map(str, shape))}"
         if not prepared.backends:
             raise DrconvError(f"no backend can run here: {'; '.join(f'{k}: {v}' for k, v in prepared.skipped.items())}")
-        title += f", {device.value}, {threads} threads"
+        title += f", {device.value}, {threads} thread{'s' if threads != 1 else ''}"
         with Progress(
             TextColumn("timing {task.description}"),
             BarColumn(),
@@ -707,7 +713,8 @@ def benchmark(
                     prepared.backends, warmup, iters, seconds, lambda done: progress.update(task, completed=done)
                 )
     rows = report.results(prepared.backends, samples, prepared.errors)
-    how = f"{rows[0].stats.iters} calls each, in alternating bursts of {timing.BURST}"
+    calls = rows[0].stats.iters
+    how = f"{calls} calls each, in alternating bursts of {min(calls, timing.BURST)}"
     base = prepared.config.get("baseline")
     bound_is = f"the same runtime on {base}" if base else "the dense conv of the same shape"
     console.print(report.table(f"{title}: ms, {how}", rows, bound_is))

@@ -326,3 +326,43 @@ def test_checkpoint_errors_say_what_the_file_is_in_one_short_line(tmp_path, kind
     (line,) = result.stderr.strip().splitlines()
     assert re.search(message, line), line
     assert len(line) < 300 and "\x1b[" not in line and "weights_only" not in line
+
+
+def test_export_with_a_size_of_one_says_those_axes_are_static(tmp_path):
+    import onnx
+
+    (tmp_path / "pointwise_net.py").write_text(
+        "import torch\n\ndef build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())\n"
+    )
+    out = tmp_path / "m.onnx"
+    result = subprocess.run(
+        [DRCONV, "export", "-o", str(out), "--model", "pointwise_net:build", "--input-shape", "1,3,1,1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "note: --input-shape 1x3x1x1 has a height or width of 1, which torch.export fixes: those axes will be "
+        "static; trace with sizes above 1 for dynamic ones"
+    ]
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 1, 1]
+
+
+def test_benchmark_header_counts_what_ran(tmp_path):
+    result = run(
+        "benchmark", "--layer", "8x8x8", "--kernel", "1", "--threads", "1", "--iters", "3", "--backend", "torch"
+    )
+    assert result.returncode == 0, result.stderr
+    header = " ".join(result.stdout.split())
+    assert "1 thread:" in header and "1 threads" not in header
+    assert "3 calls each, in alternating bursts of 3" in header
+
+
+def test_ratios_never_round_to_zero():
+    from drconv.benchmark.report import _ratio
+
+    assert _ratio(1.234) == "1.23" and _ratio(0.0042) == "0.0042" and _ratio(0.05) == "0.05"

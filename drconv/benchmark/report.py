@@ -99,10 +99,15 @@ def table(title: str, rows: list[Result], bound_is: str = "the dense conv of the
             r.backend,
             *(_ms(v) for v in (s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms, s.min_ms, s.std_ms)),
             f"{r.throughput:,.0f}",
-            f"{r.ratio_to_bound:.2f}" if r.ratio_to_bound is not None else "-",
-            f"{r.ratio_to_first:.2f}",
+            _ratio(r.ratio_to_bound) if r.ratio_to_bound is not None else "-",
+            _ratio(r.ratio_to_first),
         )
     return out
+
+
+def _ratio(value: float) -> str:
+    """Two decimals, or three significant digits where two decimals would round to 0.00."""
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.3g}"
 
 
 def to_json(env: dict, config: dict, rows: list[Result], skipped: dict[str, str]) -> dict:

@@ -14,11 +14,13 @@ graph carries them), to aten ops for the portable graph.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -129,6 +131,22 @@ def _check_args(model: torch.nn.Module, sample_input: torch.Tensor, mode: str, o
         )
 
 
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """The exporters' logs and warnings off the user's screen (what fails is checked after)."""
+    logs = [logging.getLogger(name) for name in loggers]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
+
+
 def _trace(model: torch.nn.Module, sample: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
     if dynamic and sample.shape[0] == 1:
         # torch.export specializes a size of 1; a batch of 2 keeps the axis symbolic.
@@ -173,32 +191,23 @@ def _translate(program: torch.export.ExportedProgram, mode: str, opset: int, inp
     """An exported program to ONNX, the region conv as our node (custom) or standard ops (portable)."""
     # Their notes (e.g. "torchvision is not installed", onnxscript's version-converter fallback
     # with a traceback) are not for our users; a conversion that fails is checked below.
-    quiet = {name: logging.getLogger(name) for name in ("torch.onnx", "onnxscript")}
-    levels = {name: log.level for name, log in quiet.items()}
-    for log in quiet.values():
-        log.setLevel(logging.CRITICAL)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            region_conv = _custom_node if mode == "custom" else portable_region_conv
-            program = program.run_decompositions(
-                {
-                    torch.ops.drconv.region_conv.default: region_conv,
-                    torch.ops.aten.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
-                }
-            )
-            onnx_program = torch.onnx.export(
-                program,
-                dynamo=True,
-                opset_version=opset,
-                input_names=input_names,
-                output_names=["output"],
-                optimize=True,
-                verbose=False,
-            )
-    finally:
-        for name, log in quiet.items():
-            log.setLevel(levels[name])
+    with _quiet("torch.onnx", "onnxscript"), torch.no_grad():
+        region_conv = _custom_node if mode == "custom" else portable_region_conv
+        program = program.run_decompositions(
+            {
+                torch.ops.drconv.region_conv.default: region_conv,
+                torch.ops.aten.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
+            }
+        )
+        onnx_program = torch.onnx.export(
+            program,
+            dynamo=True,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=["output"],
+            optimize=True,
+            verbose=False,
+        )
     proto = onnx_program.model_proto
     reached = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if reached != opset:
@@ -296,8 +305,7 @@ def to_onnx(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), _quiet("torch._export", "torch.export"):  # e.g. "0/1 specialized"
             program = _trace(model, sample_input, dynamic)
         proto = _translate(program, mode, opset, ["input"])
     finally:
