@@ -532,7 +532,9 @@ def _benchmark_torch(layer: str | None, targets: list[str] | None, model: str | 
     return torch
 
 
-def _prepare_targets(targets, model, checkpoint, shape, requested, device, threads, tmp, status, baseline=None):
+def _prepare_targets(
+    targets, model, checkpoint, shape, requested, device, threads, tmp, status, baseline=None, check_files=True
+):
     """Backends for a model (a TARGET, --model, or the default when no file is given) and for files."""
     specs, files = _split_targets(targets)
     if specs and model is not None:
@@ -557,10 +559,21 @@ def _prepare_targets(targets, model, checkpoint, shape, requested, device, threa
     if files:
         from drconv.benchmark.files import prepare_files
 
-        from_files = prepare_files(files, shape, device, threads)
+        reference = None
+        if name is not None and check_files:  # the files must be this model's exports
+
+            def reference_run(x):
+                import torch
+
+                with torch.no_grad():
+                    return net(torch.from_numpy(x))
+
+            reference = (name, reference_run)
+        from_files = prepare_files(files, shape, device, threads, reference)
         if prepared is None:
             return from_files, ", ".join(f.name for f in files)
         prepared.backends += from_files.backends
+        prepared.errors |= from_files.errors
         prepared.config["files"] = from_files.config["files"]
     return prepared, ", ".join([name, *(f.name for f in files)])
 
@@ -640,6 +653,14 @@ def benchmark(
     plot_file: Annotated[
         Path | None, typer.Option("--plot", help="Write a PNG bar chart: p50 bars, p90 whiskers, bound lines.")
     ] = None,
+    no_check: Annotated[
+        bool,
+        flag(
+            "--no-check",
+            help="Time .onnx files given with a model even where their outputs differ from the model's "
+            "(by default such a file is refused: it is not that model's export).",
+        ),
+    ] = False,
 ) -> None:
     """Time backends side by side in one process, in alternating bursts; p50/p90/p99 and the ratio to the bound."""
     import contextlib
@@ -695,6 +716,7 @@ def benchmark(
                     Path(tmp),
                     status.update,
                     baseline,
+                    check_files=not no_check,
                 )
                 title = f"{what} on input {'x'.join(map(str, shape))}"
         if not prepared.backends:

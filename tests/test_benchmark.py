@@ -14,7 +14,8 @@ from PIL import Image
 from test_cli import run
 
 from drconv.benchmark import LAYER_BACKENDS, MODEL_BACKENDS, SCHEMA, Backend, Prepared, Stats, alternate
-from drconv.benchmark.backends import LayerSpec, _check, layer_inputs, naive_region_conv
+from drconv.benchmark.backends import LayerSpec, layer_inputs, naive_region_conv
+from drconv.benchmark.files import check
 from drconv.benchmark.report import noisy, results
 from drconv.errors import DrconvError
 
@@ -61,12 +62,12 @@ def test_naive_formulation_matches_the_op():
 def test_a_wrong_backend_is_refused_before_timing():
     reference = np.ones((1, 2, 3, 3))
     prepared = Prepared()
-    _check(prepared, "good", lambda: [reference.astype(np.float32)], reference, "cpu")
+    check(prepared, "good", lambda: [reference.astype(np.float32)], reference, "cpu")
     assert prepared.errors["good"] == 0.0
     with pytest.raises(DrconvError, match="backend bad disagrees with the reference"):
-        _check(prepared, "bad", lambda: [reference * 1.01], reference, "cpu")
+        check(prepared, "bad", lambda: [reference * 1.01], reference, "cpu")
     with pytest.raises(DrconvError, match="disagrees"):
-        _check(prepared, "nan", lambda: [reference * np.nan], reference, "cpu")
+        check(prepared, "nan", lambda: [reference * np.nan], reference, "cpu")
 
 
 def _validate(doc: dict) -> None:

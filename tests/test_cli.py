@@ -366,3 +366,24 @@ def test_ratios_never_round_to_zero():
     from drconv.benchmark.report import _ratio
 
     assert _ratio(1.234) == "1.23" and _ratio(0.0042) == "0.0042" and _ratio(0.05) == "0.05"
+
+
+def test_benchmark_checks_a_file_against_the_model_given_with_it(tmp_path):
+    from drconv.export import to_onnx
+    from drconv.models import create
+
+    path = to_onnx(create("drconv-tiny").eval(), torch.randn(1, 3, 64, 64), tmp_path / "tiny.onnx")
+    common = ["--input-shape", "1,3,64,64", "--iters", "3", "--backend", "torch"]
+    report = tmp_path / "b.json"
+    ok = run("benchmark", "drconv-tiny", str(path), *common, "--json", str(report))
+    assert ok.returncode == 0, ok.stderr
+    rows = {r["backend"]: r for r in json.loads(report.read_text())["results"]}
+    assert rows["ort:tiny.onnx"]["max_rel_error"] < 1e-3
+
+    other = run("benchmark", "drconv-shufflenetv2-0.5x", str(path), *common)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    (line,) = other.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path} is not drconv-shufflenetv2-0.5x: their outputs differ by ")
+    assert line.endswith("pass --no-check to time it anyway")
+    forced = run("benchmark", "drconv-shufflenetv2-0.5x", str(path), *common, "--no-check")
+    assert forced.returncode == 0 and "ort:tiny.onnx" in forced.stdout

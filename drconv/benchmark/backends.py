@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from drconv.benchmark.files import ort_session
+from drconv.benchmark.files import as_numpy, check, ort_session
 from drconv.benchmark.timing import Backend, Prepared
 from drconv.errors import DrconvError
 
@@ -48,8 +48,6 @@ _BOUND = {
     },
     "cuda": {"torch": "cudnn-dense", "torch-naive": "cudnn-dense", "torch-cuda": "cudnn-dense", "trt": "cudnn-dense"},
 }
-# |backend - reference| / max|reference|: float32 sums in another order; on CUDA, TF32 convs.
-_TOLERANCE = {"cpu": 1e-3, "cuda": 1e-2}
 
 
 @dataclass(frozen=True)
@@ -146,32 +144,6 @@ def dense_conv_graph(weight: np.ndarray, input_shape: tuple[int, ...], padding: 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def _as_numpy(out) -> np.ndarray:
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    if isinstance(out, torch.Tensor):
-        return out.detach().float().cpu().numpy()
-    return np.asarray(out, dtype=np.float32)
-
-
-def _relative_error(out, reference: np.ndarray) -> float:
-    actual = _as_numpy(out)
-    if actual.shape != reference.shape:
-        return math.inf
-    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-12)
-    return float(np.abs(actual.astype(np.float64) - reference).max(initial=0.0)) / scale
-
-
-def _check(prepared: Prepared, name: str, run: Callable[[], object], reference: np.ndarray, device: str) -> None:
-    error = _relative_error(run(), reference)
-    if not error <= _TOLERANCE[device]:  # NaN fails too
-        raise DrconvError(
-            f"backend {name} disagrees with the reference by {error:.3g} (max |difference| / max |reference|); "
-            "its timing would mean nothing"
-        )
-    prepared.errors[name] = error
-
-
 def _saved(proto, tmp: Path, name: str) -> Path:
     import onnx
 
@@ -266,7 +238,7 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
         # The dense bounds compute another function. torch is checked too: the reference got
         # OIHW filters, the timed call gets them IHWO.
         if not name.endswith("-dense"):
-            _check(prepared, name, run, reference, device)
+            check(prepared, name, run, reference, device)
         bound = _BOUND[device].get(name)
         prepared.backends.append(
             Backend(name, run, items=spec.batch, bound=bound if bound in names else None, cuda=device == "cuda")
@@ -352,7 +324,7 @@ def _model_runs(
     net = net.eval().to(x.device)
     try:
         with torch.no_grad():
-            reference = _as_numpy(net(x)).astype(np.float64)
+            reference = as_numpy(net(x)).astype(np.float64)
     except (RuntimeError, ValueError) as exc:
         raise DrconvError(f"model {spec} cannot run on input {shape}: {str(exc).strip().splitlines()[0]}") from None
 
@@ -381,6 +353,6 @@ def _model_runs(
         for name in names:
             run = build(name)
             if name != "torch":  # PyTorch eager gave the reference
-                _check(prepared, prefix + name, run, reference, device)
+                check(prepared, prefix + name, run, reference, device)
             runs.append((prefix + name, run))
     return runs

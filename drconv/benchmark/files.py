@@ -6,6 +6,7 @@ this module; torch is imported only for TensorRT engines, whose inputs live on t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +15,40 @@ import numpy as np
 from drconv.benchmark.timing import Backend, Prepared
 from drconv.errors import DrconvError
 
-__all__ = ["ENGINE_SUFFIXES", "ort_session", "prepare_files"]
+__all__ = ["ENGINE_SUFFIXES", "TOLERANCE", "as_numpy", "check", "ort_session", "prepare_files"]
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# |backend - reference| / max|reference|: float32 sums in another order; on CUDA, TF32 convs.
+TOLERANCE = {"cpu": 1e-3, "cuda": 1e-2}
+
+
+def as_numpy(out) -> np.ndarray:
+    """A backend's (first) output as float32 numpy: a runtime's list, an array or a torch tensor."""
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    if hasattr(out, "detach"):  # a torch tensor, without importing torch here
+        return out.detach().float().cpu().numpy()
+    return np.asarray(out, dtype=np.float32)
+
+
+def relative_error(out, reference: np.ndarray) -> float:
+    """max |out - reference| / max |reference|; inf where the shapes differ."""
+    actual = as_numpy(out)
+    if actual.shape != reference.shape:
+        return math.inf
+    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-12)
+    return float(np.abs(actual.astype(np.float64) - reference).max(initial=0.0)) / scale
+
+
+def check(prepared: Prepared, name: str, run: Callable[[], object], reference: np.ndarray, device: str) -> None:
+    """Record `name`'s error against the reference; beyond TOLERANCE it is a DrconvError (nothing is timed)."""
+    error = relative_error(run(), reference)
+    if not error <= TOLERANCE[device]:  # NaN fails too
+        raise DrconvError(
+            f"backend {name} disagrees with the reference by {error:.3g} (max |difference| / max |reference|); "
+            "its timing would mean nothing"
+        )
+    prepared.errors[name] = error
 
 
 def ort_session(path: Path, threads: int):
@@ -39,7 +71,9 @@ def _fill(dims: list[int | None], shape: tuple[int, ...], where: str) -> tuple[i
     return shape
 
 
-def _onnx_backend(path: Path, shape: tuple[int, ...], threads: int) -> Backend:
+def _onnx_backend(
+    path: Path, shape: tuple[int, ...], threads: int, prepared: Prepared, reference: Reference | None
+) -> Backend:
     from drconv.runtime.ort import image_input
 
     name, dims = image_input(path)
@@ -48,7 +82,19 @@ def _onnx_backend(path: Path, shape: tuple[int, ...], threads: int) -> Backend:
     feed = {name: x}
     run: Callable[[], object] = lambda: sess.run(None, feed)  # noqa: E731
     _first_run(run, path)
-    return Backend(f"ort:{path.name}", run, items=shape[0])
+    backend = Backend(f"ort:{path.name}", run, items=shape[0])
+    if reference is not None:
+        what, model = reference
+        expected = as_numpy(model(x)).astype(np.float64)
+        try:
+            check(prepared, backend.name, run, expected, "cpu")
+        except DrconvError:
+            error = relative_error(run(), expected)
+            raise DrconvError(
+                f"{path} is not {what}: their outputs differ by {error:.3g} (max |difference| / max |reference|); "
+                "pass --no-check to time it anyway"
+            ) from None
+    return backend
 
 
 def _engine_backend(path: Path, shape: tuple[int, ...], device: str) -> Backend:
@@ -65,8 +111,18 @@ def _engine_backend(path: Path, shape: tuple[int, ...], device: str) -> Backend:
     return Backend(f"trt:{path.name}", runner, items=shape[0], cuda=True)
 
 
-def prepare_files(paths: list[Path], shape: tuple[int, ...], device: str, threads: int) -> Prepared:
-    """Backends for exported files: .onnx in ONNX Runtime (CPU), .engine in TensorRT (plugin loaded first)."""
+# A model the .onnx files must agree with: its name, and a function from an input to its output.
+Reference = tuple[str, Callable[[np.ndarray], object]]
+
+
+def prepare_files(
+    paths: list[Path], shape: tuple[int, ...], device: str, threads: int, reference: Reference | None = None
+) -> Prepared:
+    """Backends for exported files: .onnx in ONNX Runtime (CPU), .engine in TensorRT (plugin loaded first).
+
+    With `reference`, each .onnx file's output on its input is checked against the model's
+    first (the same tolerance as every backend), and a file that differs is refused.
+    """
     prepared = Prepared(
         config={"mode": "files", "device": device, "files": [str(p) for p in paths], "input_shape": list(shape)}
     )
@@ -74,7 +130,7 @@ def prepare_files(paths: list[Path], shape: tuple[int, ...], device: str, thread
         if not path.is_file():
             raise DrconvError(f"{path}: no such file")
         if path.suffix == ".onnx":
-            prepared.backends.append(_onnx_backend(path, shape, threads))
+            prepared.backends.append(_onnx_backend(path, shape, threads, prepared, reference))
         elif path.suffix in ENGINE_SUFFIXES:
             prepared.backends.append(_engine_backend(path, shape, device))
         else:
