@@ -70,18 +70,42 @@ def _custom_node(x, filters, guide, stride, padding, dilation):
 
 
 def portable_region_conv(x, filters, guide, stride, padding, dilation):
-    """The region conv in standard ops that keep the batch dynamic: R times the multiply-adds."""
-    _, regions, c_out, c_in, kh, kw = filters.shape
-    taps = kh * kw
-    # im2col as a grouped conv with one-hot kernels: channel c*taps + t is tap t of
-    # input channel c, the order of a flattened [C_in, kh, kw] filter.
-    one_hot = torch.eye(taps, dtype=x.dtype, device=x.device).repeat(c_in, 1).reshape(c_in * taps, 1, kh, kw)
-    cols = F.conv2d(x, one_hot, None, stride, padding, dilation, c_in).flatten(2)  # [N, C_in*taps, P]
-    out = torch.matmul(filters.flatten(3).flatten(1, 2), cols)  # [N, R*C_out, P]
-    out = out.unflatten(1, (regions, c_out)).unflatten(3, guide.shape[2:])  # [N, R, C_out, Ho, Wo]
-    region = guide.argmax(1, keepdim=True).unsqueeze(2)  # [N, 1, 1, Ho, Wo]
-    ids = torch.arange(regions, device=x.device).reshape(1, regions, 1, 1, 1)
-    return torch.where(region == ids, out, torch.zeros((), dtype=out.dtype, device=out.device)).sum(1)
+    """The region conv in standard ops that keep the batch dynamic: R times the multiply-adds.
+
+    It agrees with the op where the values are not finite: im2col slices rather than
+    multiplying by one-hot kernels (an Inf input stays Inf, never 0 * Inf = NaN), the
+    region is chosen by torch.argmax's rule (below), and each pixel's output is gathered
+    from its region's, not masked and summed.
+    """
+    _, regions, c_out, _, kh, kw = filters.shape
+    h_out, w_out = guide.shape[2], guide.shape[3]
+    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    rows, cols = (h_out - 1) * stride[0] + 1, (w_out - 1) * stride[1] + 1
+    taps = [
+        padded[
+            :,
+            :,
+            i * dilation[0] : i * dilation[0] + rows : stride[0],
+            j * dilation[1] : j * dilation[1] + cols : stride[1],
+        ]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    # Channel c*taps + t is tap t of input channel c: the order of a flattened [C_in, kh, kw] filter.
+    patches = torch.stack(taps, 2).flatten(1, 2).flatten(2)  # [N, C_in*kh*kw, P]
+    out = torch.matmul(filters.flatten(3).flatten(1, 2), patches)  # [N, R*C_out, P]
+    out = out.unflatten(1, (regions, c_out)).unflatten(3, (h_out, w_out))  # [N, R, C_out, Ho, Wo]
+    region = _first_argmax(guide).unsqueeze(2).expand(-1, 1, c_out, -1, -1)  # [N, 1, C_out, Ho, Wo]
+    # A gather, not a masked sum: it keeps the dtype (a float16 sum is exported through float32).
+    return torch.gather(out, 1, region).squeeze(1)
+
+
+def _first_argmax(guide: torch.Tensor) -> torch.Tensor:
+    """argmax over dim 1, keepdim, by torch.argmax's rule in ops that ONNX keeps: the first NaN
+    wins (all NaN gives 0). ONNX ArgMax skips NaN, so the NaN case is taken apart."""
+    nan = torch.isnan(guide)
+    first_nan = nan.to(guide.dtype).argmax(1, keepdim=True)
+    return torch.where(nan.any(1, keepdim=True), first_nan, guide.argmax(1, keepdim=True))
 
 
 def _pool_matrix(size, out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
