@@ -19,14 +19,21 @@ def pair(value: IntOrPair, name: str) -> tuple[int, int]:
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an int or an (h, w) pair of ints, got {value!r}")
     if isinstance(value, int):
-        return value, value
+        return _in_int64(value, name), _in_int64(value, name)
     try:
         items = tuple(value)
     except TypeError:
         raise ValueError(f"{name} must be an int or an (h, w) pair of ints, got {value!r}") from None
     if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         raise ValueError(f"{name} must be an int or an (h, w) pair of ints, got {value!r}")
-    return items[0], items[1]
+    return _in_int64(items[0], name), _in_int64(items[1], name)
+
+
+def _in_int64(value: int, name: str) -> int:
+    """The op's arguments are int64: a larger int is a ValueError here, not a TypeError in the binding."""
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name} {value} does not fit in int64")
+    return value
 
 
 def shape_text(x: torch.Tensor) -> str:

@@ -113,7 +113,7 @@ def backward(
     need_guide: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     grad_x = grad_filters = grad_guide = None
-    if geo.n == 0:
+    if geo.n == 0 or geo.c_in == 0:  # y does not depend on anything: every gradient is zero
         return (
             torch.zeros_like(x) if need_x else None,
             torch.zeros_like(filters) if need_filters else None,

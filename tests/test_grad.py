@@ -40,3 +40,12 @@ def test_only_requested_gradients_are_computed():
     y.sum().backward()
     assert x.grad is None and g.grad is None
     assert f.grad is not None and f.grad.abs().sum() > 0
+
+
+def test_no_input_channels_give_zero_gradients():
+    x = torch.randn(2, 0, 5, 5, requires_grad=True)
+    filters = torch.randn(2, 3, 4, 0, 3, 3, requires_grad=True)
+    guide = torch.randn(2, 3, 5, 5, requires_grad=True)
+    drconv.region_conv(x, filters, guide).sum().backward()
+    assert x.grad.shape == x.shape and filters.grad.shape == filters.shape
+    assert torch.equal(guide.grad, torch.zeros_like(guide))

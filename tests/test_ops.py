@@ -230,3 +230,11 @@ def test_filters_in_any_other_memory_order_are_copied():
     x, f, g, *_ = random_case(1, 4, 6, 8, 8, 3, 3, 1, 1, dtype=torch.float32)
     odd = f.transpose(4, 5).contiguous().transpose(4, 5)  # kw before kh: neither OIHW nor IHWO
     torch.testing.assert_close(drconv.region_conv(x, odd, g), drconv.region_conv(x, f, g), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["stride", "padding", "dilation"])
+def test_ints_beyond_int64_are_value_errors(name):
+    x, filters, guide = torch.randn(1, 2, 5, 5), torch.randn(1, 2, 3, 2, 3, 3), torch.randn(1, 2, 5, 5)
+    for value in (2**64, (1, 2**63), -(2**64)):
+        with pytest.raises(ValueError, match=f"{name} -?\\d+ does not fit in int64"):
+            ops.region_conv(x, filters, guide, **{name: value})

@@ -329,3 +329,25 @@ def test_output_shape_of_a_mixture_is_inferred():
     del model.graph.input[:]
     model.graph.input.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items())
     assert ort_session(model, LIBRARY).get_outputs()[0].shape == [2, 9, 8, 8]
+
+
+@pytest.mark.parametrize(
+    ("attrs", "x_hw", "k", "message"),
+    [
+        ({"dilations": (2**62, 1)}, (8, 8), 3, "overflow the output size arithmetic"),
+        ({"pads": (2**62, 0, 2**62, 0)}, (8, 8), 3, "overflow the output size arithmetic"),
+        # floor, not C++'s truncation: a 3x3 kernel does not fit a 2x2 input at stride 2
+        ({"strides": (2, 2)}, (2, 2), 3, "empty output"),
+    ],
+)
+def test_node_sizes_never_wrap_around(attrs, x_hw, k, message):
+    model = region_conv_node_model(**{"pads": (0, 0, 0, 0), **attrs})
+    sess = ort_session(model, LIBRARY)
+    f = np.float32
+    feeds = {
+        "X": np.ones((1, 3, *x_hw), f),
+        "filters": np.ones((1, 2, 4, 3, k, k), f),
+        "guide": np.ones((1, 2, 1, 1), f),
+    }
+    with pytest.raises(Exception, match=message):
+        sess.run(None, feeds)

@@ -13,14 +13,27 @@ namespace drconv {
 // innermost, the order the CPU kernel reads, so it reads the filters without packing them.
 enum class FilterLayout { kOIHW, kIHWO };
 
+// floor((size + 2*pad - dil*(k - 1) - 1) / stride) + 1, the ONNX and PyTorch conv size
+// (0 where the kernel does not fit), or -1 where an intermediate value overflows int64,
+// as absurd attributes (a dilation of 2^62) make it: validate() reports that instead of a
+// wrapped-around size.
+inline int64_t conv_out_size(int64_t size, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
+  int64_t span = 0, twice_pad = 0, total = 0;
+  if (__builtin_mul_overflow(dil, k - 1, &span) || __builtin_mul_overflow(pad, int64_t{2}, &twice_pad) ||
+      __builtin_add_overflow(size, twice_pad, &total) || __builtin_sub_overflow(total, span, &total))
+    return -1;
+  if (total < 1) return 0;  // C++ division truncates toward 0; the formula floors
+  return (total - 1) / stride + 1;
+}
+
 struct RegionConvShape {
   int64_t n = 0, c_in = 0, h = 0, w = 0;  // x [N, C_in, H, W]
   int64_t regions = 0, c_out = 0, kh = 0, kw = 0;  // filters [N, R, C_out, C_in, kh, kw] (OIHW)
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
   FilterLayout layout = FilterLayout::kOIHW;  // IHWO: filters [N, R, C_in, kh, kw, C_out]
 
-  int64_t h_out() const { return (h + 2 * pad_h - dil_h * (kh - 1) - 1) / stride_h + 1; }
-  int64_t w_out() const { return (w + 2 * pad_w - dil_w * (kw - 1) - 1) / stride_w + 1; }
+  int64_t h_out() const { return conv_out_size(h, kh, stride_h, pad_h, dil_h); }
+  int64_t w_out() const { return conv_out_size(w, kw, stride_w, pad_w, dil_w); }
   int64_t pixels() const { return h_out() * w_out(); }
   int64_t patch() const { return kh * kw * c_in; }  // one im2col row
 };
@@ -36,6 +49,12 @@ inline std::string validate(const RegionConvShape& s) {
   if (s.stride_h < 1 || s.stride_w < 1) return "strides must be >= 1, got " + str(s.stride_h) + "," + str(s.stride_w);
   if (s.dil_h < 1 || s.dil_w < 1) return "dilations must be >= 1, got " + str(s.dil_h) + "," + str(s.dil_w);
   if (s.pad_h < 0 || s.pad_w < 0) return "pads must be >= 0, got " + str(s.pad_h) + "," + str(s.pad_w);
+  if (s.h_out() < 0 || s.w_out() < 0)
+    return "pads " + str(s.pad_h) + "," + str(s.pad_w) + " and dilations " + str(s.dil_h) + "," + str(s.dil_w) +
+           " with kernel " + str(s.kh) + "x" + str(s.kw) + " overflow the output size arithmetic (int64)";
+  int64_t pixels = 0;
+  if (__builtin_mul_overflow(s.h_out(), s.w_out(), &pixels))
+    return "the output size " + str(s.h_out()) + "x" + str(s.w_out()) + " overflows int64";
   if (s.h_out() < 1 || s.w_out() < 1)
     return "x spatial size " + str(s.h) + "x" + str(s.w) + " gives an empty output " + str(s.h_out()) + "x" +
            str(s.w_out()) + " for kernel " + str(s.kh) + "x" + str(s.kw);
