@@ -288,6 +288,18 @@ def _print_verify(report) -> None:
         verdict = Text("ok", style="green") if out.ok else Text("FAIL", style="bold red")
         table.add_row(out.name, "x".join(map(str, out.shape)), f"{out.max_abs:.3g}", f"{out.max_rel:.3g}", verdict)
     console.print(table)
+    if report.regions:
+        regions = Table(title="region agreement: pixels routed to the region PyTorch chose")
+        for col in ("DRConv layer", "node", "pixels", "agreement", "min top-2 margin", f">= {report.min_agreement:g}"):
+            regions.add_column(col)
+        for r in report.regions:
+            ok = r.agreement >= report.min_agreement
+            verdict = Text("ok", style="green") if ok else Text("FAIL", style="bold red")
+            margin = "-" if r.min_margin is None else f"{r.min_margin:.3g}"
+            regions.add_row(r.layer, r.node, str(r.pixels), f"{r.agreement:.4%}", margin, verdict)
+        console.print(regions)
+    if report.regions_note:
+        err_console.print(f"note: region agreement not measured: {report.regions_note}", soft_wrap=True)
 
 
 class ExportMode(str, Enum):
@@ -304,16 +316,43 @@ AtolOption = Annotated[float, typer.Option("--atol", help="Absolute tolerance.",
 RtolOption = Annotated[float, typer.Option("--rtol", help="Relative tolerance (numpy.allclose's rule).", min=0)]
 
 
-def _run_verify(path: Path, net, batch: int, size: int, atol: float, rtol: float) -> None:
-    from drconv.verify import verify_onnx
+def _run_verify(
+    path: Path,
+    net,
+    batch: int,
+    size: int,
+    atol: float,
+    rtol: float,
+    min_agreement: float | None = None,
+    as_json: bool = False,
+) -> None:
+    from drconv.verify import DEFAULT_MIN_AGREEMENT, verify_onnx
 
-    with console.status(f"verifying {path.name} with ONNX Runtime ..."):
-        report = verify_onnx(path, net, batch=batch, size=size, atol=atol, rtol=rtol)
-    _print_verify(report)
-    if not report.ok:
-        err_console.print(
-            Text.assemble(("error:", "bold red"), f" {path} differs from PyTorch beyond atol {atol:g} + rtol {rtol:g}")
+    with err_console.status(f"verifying {path.name} with ONNX Runtime ..."):
+        report = verify_onnx(
+            path,
+            net,
+            batch=batch,
+            size=size,
+            atol=atol,
+            rtol=rtol,
+            min_agreement=min_agreement or DEFAULT_MIN_AGREEMENT,
         )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_verify(report)
+    problems = []
+    if not report.outputs_ok:
+        problems.append(f"differs from PyTorch beyond atol {atol:g} + rtol {rtol:g}")
+    if not report.regions_ok:
+        worst = min(report.regions, key=lambda r: r.agreement)
+        problems.append(
+            f"routes {1 - worst.agreement:.2%} of {worst.layer}'s pixels to another region than PyTorch "
+            f"(agreement below {report.min_agreement:g})"
+        )
+    if problems:
+        err_console.print(Text.assemble(("error:", "bold red"), f" {path} {'; and '.join(problems)}"), soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -410,6 +449,17 @@ def verify_cmd(
             help="Height and width of the random input (where symbolic). [default: 64]", min=1, show_default=False
         ),
     ] = None,
+    min_agreement: Annotated[
+        float,
+        typer.Option(
+            "--min-agreement",
+            help="Least share of pixels each DRConv layer must route to the region PyTorch chose; below it the "
+            "runtime convolves those pixels with another region's filter, and verify exits 1.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.999,
+    as_json: Annotated[bool, flag("--json", help="Print the report as JSON instead of tables.")] = False,
 ) -> None:
     """Run PyTorch and ONNX Runtime on one random input and compare every output; exit 1 above tolerance."""
     from drconv.runtime.ort import image_input
@@ -432,7 +482,7 @@ def verify_cmd(
             soft_wrap=True,
         )
     net = _models().load_model(model, checkpoint, on_convert=_announce)
-    _run_verify(onnx_file, net, batch or 2, size or 64, atol, rtol)
+    _run_verify(onnx_file, net, batch or 2, size or 64, atol, rtol, min_agreement, as_json)
 
 
 @app.command()

@@ -100,9 +100,13 @@ class _RegionConvLayer(nn.Module):
         bias = self.bias
         return y if bias is None else y + bias.view(1, -1, 1, 1)
 
+    def fitted_guide(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """The guide the region conv routes by, [N, R, H_out, W_out] (resized where needed)."""
+        return fit_guide(guide, self.output_size(x))
+
     def region_map(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Region index of every output pixel, [N, H_out, W_out] (the first argmax of the guide)."""
-        return fit_guide(guide, self.output_size(x)).argmax(dim=1)
+        return self.fitted_guide(x, guide).argmax(dim=1)
 
     def extra_repr(self) -> str:
         return (
@@ -164,6 +168,9 @@ class DRConv2d(_RegionConvLayer):
         if guide is None:
             guide = self.guide(x)
         return self._region_conv(x, self.region_filters(x), guide)
+
+    def fitted_guide(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        return super().fitted_guide(x, self.guide(x) if guide is None else guide)
 
     def region_map(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         return super().region_map(x, self.guide(x) if guide is None else guide)

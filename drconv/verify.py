@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,14 @@ import onnx
 import torch
 
 from drconv.errors import DrconvError
+from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP
+from drconv.export.rewrite import MIXTURE_OP
 from drconv.runtime.ort import image_input, session
 
-__all__ = ["OutputError", "VerifyReport", "verify_onnx"]
+__all__ = ["DEFAULT_MIN_AGREEMENT", "OutputError", "RegionAgreement", "VerifyReport", "verify_onnx"]
+
+# Below this share of pixels routed alike, the runtime does not run the same model.
+DEFAULT_MIN_AGREEMENT = 0.999
 
 
 @dataclass(frozen=True)
@@ -26,15 +32,52 @@ class OutputError:
 
 
 @dataclass(frozen=True)
+class RegionAgreement:
+    """One region conv: how often the runtime routed a pixel to the region PyTorch did."""
+
+    layer: str  # the PyTorch module
+    node: str  # the ONNX node (or the portable graph's ArgMax) it was paired with
+    pixels: int
+    agreement: float  # share of output pixels in the same region
+    min_margin: float | None  # smallest top-1 minus top-2 of PyTorch's guide; None with one region
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     input_shape: tuple[int, ...]
     atol: float
     rtol: float
     outputs: list[OutputError]
+    regions: list[RegionAgreement] = field(default_factory=list)
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    regions_note: str | None = None  # why region agreement could not be measured
+
+    @property
+    def outputs_ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    @property
+    def regions_ok(self) -> bool:
+        return all(r.agreement >= self.min_agreement for r in self.regions)
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outputs)
+        return self.outputs_ok and self.regions_ok
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "input_shape": list(self.input_shape),
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "outputs": [asdict(o) | {"shape": list(o.shape)} for o in self.outputs],
+            "min_agreement": self.min_agreement,
+            "regions": [r.to_dict() for r in self.regions],
+            "regions_note": self.regions_note,
+        }
 
 
 def _input_shape(proto: onnx.ModelProto, batch: int, size: int) -> tuple[int, ...]:
@@ -52,6 +95,104 @@ def _input_shape(proto: onnx.ModelProto, batch: int, size: int) -> tuple[int, ..
     return tuple(shape)
 
 
+def _guide_tensors(proto: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(node, guide tensor) of every region conv in graph order: the custom nodes' guide inputs,
+    or in a portable graph the guides its ArgMax nodes read (not the Cast of IsNaN beside them)."""
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    found = []
+    for i, node in enumerate(proto.graph.node):
+        name = node.name or f"{node.op_type}#{i}"
+        if node.domain == CUSTOM_DOMAIN and node.op_type in (CUSTOM_OP, MIXTURE_OP):
+            found.append((name, node.input[2 if node.op_type == CUSTOM_OP else 3]))
+        elif node.op_type == "ArgMax" and node.domain in ("", "ai.onnx"):
+            axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+            source = producers.get(node.input[0])
+            if axis == 1 and (source is None or source.op_type != "Cast"):
+                found.append((name, node.input[0]))
+    return found
+
+
+def _verification_copy(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """The model with `tensors` as extra outputs after its own (a copy: the user's file is never touched)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    elem = copy.graph.input[0].type.tensor_type.elem_type
+    declared = {v.name: v for v in copy.graph.value_info}
+    have = {o.name for o in copy.graph.output}
+    for name in dict.fromkeys(tensors):
+        if name in have:
+            continue
+        if name in declared:  # the exporter's own type and shape, so ONNX Runtime infers alike
+            copy.graph.output.append(declared[name])
+        else:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    return copy
+
+
+def _torch_guides(model: torch.nn.Module, x: torch.Tensor) -> tuple[object, list[tuple[str, torch.Tensor]]]:
+    """The model's output, and each DRConv layer's routing guide in the order the layers ran."""
+    from drconv.nn import _RegionConvLayer
+
+    names = {m: name for name, m in model.named_modules() if isinstance(m, _RegionConvLayer)}
+    seen: list[tuple[str, torch.Tensor]] = []
+
+    def capture(module, args, kwargs, output):
+        seen.append((names[module] or type(module).__name__, module.fitted_guide(*args, **kwargs)))
+
+    handles = [m.register_forward_hook(capture, with_kwargs=True) for m in names]
+    try:
+        with torch.no_grad():
+            return model(x), seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _groups(items: list, same) -> list[list]:
+    """Consecutive runs of items that `same` says are one."""
+    runs: list[list] = []
+    for item in items:
+        if runs and same(runs[-1][-1], item):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def _agreement(
+    layers: list[tuple[str, torch.Tensor]], nodes: list[tuple[str, str]], runtime: dict[str, np.ndarray]
+) -> tuple[list[RegionAgreement], str | None]:
+    """Pair layers with guide tensors, one guide at a time: layers that share a guide (a ShuffleNetV2
+    block's two region convs) share one tensor in a custom graph and one ArgMax in a portable one."""
+    if not nodes:
+        return [], None
+    by_guide = _groups(layers, lambda a, b: a[1].shape == b[1].shape and torch.equal(a[1], b[1]))
+    by_tensor = _groups(nodes, lambda a, b: a[1] == b[1])
+    if len(by_guide) != len(by_tensor):
+        return [], (
+            f"PyTorch's DRConv layers routed by {len(by_guide)} guides and the graph's region convs by "
+            f"{len(by_tensor)}; they cannot be paired"
+        )
+    out = []
+    for group, tensors in zip(by_guide, by_tensor, strict=True):
+        guide, (node, tensor) = group[0][1], tensors[0]
+        theirs = runtime[tensor]
+        if tuple(theirs.shape) != tuple(guide.shape):
+            return [], f"layer {group[0][0]}'s guide {tuple(guide.shape)} does not match node {node}'s {theirs.shape}"
+        ours = guide.float().argmax(1).numpy()  # torch.argmax's rule: the first NaN wins
+        agreement = float(np.mean(ours == np.argmax(theirs, axis=1)))  # numpy's is the same
+        margin = None
+        if guide.shape[1] > 1:
+            top = guide.double().topk(2, dim=1).values
+            gap = top[:, 0] - top[:, 1]
+            gap = gap[torch.isfinite(gap)]
+            margin = float(gap.min()) if gap.numel() else None
+        for i, (layer, _) in enumerate(group):
+            paired = tensors[min(i, len(tensors) - 1)][0]
+            out.append(RegionAgreement(layer, paired, int(ours.size), agreement, margin))
+    return out, None
+
+
 def verify_onnx(
     path: str | os.PathLike,
     model: torch.nn.Module,
@@ -61,34 +202,61 @@ def verify_onnx(
     rtol: float = 1e-3,
     seed: int = 0,
     providers: list[str] | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> VerifyReport:
     """Run `model` (PyTorch) and `path` (ONNX Runtime) on one random input and compare.
 
     Symbolic axes take `batch` and `size`, which should differ from the exported ones so
     the dynamic axes are exercised. An output passes when |ort - torch| <= atol + rtol*|torch|
     everywhere (numpy.allclose's rule).
+
+    Region agreement: a copy of the graph (never the file at `path`) also returns the guide
+    of every region conv, and each is paired, in order, with the DRConv layer PyTorch ran;
+    the report gives the share of pixels routed to the same region and PyTorch's smallest
+    top-1/top-2 guide margin. Below `min_agreement` the report is not ok, whatever the
+    outputs' errors: those pixels were convolved with another region's filter.
     """
     path = Path(path)
     if batch < 1 or size < 1:
         raise DrconvError(f"batch and size must be >= 1, got {batch} and {size}")
-    sess = session(path, providers=providers)
-    shape = _input_shape(onnx.load(str(path), load_external_data=False), batch, size)
+    if not 0.0 <= min_agreement <= 1.0:
+        raise DrconvError(f"min_agreement must be in [0, 1], got {min_agreement}")
+    if not path.is_file():
+        raise DrconvError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path))
+    except Exception:
+        raise DrconvError(f"{path} is not an ONNX model; export one with `drconv export`") from None
+    shape = _input_shape(proto, batch, size)
+    nodes = _guide_tensors(proto)
+    with tempfile.TemporaryDirectory(prefix="drconv-verify-") as tmp:
+        copy = Path(tmp) / path.name
+        onnx.save(_verification_copy(proto, [t for _, t in nodes]), str(copy))
+        try:
+            sess = session(copy, providers=providers)
+        except DrconvError as exc:
+            raise DrconvError(str(exc).replace(str(copy), str(path))) from None
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     model = model.eval()
     try:
-        with torch.no_grad():
-            expected = model(x)
+        expected, layers = _torch_guides(model, x)
     except (RuntimeError, ValueError) as exc:
         raise DrconvError(f"the PyTorch model cannot run on input {shape}: {str(exc).splitlines()[0]}") from exc
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    feed = x.numpy().astype(np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32)
     try:
-        actual = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+        actual = sess.run(None, {sess.get_inputs()[0].name: feed})
     except Exception as exc:
         raise DrconvError(f"ONNX Runtime failed on input {shape}: {str(exc).strip().splitlines()[0]}") from None
+    metas = sess.get_outputs()
+    user = len(proto.graph.output)
+    runtime_guides = {meta.name: value for meta, value in zip(metas[user:], actual[user:], strict=True)}
+    runtime_guides |= {meta.name: value for meta, value in zip(metas[:user], actual[:user], strict=True)}
+    actual = actual[:user]
     if len(actual) != len(expected):
         raise DrconvError(f"{path} has {len(actual)} outputs but the model returns {len(expected)}")
     results = []
-    for out, ref_t, meta in zip(actual, expected, sess.get_outputs(), strict=True):
+    for out, ref_t, meta in zip(actual, expected, metas, strict=False):
         ref = ref_t.detach().cpu().numpy()
         if out.shape != ref.shape:
             raise DrconvError(f"output {meta.name}: ONNX Runtime gives shape {out.shape}, PyTorch {ref.shape}")
@@ -101,4 +269,5 @@ def verify_onnx(
         max_abs = float(diff.max(initial=0.0))
         max_rel = float((diff / np.maximum(scale, np.finfo(np.float32).tiny)).max(initial=0.0))
         results.append(OutputError(meta.name, tuple(out.shape), max_abs, max_rel, ok))
-    return VerifyReport(shape, atol, rtol, results)
+    regions, note = _agreement(layers, nodes, runtime_guides)
+    return VerifyReport(shape, atol, rtol, results, regions, min_agreement, note)
