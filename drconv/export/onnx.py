@@ -28,6 +28,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+import drconv.ops  # noqa: F401  (registers torch.ops.drconv.region_conv, which the graphs trace)
 from drconv._atomic import atomic_path, check_writable
 from drconv.errors import DrconvError, UsageError
 from drconv.export import rewrite
