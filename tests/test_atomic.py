@@ -56,3 +56,22 @@ def test_a_device_is_refused_before_anything_is_written():
     assert stat.S_ISCHR(null.stat().st_mode)
     with pytest.raises(DrconvError, match=r"cannot write /dev/null: it exists and is not a regular file.*-o"):
         check_writable(null, "-o")
+
+
+def test_export_onto_a_device_node_keeps_it(tmp_path):
+    """A character device like /dev/null, made in a temp dir (the system's own is never at risk)."""
+    import subprocess
+
+    from test_cli import DRCONV
+
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root (os.mknod); the refusal itself is checked above")
+    device = tmp_path / "null"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    result = subprocess.run(
+        [DRCONV, "export", "-o", str(device), "--input-shape", "1,3,32,32"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot write {device}: it exists and is not a regular file")
+    assert stat.S_ISCHR(device.lstat().st_mode) and [p.name for p in tmp_path.iterdir()] == ["null"]
