@@ -178,3 +178,26 @@ def test_a_fresh_environment_without_torch_runs_a_custom_node_model(built):
     assert json.loads(report.read_text())["results"][0]["backend"] == "ort:m.onnx"
     refused = subprocess.run([str(cli), "export", "-o", str(tmp / "x.onnx")], capture_output=True, text=True)
     assert refused.returncode == 1 and "pip install 'drconv[torch]'" in refused.stderr
+
+
+def test_build_info_names_a_failed_header_fetch(tmp_path):
+    """A reason with CMake's list separator in it (';') still makes valid JSON."""
+    env = {
+        **_build_env(tmp_path),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(tmp_path / "no-wheels"),
+        "PIP_CONFIG_FILE": os.devnull,
+    }
+    env.pop("TensorRT_INCLUDE_DIR", None)
+    env.pop("TENSORRT_ROOT", None)
+    build = tmp_path / "build"
+    _run(
+        ["cmake", "-S", str(ROOT / "plugins"), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"]
+        + [f"-DONNXRUNTIME_INCLUDE_DIR={env['ONNXRUNTIME_INCLUDE_DIR']}"] * ("ONNXRUNTIME_INCLUDE_DIR" in env),
+        env=env,
+    )
+    info = json.loads((build / "build_info.json").read_text())
+    assert info["built"] == ["onnxruntime"]
+    assert set(info["left_out"]) == {"tensorrt"}
+    reason = info["left_out"]["tensorrt"]
+    assert "fetching failed" in reason or "no CUDA compiler" in reason, reason
