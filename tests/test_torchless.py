@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,10 +18,11 @@ from drconv.export import to_onnx
 from drconv.libraries import plugin_path
 from drconv.models import create
 
-CHILD = textwrap.dedent(
+# Runs argv[1] (a custom-node export) on the input in argv[2] through plain ONNX Runtime with
+# drconv.get_library_path() and through drconv.runtime.ort.session, saves both outputs to
+# argv[3] and prints the library's path. Also the fresh environment's check in test_wheel.py.
+RUN_MODEL = textwrap.dedent(
     """
-    import sys
-    sys.modules["torch"] = None  # `import torch` now raises ImportError
     import numpy as np
     import onnxruntime as ort
     import drconv
@@ -33,13 +35,19 @@ CHILD = textwrap.dedent(
     plain = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     ours = session(model).run(None, {"input": x})[0]
     np.savez(out_path, plain=plain, ours=ours)
-    print("torch loaded:", sys.modules["torch"] is not None)
+    print(drconv.get_library_path("onnxruntime"))
     """
+)
+CHILD = (
+    'import sys\nsys.modules["torch"] = None  # `import torch` now raises ImportError\n'
+    + RUN_MODEL
+    + 'print("torch loaded:", sys.modules["torch"] is not None)\n'
 )
 
 
-def test_a_custom_export_runs_without_torch(tmp_path):
-    assert plugin_path("onnxruntime") is not None, "libdrconv_onnxruntime.so not built: run `make plugins`"
+def zoo_case(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """A custom-node export of the 0.5x zoo model, an input of another batch and size saved as .npy,
+    and PyTorch's output on it."""
     torch.manual_seed(0)
     model = create("drconv-shufflenetv2-0.5x").eval()
     path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "m.onnx")
@@ -47,18 +55,29 @@ def test_a_custom_export_runs_without_torch(tmp_path):
     with torch.no_grad():
         expected = model(x).numpy()
     np.save(tmp_path / "x.npy", x.numpy())
+    return path, tmp_path / "x.npy", expected
+
+
+def check_outputs(out: Path, expected: np.ndarray) -> None:
+    """RUN_MODEL's two outputs: plain ONNX Runtime matches PyTorch, drconv's session matches it exactly."""
+    got = np.load(out)
+    np.testing.assert_allclose(got["plain"], expected, atol=1e-4, rtol=1e-3)
+    np.testing.assert_array_equal(got["ours"], got["plain"])
+
+
+def test_a_custom_export_runs_without_torch(tmp_path):
+    assert plugin_path("onnxruntime") is not None, "libdrconv_onnxruntime.so not built: run `make plugins`"
+    path, x_path, expected = zoo_case(tmp_path)
     out = tmp_path / "out.npz"
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(tmp_path / "x.npy"), str(out)],
+        [sys.executable, "-c", CHILD, str(path), str(x_path), str(out)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "torch loaded: False" in result.stdout
-    got = np.load(out)
-    np.testing.assert_allclose(got["plain"], expected, atol=1e-4, rtol=1e-3)
-    np.testing.assert_array_equal(got["ours"], got["plain"])
+    check_outputs(out, expected)
 
 
 INFO_CHILD = textwrap.dedent(

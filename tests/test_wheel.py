@@ -15,12 +15,8 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-
-from drconv.export import to_onnx
-from drconv.models import create
+from test_torchless import RUN_MODEL, check_outputs, zoo_case
 
 pytestmark = pytest.mark.slow
 
@@ -112,29 +108,19 @@ def test_a_wheel_built_without_cuda_says_what_it_left_out(built):
     assert _build_info(built["cpu_wheel"])["left_out"] == {"tensorrt": "DRCONV_WITH_CUDA is OFF"}
 
 
-VENV_CHECK = textwrap.dedent(
-    """
-    import sys
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("torch is installed in the fresh environment")
-    import numpy as np
-    import onnxruntime as ort
-    import drconv
-    from drconv.runtime.ort import session
-
-    model, x_path, out_path = sys.argv[1:4]
-    x = np.load(x_path)
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(drconv.get_library_path("onnxruntime"))
-    plain = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    ours = session(model).run(None, {"input": x})[0]
-    np.savez(out_path, plain=plain, ours=ours)
-    print(drconv.get_library_path("onnxruntime"))
-    """
+VENV_CHECK = (
+    textwrap.dedent(
+        """
+        import sys
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("torch is installed in the fresh environment")
+        """
+    )
+    + RUN_MODEL
 )
 
 
@@ -156,19 +142,11 @@ def test_a_fresh_environment_without_torch_runs_a_custom_node_model(built):
         ]
     )
 
-    torch.manual_seed(0)
-    model = create("drconv-shufflenetv2-0.5x").eval()
-    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp / "m.onnx")
-    x = torch.randn(2, 3, 96, 64)
-    with torch.no_grad():
-        expected = model(x).numpy()
-    np.save(tmp / "x.npy", x.numpy())
+    path, x_path, expected = zoo_case(tmp)
     out = tmp / "out.npz"
-    library = _run([str(py), "-c", VENV_CHECK, str(path), str(tmp / "x.npy"), str(out)], cwd=tmp).strip()
+    library = _run([str(py), "-c", VENV_CHECK, str(path), str(x_path), str(out)], cwd=tmp).strip()
     assert library.startswith(str(venv)) and library.endswith("drconv/lib/libdrconv_onnxruntime.so")
-    got = np.load(out)
-    np.testing.assert_allclose(got["plain"], expected, atol=1e-4, rtol=1e-3)
-    np.testing.assert_array_equal(got["ours"], got["plain"])
+    check_outputs(out, expected)
 
     info = json.loads(_run([str(cli), "info", "--json"], cwd=tmp))
     assert info["torch"] is None and info["onnxruntime"] and info["plugins"]["onnxruntime"] == library
