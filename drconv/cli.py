@@ -336,7 +336,7 @@ def _run_verify(
             size=size,
             atol=atol,
             rtol=rtol,
-            min_agreement=min_agreement or DEFAULT_MIN_AGREEMENT,
+            min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -40,14 +40,21 @@ def relative_error(out, reference: np.ndarray) -> float:
     return float(np.abs(actual.astype(np.float64) - reference).max(initial=0.0)) / scale
 
 
-def check(prepared: Prepared, name: str, run: Callable[[], object], reference: np.ndarray, device: str) -> None:
-    """Record `name`'s error against the reference; beyond TOLERANCE it is a DrconvError (nothing is timed)."""
+def check(
+    prepared: Prepared,
+    name: str,
+    run: Callable[[], object],
+    reference: np.ndarray,
+    device: str,
+    mismatch: str = "",
+    remedy: str = "its timing would mean nothing",
+) -> None:
+    """Record `name`'s error against the reference; beyond TOLERANCE it is a DrconvError (nothing is timed)
+    saying `mismatch` (default: the backend disagrees with the reference), the error, and `remedy`."""
     error = relative_error(run(), reference)
     if not error <= TOLERANCE[device]:  # NaN fails too
-        raise DrconvError(
-            f"backend {name} disagrees with the reference by {error:.3g} (max |difference| / max |reference|); "
-            "its timing would mean nothing"
-        )
+        mismatch = mismatch or f"backend {name} disagrees with the reference"
+        raise DrconvError(f"{mismatch} by {error:.3g} (max |difference| / max |reference|); {remedy}")
     prepared.errors[name] = error
 
 
@@ -86,14 +93,8 @@ def _onnx_backend(
     if reference is not None:
         what, model = reference
         expected = as_numpy(model(x)).astype(np.float64)
-        try:
-            check(prepared, backend.name, run, expected, "cpu")
-        except DrconvError:
-            error = relative_error(run(), expected)
-            raise DrconvError(
-                f"{path} is not {what}: their outputs differ by {error:.3g} (max |difference| / max |reference|); "
-                "pass --no-check to time it anyway"
-            ) from None
+        mismatch = f"{path} is not {what}: their outputs differ"
+        check(prepared, backend.name, run, expected, "cpu", mismatch, "pass --no-check to time it anyway")
     return backend
 
 

@@ -273,8 +273,7 @@ def region_conv_graph(
     if mode not in MODES:
         raise DrconvError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     module = _RegionConvOnly(stride, padding, dilation)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with torch.no_grad(), _quiet("torch._export", "torch.export"):
         program = torch.export.export(module, (x, filters, guide), strict=False)
     proto = _translate(program, mode, opset, ["X", "filters", "guide"])
     if mode == "custom" and layout == rewrite.IHWO:
