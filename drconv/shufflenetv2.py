@@ -143,9 +143,6 @@ class ShuffleNetV2(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def blocks(self) -> list[ShuffleBlock]:
-        return [m for m in self.children() if isinstance(m, ShuffleBlock)]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name} expects input [N, 3, H, W], got shape {shape_text(x)}")
