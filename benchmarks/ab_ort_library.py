@@ -82,7 +82,8 @@ def main() -> None:
     Console(soft_wrap=True).print(
         f"{what}, {args.threads} threads, {args.iters} calls each, {cpu_model()}: "
         f"A p50 {np.median(a) * 1e3:.4f} ms, B p50 {np.median(b) * 1e3:.4f} ms, "
-        f"B/A {np.median(b) / np.median(a):.3f} (median of pairs {np.median(b / a):.3f})"
+        f"B/A {np.median(b) / np.median(a):.3f} (median of pairs {np.median(b / a):.3f}; "
+        f"p10 {np.percentile(b, 10) / np.percentile(a, 10):.3f}, the figure a busy neighbour moves least)"
     )
 
 

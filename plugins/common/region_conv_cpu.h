@@ -43,14 +43,13 @@ inline int64_t useful_workers(const RegionConvShape& s, int64_t workers) {
   return multiply_adds < kSerialMultiplyAdds ? 1 : std::max<int64_t>(workers, 1);
 }
 
-// A MixtureRegionConv2d node's filters, mixed by the kernel before it convolves
-// (docs/region_conv_op.md): filters[n, r, :] = sum over m of coefficients[n, r, m] *
-// basis[m, :], written to `filters`, mixture_stride floats apart.
+// A MixtureRegionConv2d node's filters, mixed by the kernel into its workspace before it
+// convolves them (docs/region_conv_op.md): filters[n, r, :] = sum over m of
+// coefficients[n, r, m] * basis[m, :].
 struct Mixture {
   const float* coefficients = nullptr;  // [N, R, M]
   const float* basis = nullptr;         // [M, one filter], in the node's filter_layout
   int64_t bases = 0;                    // M
-  float* filters = nullptr;             // mixture_floats(s) floats
 };
 
 // Floats between a Mixture's filters: one filter and one vector. The vector is the slack
@@ -232,19 +231,148 @@ struct DirectLayout {
   }
 };
 
+// A mixture node's one-phase path (region_conv_forward_local): each worker assigns regions,
+// mixes the filters it needs into its own scratch and convolves, with no hand-off in between.
+// In the three-phase path (mix, assign, convolve) each call entered the thread pool three
+// times, and the filters one core mixed the other read, so every call moved them between
+// the cores' caches: at 96x7x7 k1 R8 the node ran slower on two threads than on one.
+// Workers split the samples where there are enough (N >= workers), else the output channels
+// (each mixes and convolves a window of every filter's columns, and assigns every pixel) at
+// small maps; larger maps with fewer samples than workers keep the three phases.
+struct LocalLayout {
+  static constexpr int64_t kMaxPixels = 1024;  // channel split up to 32x32 maps
+
+  bool usable = false, by_sample = false;
+  int64_t parts = 1, vectors = 0, row = 0, filter = 0;  // a worker's window: vectors; floats per row and filter
+  int64_t x_padded = 0, region = 0, order = 0, start = 0, pixel_offset = 0, filters = 0, acc = 0, offsets = 0,
+          stride = 0, total = 0;
+
+  LocalLayout(const RegionConvShape& s, int64_t workers) {
+    workers = std::max<int64_t>(workers, 1);
+    if (s.layout != FilterLayout::kIHWO || s.n == 0 || s.c_out == 0) return;
+    const int64_t rows = s.c_in * s.kh * s.kw;
+    if (s.n >= workers) {
+      by_sample = true;
+      parts = workers;
+      vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
+      row = s.c_out;
+      filter = mixture_stride(s);
+    } else {
+      parts = std::min(workers, (s.c_out + 7) / 8);  // windows of at least 8 channels
+      const int64_t widest = (s.c_out + parts - 1) / parts;
+      vectors = (widest + direct::kLanes - 1) / direct::kLanes;
+      // Each window's whole vectors must fit within a row (mix_window): C_out >= 16 * vectors.
+      if (s.pixels() > kMaxPixels || s.c_out < vectors * direct::kLanes) return;
+      row = vectors * direct::kLanes;
+      filter = rows * row;
+    }
+    usable = true;
+    const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, pixels = s.pixels();
+    x_padded = 0;
+    region = x_padded + (DirectLayout::pads(s) ? align(hp * wp * s.c_in * int64_t(sizeof(float))) : 0);
+    order = region + align(pixels * int64_t(sizeof(int32_t)));
+    start = order + align(pixels * int64_t(sizeof(int32_t)));
+    pixel_offset = start + align((s.regions + 1) * int64_t(sizeof(int64_t)));
+    filters = pixel_offset + align(pixels * int64_t(sizeof(int64_t)));
+    // A window's last row is read one vector past its end (the window starts off the row's
+    // vectors): the slack is zeroed.
+    acc = filters + align((s.regions * filter + direct::kLanes) * int64_t(sizeof(float)));
+    offsets = acc + align(direct::kBlockRows * vectors * direct::kLanes * int64_t(sizeof(float)));
+    stride = offsets + align(direct::kBlock * int64_t(sizeof(int64_t)));
+    total = parts * stride;
+  }
+};
+
+template <typename ParallelFor>
+void region_conv_forward_local(const float* x, const float* guide, float* y, const RegionConvShape& s,
+                               const ParallelFor& parallel_for, const LocalLayout& layout, void* workspace,
+                               const direct::Kernels& kernels, const direct::Epilogue& epilogue,
+                               const Mixture& mixture) {
+  const int64_t pixels = s.pixels(), w_out = s.w_out(), rows = s.c_in * s.kh * s.kw, size = s.c_out * rows;
+  const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+  const bool pad = DirectLayout::pads(s);
+  parallel_for(layout.parts, [&](int64_t part) {
+    char* mine = static_cast<char*>(workspace) + part * layout.stride;
+    float* x_padded = reinterpret_cast<float*>(mine + layout.x_padded);
+    int32_t* region = reinterpret_cast<int32_t*>(mine + layout.region);
+    int32_t* order = reinterpret_cast<int32_t*>(mine + layout.order);
+    int64_t* start = reinterpret_cast<int64_t*>(mine + layout.start);
+    int64_t* pixel_offset = reinterpret_cast<int64_t*>(mine + layout.pixel_offset);
+    float* filters = reinterpret_cast<float*>(mine + layout.filters);
+    float* acc = reinterpret_cast<float*>(mine + layout.acc);
+    int64_t* offset = reinterpret_cast<int64_t*>(mine + layout.offsets);
+    // Samples [n0, n1) and output channels [c0, c1); a window's mixed rows hold columns
+    // [first, first + 16 * vectors), whole vectors within the row, which contain it.
+    const int64_t n0 = layout.by_sample ? s.n * part / layout.parts : 0;
+    const int64_t n1 = layout.by_sample ? s.n * (part + 1) / layout.parts : s.n;
+    const int64_t c0 = layout.by_sample ? 0 : s.c_out * part / layout.parts;
+    const int64_t c1 = layout.by_sample ? s.c_out : s.c_out * (part + 1) / layout.parts;
+    const int64_t first = layout.by_sample ? 0 : std::min(c0, s.c_out - layout.vectors * direct::kLanes);
+    for (int64_t oh = 0, p = 0; oh < s.h_out(); ++oh)
+      for (int64_t ow = 0; ow < w_out; ++ow, ++p) pixel_offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
+    std::fill(filters + s.regions * layout.filter, filters + s.regions * layout.filter + direct::kLanes, 0.0f);
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* x_n = x + n * s.c_in * s.h * s.w;
+      if (pad) kernels.pad_rows(x_n, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded, 0, s.h);
+      kernels.assign(guide + n * s.regions * pixels, s.regions, pixels, 0, pixels, region);
+      bucket_pixels(region, s.regions, pixels, order, start);
+      const float* z = mixture.coefficients + n * s.regions * mixture.bases;
+      if (layout.by_sample) {
+        kernels.mix(z, mixture.basis, filters, s.regions, mixture.bases, size, layout.filter, 0, size);
+        for (int64_t r = 0; r < s.regions; ++r)  // the slack after each filter, read (never stored)
+          std::fill(filters + r * layout.filter + size, filters + (r + 1) * layout.filter, 0.0f);
+      } else {
+        kernels.mix_window(z, mixture.basis, filters, s.regions, mixture.bases, size, layout.filter, rows, s.c_out,
+                           first, layout.vectors);
+      }
+      for (int64_t r = 0; r < s.regions; ++r)
+        for (int64_t b = start[r]; b < start[r + 1]; b += direct::kBlock) {
+          const int64_t count = std::min(direct::kBlock, start[r + 1] - b);
+          for (int64_t j = 0; j < count; ++j) offset[j] = pixel_offset[order[b + j]];
+          const direct::Block block{pad ? x_padded : x_n,
+                                    offset,
+                                    s.dil_h * wp,
+                                    s.dil_w,
+                                    (pad ? hp * wp : s.h * s.w),
+                                    s.kh,
+                                    s.kw,
+                                    s.c_in,
+                                    count,
+                                    filters + r * layout.filter + (c0 - first),
+                                    layout.row,
+                                    layout.vectors,
+                                    acc,
+                                    order + b,
+                                    y + (n * s.c_out + c0) * pixels,
+                                    c1 - c0,
+                                    pixels,
+                                    epilogue.bias == nullptr ? nullptr : epilogue.bias + c0,
+                                    epilogue.relu};
+          kernels.convolve(block);
+        }
+    }
+  });
+}
+
 // `kernels`: one instruction set's variant (direct::kernels(), or any supported one in tests).
 template <typename ParallelFor>
 void region_conv_forward_direct(const float* x, const float* filters, const float* guide, float* y,
                                 const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
                                 void* workspace, const direct::Kernels& kernels,
                                 const direct::Epilogue& epilogue = {}, const Mixture* mixture = nullptr) {
-  const DirectLayout layout(s, workers);
   if (mixture != nullptr) {
-    mix_filters_f32(mixture->coefficients, mixture->basis, mixture->filters, s.n, s.regions, mixture->bases,
-                    s.c_out * s.patch(), mixture_stride(s), parallel_for, workers);
-    filters = mixture->filters;
+    const LocalLayout local(s, workers);
+    if (local.usable)
+      return region_conv_forward_local(x, guide, y, s, parallel_for, local, workspace, kernels, epilogue, *mixture);
   }
+  const DirectLayout layout(s, workers);
   char* base = static_cast<char*>(workspace);
+  if (mixture != nullptr) {  // the mixed filters after the layout's workspace
+    float* mixed = reinterpret_cast<float*>(base + layout.total);
+    mix_filters_f32(mixture->coefficients, mixture->basis, mixed, s.n, s.regions, mixture->bases,
+                    s.c_out * s.patch(), mixture_stride(s), parallel_for, workers);
+    filters = mixed;
+  }
   float* x_padded = reinterpret_cast<float*>(base + layout.x_padded);
   int32_t* region = reinterpret_cast<int32_t*>(base + layout.region);
   int32_t* order = reinterpret_cast<int32_t*>(base + layout.order);
@@ -384,8 +512,16 @@ void region_conv_forward_f32(const float* x, const float* filters, const float* 
 
 // Bytes of scratch memory region_conv_forward needs for this shape and worker count.
 template <typename T>
-int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers) {
-  if constexpr (std::is_same_v<T, float>) return detail::DirectLayout(s, workers).total;
+// `mixture`: for a MixtureRegionConv2d call, whose filters are mixed into the workspace (after
+// the direct layout's, or in the one-phase path's own layout).
+int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers, bool mixture = false) {
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t direct = detail::DirectLayout(s, workers).total;
+    if (!mixture) return direct;
+    // useful_workers may run a call on fewer workers than it was sized for.
+    return std::max({direct + detail::align(mixture_floats(s) * int64_t(sizeof(float))),
+                     detail::LocalLayout(s, workers).total, detail::LocalLayout(s, 1).total});
+  }
   return detail::Layout<T>(s, workers).total;
 }
 

@@ -54,21 +54,17 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(output, &y));
 
   Scratch workspace(*api);
-  // A mixture's filters go first in the workspace (a multiple of 64 floats keeps the
-  // kernel's part 256-byte aligned); the kernel mixes them from the basis.
-  const int64_t mixed = basis.value == nullptr ? 0 : (mixture_floats(shape) + 63) / 64 * 64;
-  const int64_t bytes = region_conv_workspace_size<float>(shape, workers) + mixed * int64_t{sizeof(float)};
+  const int64_t bytes = region_conv_workspace_size<float>(shape, workers, basis.value != nullptr);
   DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));
   Mixture mixing;
   if (basis.value != nullptr) {
     void* basis_data = nullptr;
     DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(basis.value), &basis_data));
-    mixing = {static_cast<const float*>(data[1]), static_cast<const float*>(basis_data), basis.count,
-               static_cast<float*>(workspace.aligned())};
+    mixing = {static_cast<const float*>(data[1]), static_cast<const float*>(basis_data), basis.count};
   }
   region_conv_forward_f32(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
                           static_cast<const float*>(data[2]), static_cast<float*>(y), shape,
-                          OrtParallelFor(*api, context), workers, static_cast<float*>(workspace.aligned()) + mixed,
+                          OrtParallelFor(*api, context), workers, workspace.aligned(),
                           direct::Epilogue{static_cast<const float*>(data[3]), attrs.activation == "Relu"},
                           basis.value != nullptr ? &mixing : nullptr);
   return nullptr;

@@ -180,10 +180,9 @@ int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t worke
           const double value = basis[static_cast<size_t>(m * filter + o * s.c_in * taps + k)];
           basis_f[static_cast<size_t>(m * filter + at)] = static_cast<float>(value);
         }
-    std::vector<float> mixed(static_cast<size_t>(drconv::mixture_floats(t)));  // exactly sized, for ASan
-    std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<float>(t, workers)) + 64);
+    std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<float>(t, workers, true)) + 64);
     void* aligned = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
-    const drconv::Mixture mixture{zf.data(), basis_f.data(), bases, mixed.data()};
+    const drconv::Mixture mixture{zf.data(), basis_f.data(), bases};
     using drconv::direct::Isa;
     for (const Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline}) {
       if (!drconv::direct::supported(isa)) continue;
@@ -242,6 +241,16 @@ int main() {
   failures += check_mixture(shape(1, 58, 7, 7, 8, 58, 1, 1, 1, 0, 1), 8, 2, rng);
   failures += check_mixture(shape(2, 24, 9, 9, 8, 24, 1, 1, 1, 0, 1), 8, 3, rng);
   failures += check_mixture(shape(2, 5, 13, 11, 8, 7, 3, 3, 1, 1, 1), 20, 3, rng);
+  // The one-phase path (LocalLayout): channel windows that start off a vector (24 and 232
+  // channels over two workers), padding and taps in a window, samples split unevenly, one
+  // worker; and the three-phase path it leaves: a large map, windows wider than C_out.
+  failures += check_mixture(shape(1, 24, 28, 28, 8, 24, 1, 1, 1, 0, 1), 8, 2, rng);
+  failures += check_mixture(shape(1, 232, 7, 7, 8, 232, 1, 1, 1, 0, 1), 8, 2, rng);
+  failures += check_mixture(shape(1, 17, 6, 6, 8, 17, 3, 3, 1, 1, 1), 8, 2, rng);
+  failures += check_mixture(shape(4, 20, 5, 5, 4, 20, 3, 3, 2, 1, 1), 8, 3, rng);
+  failures += check_mixture(shape(3, 33, 6, 5, 8, 33, 1, 1, 1, 0, 1), 8, 1, rng);
+  failures += check_mixture(shape(1, 16, 40, 40, 8, 40, 1, 1, 1, 0, 1), 8, 2, rng);
+  failures += check_mixture(shape(1, 10, 5, 5, 3, 12, 1, 1, 1, 0, 1), 8, 2, rng);
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
@@ -258,6 +267,6 @@ int main() {
     std::printf("FAIL useful_workers\n");
     ++failures;
   }
-  std::printf("%d passed, %d failed\n", 23 - failures, failures);  // 17 shapes, 4 mixtures, two unit checks
+  std::printf("%d passed, %d failed\n", 30 - failures, failures);  // 17 shapes, 11 mixtures, two unit checks
   return failures == 0 ? 0 : 1;
 }
