@@ -231,23 +231,34 @@ struct DirectLayout {
   }
 };
 
-// A mixture node's one-phase path (region_conv_forward_local): each worker assigns regions,
-// mixes the filters it needs into its own scratch and convolves, with no hand-off in between.
-// In the three-phase path (mix, assign, convolve) each call entered the thread pool three
-// times, and the filters one core mixed the other read, so every call moved them between
-// the cores' caches: at 96x7x7 k1 R8 the node ran slower on two threads than on one.
-// Workers split the samples where there are enough (N >= workers), else the output channels
-// (each mixes and convolves a window of every filter's columns, and assigns every pixel) at
-// small maps; larger maps with fewer samples than workers keep the three phases.
+// The one-phase path (region_conv_forward_local) for IHWO filters: each worker assigns
+// regions, mixes the filters it needs (a mixture node) into its own scratch and convolves,
+// with no hand-off in between. The phased path (mix, assign, convolve) entered the thread
+// pool up to three times a call, and the filters one core mixed the other read, moving them
+// between the cores' caches on every call: at 96x7x7 k1 R8 the mixture node ran slower on
+// two threads than on one. Workers split
+// - the samples, where there are enough (N >= workers);
+// - else the output channels, each worker taking a window of every filter's columns and
+//   assigning every pixel: for filters as given at maps up to 16x16 where the windows cost no
+//   more vectors than the whole width (24 or 48 channels in two windows of 12 or 24, or any
+//   at 28x28, lost 1-6% against the phased path, A/B); for a mixture at maps up to 32x32
+//   where bands do not fit (its filters then never cross cores);
+// - else bands of output rows: each worker assigns and convolves its own, pads the input rows
+//   it reads into its own copy, and mixes every filter (so for a mixture only where mixing
+//   is a small share of the work).
+// A mixture that fits none keeps the phases.
 struct LocalLayout {
-  static constexpr int64_t kMaxPixels = 1024;  // channel split up to 32x32 maps
+  static constexpr int64_t kMaxPixels = 1024, kMaxPixelsAsGiven = 256;
 
-  bool usable = false, by_sample = false;
-  int64_t parts = 1, vectors = 0, row = 0, filter = 0;  // a worker's window: vectors; floats per row and filter
+  bool usable = false, by_sample = false, by_rows = false;
+  // A worker's output vectors, and a mixed filter's floats per row and in all (0: read as given).
+  int64_t parts = 1, vectors = 0, row = 0, filter = 0, tail = 0;
   int64_t x_padded = 0, region = 0, order = 0, start = 0, pixel_offset = 0, filters = 0, acc = 0, offsets = 0,
           stride = 0, total = 0;
 
-  LocalLayout(const RegionConvShape& s, int64_t workers) {
+  // `bases`: a mixture's M, 0 for filters as given.
+  LocalLayout(const RegionConvShape& s, int64_t workers, int64_t bases) {
+    const bool mixture = bases > 0;
     workers = std::max<int64_t>(workers, 1);
     if (s.layout != FilterLayout::kIHWO || s.n == 0 || s.c_out == 0) return;
     const int64_t rows = s.c_in * s.kh * s.kw;
@@ -256,40 +267,56 @@ struct LocalLayout {
       parts = workers;
       vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
       row = s.c_out;
-      filter = mixture_stride(s);
+      filter = mixture ? mixture_stride(s) : 0;
+      // Filters read as given: the last ones from a copy with slack (DirectLayout::tail_filters).
+      tail = mixture ? 0 : DirectLayout::tail_filters(s);
     } else {
       parts = std::min(workers, (s.c_out + 7) / 8);  // windows of at least 8 channels
-      const int64_t widest = (s.c_out + parts - 1) / parts;
+      const int64_t widest = (s.c_out + parts - 1) / parts, whole = (s.c_out + direct::kLanes - 1) / direct::kLanes;
       vectors = (widest + direct::kLanes - 1) / direct::kLanes;
-      // Each window's whole vectors must fit within a row (mix_window): C_out >= 16 * vectors.
-      if (s.pixels() > kMaxPixels || s.c_out < vectors * direct::kLanes) return;
-      row = vectors * direct::kLanes;
-      filter = rows * row;
+      // A window's whole vectors lie within a row: C_out >= 16 * vectors.
+      const bool windows = s.pixels() <= (mixture ? kMaxPixels : kMaxPixelsAsGiven) &&
+                           s.c_out >= vectors * direct::kLanes && (mixture || parts * vectors <= whole);
+      // Bands mix every filter on every worker: where that is a small share of the work.
+      const bool bands = !mixture || 4 * s.regions * bases * workers <= s.pixels();
+      if (windows && !(mixture && bands && s.pixels() > kMaxPixelsAsGiven)) {
+        row = mixture ? vectors * direct::kLanes : s.c_out;
+        filter = mixture ? rows * row : 0;
+      } else {
+        if (!bands) return;
+        by_rows = true;
+        parts = std::min(workers, s.h_out());
+        vectors = whole;
+        row = s.c_out;
+        filter = mixture ? mixture_stride(s) : 0;
+        tail = mixture ? 0 : DirectLayout::tail_filters(s);
+      }
     }
     usable = true;
     const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, pixels = s.pixels();
+    const int64_t filter_floats = mixture ? s.regions * filter : (tail > 0 ? tail * s.c_out * rows + direct::kLanes : 0);
     x_padded = 0;
     region = x_padded + (DirectLayout::pads(s) ? align(hp * wp * s.c_in * int64_t(sizeof(float))) : 0);
     order = region + align(pixels * int64_t(sizeof(int32_t)));
     start = order + align(pixels * int64_t(sizeof(int32_t)));
     pixel_offset = start + align((s.regions + 1) * int64_t(sizeof(int64_t)));
     filters = pixel_offset + align(pixels * int64_t(sizeof(int64_t)));
-    // A window's last row is read one vector past its end (the window starts off the row's
-    // vectors): the slack is zeroed.
-    acc = filters + align((s.regions * filter + direct::kLanes) * int64_t(sizeof(float)));
-    offsets = acc + align(direct::kBlockRows * vectors * direct::kLanes * int64_t(sizeof(float)));
+    acc = filters + align(filter_floats * int64_t(sizeof(float)));
+    // A window's stores read the accumulators up to one vector past its last row.
+    offsets = acc + align((direct::kBlockRows + 1) * vectors * direct::kLanes * int64_t(sizeof(float)));
     stride = offsets + align(direct::kBlock * int64_t(sizeof(int64_t)));
     total = parts * stride;
   }
 };
 
+// `filters` as given (IHWO), or null with `mixture`.
 template <typename ParallelFor>
-void region_conv_forward_local(const float* x, const float* guide, float* y, const RegionConvShape& s,
-                               const ParallelFor& parallel_for, const LocalLayout& layout, void* workspace,
-                               const direct::Kernels& kernels, const direct::Epilogue& epilogue,
-                               const Mixture& mixture) {
+void region_conv_forward_local(const float* x, const float* filters, const float* guide, float* y,
+                               const RegionConvShape& s, const ParallelFor& parallel_for, const LocalLayout& layout,
+                               void* workspace, const direct::Kernels& kernels, const direct::Epilogue& epilogue,
+                               const Mixture* mixture) {
   const int64_t pixels = s.pixels(), w_out = s.w_out(), rows = s.c_in * s.kh * s.kw, size = s.c_out * rows;
-  const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+  const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, keys = s.n * s.regions;
   const bool pad = DirectLayout::pads(s);
   parallel_for(layout.parts, [&](int64_t part) {
     char* mine = static_cast<char*>(workspace) + part * layout.stride;
@@ -298,47 +325,66 @@ void region_conv_forward_local(const float* x, const float* guide, float* y, con
     int32_t* order = reinterpret_cast<int32_t*>(mine + layout.order);
     int64_t* start = reinterpret_cast<int64_t*>(mine + layout.start);
     int64_t* pixel_offset = reinterpret_cast<int64_t*>(mine + layout.pixel_offset);
-    float* filters = reinterpret_cast<float*>(mine + layout.filters);
+    float* scratch = reinterpret_cast<float*>(mine + layout.filters);
     float* acc = reinterpret_cast<float*>(mine + layout.acc);
     int64_t* offset = reinterpret_cast<int64_t*>(mine + layout.offsets);
-    // Samples [n0, n1) and output channels [c0, c1); a window's mixed rows hold columns
-    // [first, first + 16 * vectors), whole vectors within the row, which contain it.
+    // Samples [n0, n1) and output channels [c0, c1), computed as the whole vectors of the
+    // window [first, first + 16 * vectors) within a row, which contains them.
+    const bool windows = !layout.by_sample && !layout.by_rows;
     const int64_t n0 = layout.by_sample ? s.n * part / layout.parts : 0;
     const int64_t n1 = layout.by_sample ? s.n * (part + 1) / layout.parts : s.n;
-    const int64_t c0 = layout.by_sample ? 0 : s.c_out * part / layout.parts;
-    const int64_t c1 = layout.by_sample ? s.c_out : s.c_out * (part + 1) / layout.parts;
-    const int64_t first = layout.by_sample ? 0 : std::min(c0, s.c_out - layout.vectors * direct::kLanes);
-    for (int64_t oh = 0, p = 0; oh < s.h_out(); ++oh)
+    const int64_t c0 = windows ? s.c_out * part / layout.parts : 0;
+    const int64_t c1 = windows ? s.c_out * (part + 1) / layout.parts : s.c_out;
+    const int64_t first = windows ? std::min(c0, s.c_out - layout.vectors * direct::kLanes) : 0;
+    // Output rows [oh0, oh1), pixels [p0, p1); and the input rows they read, [i0, i1).
+    const int64_t oh0 = layout.by_rows ? s.h_out() * part / layout.parts : 0;
+    const int64_t oh1 = layout.by_rows ? s.h_out() * (part + 1) / layout.parts : s.h_out();
+    const int64_t p0 = oh0 * w_out, p1 = oh1 * w_out;
+    const int64_t i0 = std::clamp<int64_t>(oh0 * s.stride_h - s.pad_h, 0, s.h);
+    const int64_t i1 = std::clamp<int64_t>((oh1 - 1) * s.stride_h - s.pad_h + (s.kh - 1) * s.dil_h + 1, i0, s.h);
+    const int64_t first_tail = keys - layout.tail;
+    if (layout.tail > 0 && n1 * s.regions > first_tail) {
+      std::memcpy(scratch, filters + first_tail * size, static_cast<size_t>(layout.tail * size) * sizeof(float));
+      std::fill(scratch + layout.tail * size, scratch + layout.tail * size + direct::kLanes, 0.f);
+    }
+    // Region r's filter of sample n, at the window's first column.
+    auto filter_of = [&](int64_t n, int64_t r) -> const float* {
+      if (mixture != nullptr) return scratch + r * layout.filter;
+      const int64_t key = n * s.regions + r;
+      return (key >= first_tail ? scratch + (key - first_tail) * size : filters + key * size) + first;
+    };
+    for (int64_t oh = oh0, p = p0; oh < oh1; ++oh)
       for (int64_t ow = 0; ow < w_out; ++ow, ++p) pixel_offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
-    std::fill(filters + s.regions * layout.filter, filters + s.regions * layout.filter + direct::kLanes, 0.0f);
     for (int64_t n = n0; n < n1; ++n) {
       const float* x_n = x + n * s.c_in * s.h * s.w;
-      if (pad) kernels.pad_rows(x_n, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded, 0, s.h);
-      kernels.assign(guide + n * s.regions * pixels, s.regions, pixels, 0, pixels, region);
-      bucket_pixels(region, s.regions, pixels, order, start);
-      const float* z = mixture.coefficients + n * s.regions * mixture.bases;
-      if (layout.by_sample) {
-        kernels.mix(z, mixture.basis, filters, s.regions, mixture.bases, size, layout.filter, 0, size);
-        for (int64_t r = 0; r < s.regions; ++r)  // the slack after each filter, read (never stored)
-          std::fill(filters + r * layout.filter + size, filters + (r + 1) * layout.filter, 0.0f);
-      } else {
-        kernels.mix_window(z, mixture.basis, filters, s.regions, mixture.bases, size, layout.filter, rows, s.c_out,
-                           first, layout.vectors);
+      if (pad) kernels.pad_rows(x_n, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded, i0, i1);
+      kernels.assign(guide + n * s.regions * pixels, s.regions, pixels, p0, p1, region);
+      bucket_pixels(region + p0, s.regions, p1 - p0, order + p0, start, p0);
+      if (mixture != nullptr) {
+        const float* z = mixture->coefficients + n * s.regions * mixture->bases;
+        if (!windows) {
+          kernels.mix(z, mixture->basis, scratch, s.regions, mixture->bases, size, layout.filter, 0, size);
+          for (int64_t r = 0; r < s.regions; ++r)  // the slack after each filter, read (never stored)
+            std::fill(scratch + r * layout.filter + size, scratch + (r + 1) * layout.filter, 0.0f);
+        } else {
+          kernels.mix_window(z, mixture->basis, scratch, s.regions, mixture->bases, size, layout.filter, rows,
+                             s.c_out, first, layout.vectors);
+        }
       }
       for (int64_t r = 0; r < s.regions; ++r)
-        for (int64_t b = start[r]; b < start[r + 1]; b += direct::kBlock) {
-          const int64_t count = std::min(direct::kBlock, start[r + 1] - b);
+        for (int64_t b = p0 + start[r]; b < p0 + start[r + 1]; b += direct::kBlock) {
+          const int64_t count = std::min(direct::kBlock, p0 + start[r + 1] - b);
           for (int64_t j = 0; j < count; ++j) offset[j] = pixel_offset[order[b + j]];
           const direct::Block block{pad ? x_padded : x_n,
                                     offset,
                                     s.dil_h * wp,
                                     s.dil_w,
-                                    (pad ? hp * wp : s.h * s.w),
+                                    hp * wp,
                                     s.kh,
                                     s.kw,
                                     s.c_in,
                                     count,
-                                    filters + r * layout.filter + (c0 - first),
+                                    filter_of(n, r),
                                     layout.row,
                                     layout.vectors,
                                     acc,
@@ -347,7 +393,8 @@ void region_conv_forward_local(const float* x, const float* guide, float* y, con
                                     c1 - c0,
                                     pixels,
                                     epilogue.bias == nullptr ? nullptr : epilogue.bias + c0,
-                                    epilogue.relu};
+                                    epilogue.relu,
+                                    c0 - first};
           kernels.convolve(block);
         }
     }
@@ -360,11 +407,10 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
                                 void* workspace, const direct::Kernels& kernels,
                                 const direct::Epilogue& epilogue = {}, const Mixture* mixture = nullptr) {
-  if (mixture != nullptr) {
-    const LocalLayout local(s, workers);
-    if (local.usable)
-      return region_conv_forward_local(x, guide, y, s, parallel_for, local, workspace, kernels, epilogue, *mixture);
-  }
+  const LocalLayout local(s, workers, mixture != nullptr ? mixture->bases : 0);
+  if (local.usable)
+    return region_conv_forward_local(x, filters, guide, y, s, parallel_for, local, workspace, kernels, epilogue,
+                                     mixture);
   const DirectLayout layout(s, workers);
   char* base = static_cast<char*>(workspace);
   if (mixture != nullptr) {  // the mixed filters after the layout's workspace
@@ -512,15 +558,13 @@ void region_conv_forward_f32(const float* x, const float* filters, const float* 
 
 // Bytes of scratch memory region_conv_forward needs for this shape and worker count.
 template <typename T>
-// `mixture`: for a MixtureRegionConv2d call, whose filters are mixed into the workspace (after
-// the direct layout's, or in the one-phase path's own layout).
-int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers, bool mixture = false) {
+// `bases`: a MixtureRegionConv2d call's M, whose filters are mixed into the workspace.
+int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers, int64_t bases = 0) {
   if constexpr (std::is_same_v<T, float>) {
-    const int64_t direct = detail::DirectLayout(s, workers).total;
-    if (!mixture) return direct;
+    const int64_t mixed = bases > 0 ? detail::align(mixture_floats(s) * int64_t(sizeof(float))) : 0;
     // useful_workers may run a call on fewer workers than it was sized for.
-    return std::max({direct + detail::align(mixture_floats(s) * int64_t(sizeof(float))),
-                     detail::LocalLayout(s, workers).total, detail::LocalLayout(s, 1).total});
+    return std::max({detail::DirectLayout(s, workers).total + mixed, detail::LocalLayout(s, workers, bases).total,
+                     detail::LocalLayout(s, 1, bases).total});
   }
   return detail::Layout<T>(s, workers).total;
 }

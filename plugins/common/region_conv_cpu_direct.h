@@ -196,12 +196,13 @@ struct Block {
   const float* w;       // the region's filter: packed (pack_filter), or IHWO as given
   int64_t w_row;        // 0: w is packed; else floats between its (C_in, tap) rows (IHWO: C_out)
   int64_t vectors;      // output vectors (ceil(C_out / 16))
-  float* acc;           // [kBlockRows][vectors * 16] scratch, overwritten
+  float* acc;           // [kBlockRows][vectors * 16] scratch (and 16 floats of slack with skip), overwritten
   const int32_t* pixel; // the block's output pixels (indices into H_out * W_out), ascending
   float* y;             // the sample's output [C_out, H_out * W_out]
   int64_t c_out, plane; // C_out, H_out * W_out
   const float* bias;    // [C_out] added to y, or null
   bool relu;            // then y = max(y, 0), NaN kept (as torch.relu)
+  int64_t skip = 0;     // accumulator channels before the first one stored (a window that starts before c_out's)
 };
 
 // What the node applies to its outputs as it stores them (the BatchNormalization and ReLU
@@ -221,7 +222,7 @@ struct Epilogue {
     for (int64_t o0 = 0; o0 < s.c_out; o0 += kLanes) {
       Vec r[16];
       for (int i = 0; i < 16; ++i)  // rows past the block's end are scratch: read, never stored
-        std::memcpy(&r[i], s.acc + (j0 + i) * acc_step + o0, sizeof(Vec));
+        std::memcpy(&r[i], s.acc + (j0 + i) * acc_step + s.skip + o0, sizeof(Vec));
       transpose16(r);
       const int64_t channels = std::min(kLanes, s.c_out - o0);
       if (s.bias != nullptr)

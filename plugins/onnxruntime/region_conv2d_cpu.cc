@@ -54,7 +54,7 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(output, &y));
 
   Scratch workspace(*api);
-  const int64_t bytes = region_conv_workspace_size<float>(shape, workers, basis.value != nullptr);
+  const int64_t bytes = region_conv_workspace_size<float>(shape, workers, basis.count);
   DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));
   Mixture mixing;
   if (basis.value != nullptr) {

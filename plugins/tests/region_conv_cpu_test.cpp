@@ -180,7 +180,7 @@ int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t worke
           const double value = basis[static_cast<size_t>(m * filter + o * s.c_in * taps + k)];
           basis_f[static_cast<size_t>(m * filter + at)] = static_cast<float>(value);
         }
-    std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<float>(t, workers, true)) + 64);
+    std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<float>(t, workers, bases)) + 64);
     void* aligned = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
     const drconv::Mixture mixture{zf.data(), basis_f.data(), bases};
     using drconv::direct::Isa;
@@ -235,15 +235,18 @@ int main() {
   failures += check(shape(2, 58, 7, 7, 8, 58, 1, 1, 1, 0, 1), false, 2, rng);
   failures += check(shape(1, 24, 9, 5, 8, 24, 1, 1, 2, 0, 1), false, 3, rng);
   failures += check(shape(1, 96, 4, 4, 16, 80, 1, 1, 1, 0, 1), true, 2, rng);
+  // The one-phase path: windows of 116 channels that start off a vector, 3x3 taps in windows.
+  failures += check(shape(1, 232, 7, 7, 8, 232, 1, 1, 1, 0, 1), false, 2, rng);
+  failures += check(shape(1, 20, 9, 9, 4, 40, 3, 3, 1, 1, 1), false, 3, rng);
   // Mixed filters: the zoo's 1x1 layers (channels split over the workers where the map is
   // small, blocks elsewhere), more bases than the kernel holds at once, 3x3 taps.
   failures += check_mixture(shape(1, 96, 4, 4, 16, 80, 1, 1, 1, 0, 1), 8, 2, rng);
   failures += check_mixture(shape(1, 58, 7, 7, 8, 58, 1, 1, 1, 0, 1), 8, 2, rng);
   failures += check_mixture(shape(2, 24, 9, 9, 8, 24, 1, 1, 1, 0, 1), 8, 3, rng);
   failures += check_mixture(shape(2, 5, 13, 11, 8, 7, 3, 3, 1, 1, 1), 20, 3, rng);
-  // The one-phase path (LocalLayout): channel windows that start off a vector (24 and 232
-  // channels over two workers), padding and taps in a window, samples split unevenly, one
-  // worker; and the three-phase path it leaves: a large map, windows wider than C_out.
+  // The one-phase path (LocalLayout): bands of rows, channel windows that start off a vector
+  // (232 channels over two workers), padding and taps in a window, samples split unevenly,
+  // one worker, a large map; and the phased path it leaves: windows wider than C_out.
   failures += check_mixture(shape(1, 24, 28, 28, 8, 24, 1, 1, 1, 0, 1), 8, 2, rng);
   failures += check_mixture(shape(1, 232, 7, 7, 8, 232, 1, 1, 1, 0, 1), 8, 2, rng);
   failures += check_mixture(shape(1, 17, 6, 6, 8, 17, 3, 3, 1, 1, 1), 8, 2, rng);
@@ -251,6 +254,9 @@ int main() {
   failures += check_mixture(shape(3, 33, 6, 5, 8, 33, 1, 1, 1, 0, 1), 8, 1, rng);
   failures += check_mixture(shape(1, 16, 40, 40, 8, 40, 1, 1, 1, 0, 1), 8, 2, rng);
   failures += check_mixture(shape(1, 10, 5, 5, 3, 12, 1, 1, 1, 0, 1), 8, 2, rng);
+  // Bands of rows, each worker padding the input rows it reads: stride 1 and 2.
+  failures += check_mixture(shape(1, 12, 20, 20, 4, 12, 3, 3, 1, 1, 1), 2, 2, rng);
+  failures += check_mixture(shape(1, 8, 33, 31, 4, 8, 3, 3, 2, 1, 1), 2, 3, rng);
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
@@ -267,6 +273,6 @@ int main() {
     std::printf("FAIL useful_workers\n");
     ++failures;
   }
-  std::printf("%d passed, %d failed\n", 30 - failures, failures);  // 17 shapes, 11 mixtures, two unit checks
+  std::printf("%d passed, %d failed\n", 34 - failures, failures);  // 19 shapes, 13 mixtures, two unit checks
   return failures == 0 ? 0 : 1;
 }
