@@ -294,7 +294,8 @@ struct LocalLayout {
     }
     usable = true;
     const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, pixels = s.pixels();
-    const int64_t filter_floats = mixture ? s.regions * filter : (tail > 0 ? tail * s.c_out * rows + direct::kLanes : 0);
+    const int64_t filter_floats =
+        mixture ? s.regions * filter : (tail > 0 ? tail * s.c_out * rows + direct::kLanes : 0);
     x_padded = 0;
     region = x_padded + (DirectLayout::pads(s) ? align(hp * wp * s.c_in * int64_t(sizeof(float))) : 0);
     order = region + align(pixels * int64_t(sizeof(int32_t)));
