@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drconv import ops  # noqa: F401  (registers torch.ops.drconv.region_conv, which the layers call)
+from drconv import ops  # registers torch.ops.drconv.region_conv, which the layers call
 from drconv._geometry import IntOrPair, conv_out_size, normalize_params, pair, shape_text
 
 __all__ = ["DRConv2d", "MixtureDRConv2d", "fit_guide"]
@@ -228,15 +228,14 @@ class MixtureDRConv2d(_RegionConvLayer):
         In eager CPU inference their memory is IHWO ([N, R, C_in, kh, kw, C_out], returned as
         a permuted view): the CPU kernel reads that layout as it is, where OIHW filters
         would be packed on every call (docs/region_conv_op.md). The mixture then multiplies
-        by a copy of `weight` with its rows in IHWO order, kept until `weight` changes.
+        by a copy of `weight` in IHWO order, kept until `weight` changes.
         """
         kh, kw = self.kernel_size
-        z = self.mixture(x).reshape(-1, self.num_basis)
         if torch.jit.is_scripting() or not self._ihwo_inference(x):
-            filters = F.linear(z, self.weight)  # [N*R, C_out*C_in*kh*kw]
+            # [N*R, M] times weight: the Gemm drconv.export.rewrite.fuse_mixture folds into the node.
+            filters = F.linear(self.mixture(x).reshape(-1, self.num_basis), self.weight)
             return filters.view(-1, self.region_num, self.out_channels, self.in_channels, kh, kw)
-        filters = F.linear(z, self._ihwo_weight())  # [N*R, C_in*kh*kw*C_out]
-        return filters.view(-1, self.region_num, self.in_channels, kh, kw, self.out_channels).permute(0, 1, 5, 2, 3, 4)
+        return ops.mixed_filters(self.mixture(x).reshape(-1, self.region_num, self.num_basis), self._ihwo_basis())
 
     @torch.jit.unused
     def _ihwo_inference(self, x: torch.Tensor) -> bool:
@@ -252,16 +251,17 @@ class MixtureDRConv2d(_RegionConvLayer):
         )
 
     @torch.jit.unused
-    def _ihwo_weight(self) -> torch.Tensor:
-        """`weight` [C_out*C_in*kh*kw, M] with its rows in (C_in, kh, kw, C_out) order, cached
-        for as long as `weight` is the same tensor, with the same data, at the same version."""
+    def _ihwo_basis(self) -> torch.Tensor:
+        """`weight` [C_out*C_in*kh*kw, M] as the IHWO basis [M, C_in, kh, kw, C_out], cached for as
+        long as `weight` is the same tensor, with the same data, at the same version."""
         weight = self.weight
         cached = getattr(self, "_ihwo_cache", None)
         # The cache holds the weight itself: an address and a version alone could match a new
         # weight allocated where a freed one was.
         if cached is None or cached[0] is not weight or cached[1] != (weight.data_ptr(), weight._version):
-            rows = weight.detach().view(self.out_channels, -1, self.num_basis).transpose(0, 1)
-            cached = (weight, (weight.data_ptr(), weight._version), rows.reshape(-1, self.num_basis))
+            kh, kw = self.kernel_size
+            basis = weight.detach().t().reshape(self.num_basis, self.out_channels, self.in_channels, kh, kw)
+            cached = (weight, (weight.data_ptr(), weight._version), basis.permute(0, 2, 3, 4, 1).contiguous())
             self._ihwo_cache = cached
         return cached[2]
 
@@ -272,6 +272,18 @@ class MixtureDRConv2d(_RegionConvLayer):
                 f"MixtureDRConv2d expects a guide [{x.shape[0]}, {self.region_num}, H, W], "
                 f"got shape {shape_text(guide)}"
             )
+        if not torch.jit.is_scripting() and self._ihwo_inference(x):
+            # The filters are mixed inside the CPU kernel, never written out as a tensor.
+            y = torch.ops.drconv.mixture_region_conv(
+                x,
+                self.mixture(x).reshape(-1, self.region_num, self.num_basis),
+                self._ihwo_basis(),
+                self.fitted_guide(x, guide),
+                [self.stride[0], self.stride[1]],
+                [self.padding[0], self.padding[1]],
+                [self.dilation[0], self.dilation[1]],
+            )
+            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         return self._region_conv(x, self.region_filters(x), guide)
 
     def extra_repr(self) -> str:

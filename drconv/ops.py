@@ -1,5 +1,8 @@
 """`drconv::region_conv`: the region-wise convolution as one registered PyTorch op.
 
+`drconv::mixture_region_conv` is the same with the filters a mixture of basis filters
+(`MixtureDRConv2d` in inference), mixed inside the CPU kernel (docs/region_conv_op.md).
+
 The op is declared here, with its fake implementation beside it; its CPU kernel and its
 autograd are C++, registered with the dispatcher by drconv._C (TORCH_LIBRARY_IMPL in
 drconv/csrc/region_conv_torch.cpp), so an eager call is one dispatcher call with no
@@ -21,6 +24,11 @@ __all__ = ["cpu_kernel_isa", "region_conv"]
 _lib = torch.library.Library("drconv", "FRAGMENT")
 _lib.define(
     "region_conv(Tensor x, Tensor filters, Tensor guide, int[] stride, int[] padding, int[] dilation) -> Tensor"
+)
+
+_lib.define(
+    "mixture_region_conv(Tensor x, Tensor coefficients, Tensor basis, Tensor guide, int[] stride, int[] padding, "
+    "int[] dilation) -> Tensor"
 )
 
 try:  # the C++ kernels; importing the library registers them
@@ -57,6 +65,25 @@ def _forward(
 def _region_conv_fake(x, filters, guide, stride, padding, dilation):
     geo = check_inputs(x, filters, guide, stride, padding, dilation)
     return x.new_empty(geo.n, geo.c_out, geo.h_out, geo.w_out)
+
+
+def mixed_filters(coefficients: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """filters[n, r] = sum over m of coefficients[n, r, m] * basis[m], from coefficients [N, R, M]
+    and an IHWO basis [M, C_in, kh, kw, C_out]: [N, R, C_out, C_in, kh, kw], an OIHW view of IHWO memory."""
+    m, c_in, kh, kw, c_out = basis.shape
+    ihwo = torch.matmul(coefficients, basis.reshape(m, -1))
+    return ihwo.view(coefficients.shape[0], coefficients.shape[1], c_in, kh, kw, c_out).permute(0, 1, 5, 2, 3, 4)
+
+
+@torch.library.impl(_lib, "mixture_region_conv", "CompositeExplicitAutograd")
+def _mixture_forward(x, coefficients, basis, guide, stride, padding, dilation):
+    """`drconv::mixture_region_conv` on devices without a C++ kernel (the CPU kernel mixes inside)."""
+    return torch.ops.drconv.region_conv(x, mixed_filters(coefficients, basis), guide, stride, padding, dilation)
+
+
+@torch.library.register_fake("drconv::mixture_region_conv", lib=_lib)
+def _mixture_region_conv_fake(x, coefficients, basis, guide, stride, padding, dilation):
+    return _region_conv_fake(x, mixed_filters(coefficients, basis), guide, stride, padding, dilation)
 
 
 @torch.library.custom_op("drconv::region_conv_backward", mutates_args=())

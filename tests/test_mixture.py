@@ -78,3 +78,81 @@ def test_a_graph_of_version_2_cannot_use_the_node():
     next(o for o in model.opset_import if o.domain == "drconv").version = 2
     with pytest.raises(Exception, match="MixtureRegionConv2d"):
         ort_session(model, LIBRARY)
+
+
+# drconv::mixture_region_conv, the PyTorch op MixtureDRConv2d calls in CPU inference: the CPU
+# kernel mixes the filters itself. Cases for each of its paths at 2 workers: output-channel
+# windows (small maps), bands of rows (28x28, 32x40 with 3x3 taps), samples (N = 2), the phased
+# path (windows wider than C_out at 12 channels); and all of them on one worker.
+OP_CASES = [*CASES, (1, 40, 48, 8, 8, 3, 1, 32, 40), (1, 10, 12, 3, 8, 1, 1, 5, 5)]
+
+
+def _ihwo(basis: torch.Tensor) -> torch.Tensor:
+    return basis.permute(0, 2, 3, 4, 1).contiguous()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda c: "n{}c{}k{}R{}M{}k{}s{}_{}x{}".format(*c))
+def test_mixture_op_matches_region_conv_on_mixed_filters(case, threads):
+    n, c_in, c_out, regions, bases, k, stride, h, w = case
+    torch.manual_seed(sum(case))
+    pad = k // 2
+    x, z = torch.randn(n, c_in, h, w), torch.rand(n, regions, bases)
+    basis = torch.randn(bases, c_out, c_in, k, k) / (c_in * k * k) ** 0.5
+    h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    guide = torch.randn(n, regions, h_out, w_out)
+    want = region_conv(x, _filters(z, basis), guide, stride=stride, padding=pad)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = torch.ops.drconv.mixture_region_conv(x, z, _ihwo(basis), guide, [stride] * 2, [pad] * 2, [1, 1])
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_mixture_op_float64_and_gradients():
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    z = torch.rand(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    basis = torch.randn(3, 3, 3, 3, 5, dtype=torch.float64, requires_grad=True)  # IHWO, C_out = 5
+    guide = torch.randn(2, 4, 6, 5, dtype=torch.float64)
+
+    def op(x, z, basis):
+        return torch.ops.drconv.mixture_region_conv(x, z, basis, guide, [1, 1], [1, 1], [1, 1])
+
+    with torch.no_grad():
+        oihw = basis.permute(0, 4, 1, 2, 3)
+        torch.testing.assert_close(op(x, z, basis), region_conv(x, _filters(z, oihw), guide))
+    assert torch.autograd.gradcheck(op, (x, z, basis))
+
+
+def test_mixture_op_registration():
+    x, z, basis, guide = (
+        torch.randn(1, 4, 5, 5),
+        torch.rand(1, 2, 3),
+        torch.randn(3, 4, 1, 1, 6),
+        torch.randn(1, 2, 5, 5),
+    )
+    torch.library.opcheck(
+        torch.ops.drconv.mixture_region_conv.default,
+        (x, z, basis, guide, [1, 1], [0, 0], [1, 1]),
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("z_shape", "basis_shape", "message"),
+    [
+        ((1, 2), (3, 4, 1, 1, 6), r"coefficients must be 3-D \[N, R, M\]"),
+        ((1, 2, 3), (3, 4, 1, 6), r"basis must be 5-D \[M, C_in, kh, kw, C_out\]"),
+        ((1, 2, 2), (3, 4, 1, 1, 6), r"coefficients M=2 does not match basis M=3"),
+        ((1, 2, 3), (3, 5, 1, 1, 6), r"C_in"),
+    ],
+)
+def test_mixture_op_refuses_bad_shapes(z_shape, basis_shape, message):
+    x, guide = torch.randn(1, 4, 5, 5), torch.randn(1, 2, 5, 5)
+    with pytest.raises(ValueError, match=message):
+        torch.ops.drconv.mixture_region_conv(
+            x, torch.rand(*z_shape), torch.randn(*basis_shape), guide, [1, 1], [0, 0], [1, 1]
+        )

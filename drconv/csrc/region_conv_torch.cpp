@@ -138,6 +138,74 @@ at::Tensor region_conv_autograd(const at::Tensor& x, const at::Tensor& filters, 
   return RegionConvFunction::apply(x, filters, guide, stride, padding, dilation);
 }
 
+// drconv::mixture_region_conv: region_conv with filters[n, r] = sum over m of
+// coefficients[n, r, m] * basis[m], the basis IHWO [M, C_in, kh, kw, C_out]. The filters as
+// region_conv takes them: an OIHW view of IHWO memory.
+at::Tensor mixed_filters(const at::Tensor& coefficients, const at::Tensor& basis) {
+  const at::Tensor ihwo = at::matmul(coefficients, basis.reshape({basis.size(0), -1}));  // [N, R, C_in*kh*kw*C_out]
+  return ihwo.view({coefficients.size(0), coefficients.size(1), basis.size(1), basis.size(2), basis.size(3),
+                    basis.size(4)})
+      .permute({0, 1, 5, 2, 3, 4});
+}
+
+void check_mixture(const at::Tensor& coefficients, const at::Tensor& basis) {
+  TORCH_CHECK_VALUE(coefficients.dim() == 3, "coefficients must be 3-D [N, R, M], got shape ",
+                    drconv::tuple_str(coefficients.sizes()));
+  TORCH_CHECK_VALUE(basis.dim() == 5, "basis must be 5-D [M, C_in, kh, kw, C_out], got shape ",
+                    drconv::tuple_str(basis.sizes()));
+  TORCH_CHECK_VALUE(coefficients.size(2) == basis.size(0), "coefficients M=", coefficients.size(2),
+                    " does not match basis M=", basis.size(0), " (shapes ", drconv::tuple_str(coefficients.sizes()),
+                    ", ", drconv::tuple_str(basis.sizes()), ")");
+}
+
+// The CPU kernel: float32 mixes the filters inside the kernel (the one-phase path of
+// plugins/common/region_conv_cpu.h, as the MixtureRegionConv2d node does); other types
+// mix them first and run region_conv.
+at::Tensor mixture_region_conv_cpu(const at::Tensor& x, const at::Tensor& coefficients, const at::Tensor& basis,
+                                   const at::Tensor& guide, at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation) {
+  check_mixture(coefficients, basis);
+  TORCH_CHECK_VALUE(coefficients.scalar_type() == basis.scalar_type() && x.scalar_type() == basis.scalar_type(),
+                    "x, coefficients and basis must share one dtype, got ", x.scalar_type(), ", ",
+                    coefficients.scalar_type(), ", ", basis.scalar_type());
+  if (x.scalar_type() != at::kFloat || x.numel() == 0 || basis.numel() == 0 || coefficients.numel() == 0)
+    return region_conv_cpu(x, mixed_filters(coefficients, basis), guide, stride, padding, dilation);
+  // region_conv's checks on the filters the two make, seen through a view of the basis's
+  // first filter with their sizes: nothing is mixed yet.
+  const at::Tensor shaped = basis.select(0, 0).permute({3, 0, 1, 2}).expand(
+      {coefficients.size(0), coefficients.size(1), basis.size(4), basis.size(1), basis.size(2), basis.size(3)});
+  drconv::RegionConvShape s = drconv::checked_shape(x, shaped, guide, stride, padding, dilation);
+  s.layout = drconv::FilterLayout::kIHWO;
+  const at::Tensor xc = x.contiguous(), gc = guide.contiguous(), zc = coefficients.contiguous(),
+                   bc = basis.contiguous();
+  at::Tensor y = at::empty({s.n, s.c_out, s.h_out(), s.w_out()}, x.options());
+  const int64_t workers = at::get_num_threads(), bases = basis.size(0);
+  at::Tensor workspace = at::empty({drconv::region_conv_workspace_size<float>(s, workers, bases)},
+                                   x.options().dtype(at::kByte));
+  const drconv::Mixture mixture{zc.data_ptr<float>(), bc.data_ptr<float>(), bases};
+  drconv::region_conv_forward_f32(xc.data_ptr<float>(), nullptr, gc.data_ptr<float>(), y.data_ptr<float>(), s,
+                                  AtenParallelFor{}, workers, workspace.data_ptr(), {}, &mixture);
+  return y;
+}
+
+// Autograd: inference calls the kernel below; a call that needs gradients runs the mixture
+// as a matmul and region_conv, whose autograd covers both.
+at::Tensor mixture_region_conv_autograd(const at::Tensor& x, const at::Tensor& coefficients, const at::Tensor& basis,
+                                        const at::Tensor& guide, at::IntArrayRef stride, at::IntArrayRef padding,
+                                        at::IntArrayRef dilation) {
+  if (!at::GradMode::is_enabled() ||
+      !(x.requires_grad() || coefficients.requires_grad() || basis.requires_grad() || guide.requires_grad())) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("drconv::mixture_region_conv", "")
+                               .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef)>();
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(x, coefficients, basis, guide, stride, padding, dilation);
+  }
+  check_mixture(coefficients, basis);
+  return region_conv_autograd(x, mixed_filters(coefficients, basis), guide, stride, padding, dilation);
+}
+
 // Which instruction set's variant the float32 kernel runs on this CPU (drconv info).
 std::string cpu_isa() {
   switch (drconv::direct::best_isa()) {
@@ -153,9 +221,15 @@ std::string cpu_isa() {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(drconv, CPU, m) { m.impl("region_conv", TORCH_FN(region_conv_cpu)); }
+TORCH_LIBRARY_IMPL(drconv, CPU, m) {
+  m.impl("region_conv", TORCH_FN(region_conv_cpu));
+  m.impl("mixture_region_conv", TORCH_FN(mixture_region_conv_cpu));
+}
 
-TORCH_LIBRARY_IMPL(drconv, Autograd, m) { m.impl("region_conv", TORCH_FN(region_conv_autograd)); }
+TORCH_LIBRARY_IMPL(drconv, Autograd, m) {
+  m.impl("region_conv", TORCH_FN(region_conv_autograd));
+  m.impl("mixture_region_conv", TORCH_FN(mixture_region_conv_autograd));
+}
 
 // Importing the module loads the library, which registers the kernels above.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
