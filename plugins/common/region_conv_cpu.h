@@ -95,6 +95,14 @@ inline void bucket_pixels(const int32_t* region, int64_t regions, int64_t pixels
   for (int64_t p = 0; p < pixels; ++p) order[next[region[p]]++] = static_cast<int32_t>(p + first);
 }
 
+// Where each output pixel of rows [row_begin, row_end) finds its receptive field's first tap in
+// one (padded, Wp wide) input plane: saves two integer divisions per pixel in the block loop.
+inline void pixel_offsets(const RegionConvShape& s, int64_t row_begin, int64_t row_end, int64_t* offset) {
+  const int64_t wp = s.w + 2 * s.pad_w, w_out = s.w_out();
+  for (int64_t oh = row_begin, p = row_begin * w_out; oh < row_end; ++oh)
+    for (int64_t ow = 0; ow < w_out; ++ow, ++p) offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
+}
+
 // x[n] (C, H, W) -> zero-padded channels-last (Hp, Wp, C). Transposed in blocks of
 // pixels so that both the reads and the writes stay within a few cache lines.
 // Rows [row_begin, row_end) of x, with the pad rows above the first and below the last.
@@ -181,34 +189,11 @@ struct DirectLayout {
   // a tenth of the convolution there.
   static bool pads(const RegionConvShape& s) { return s.pad_h > 0 || s.pad_w > 0; }
 
-  // How many of the last IHWO filters are read from a copy with slack: a row's last output
-  // vector is read whole, up to 15 floats past C_out, which near the tensor's end is past
-  // it (several filters back when a filter holds fewer than 15 floats).
-  static int64_t tail_filters(const RegionConvShape& s) {
-    if (s.layout != FilterLayout::kIHWO || s.c_out % direct::kLanes == 0) return 0;
-    const int64_t size = s.c_out * s.c_in * s.kh * s.kw;
-    return std::min(s.n * s.regions, (direct::kLanes - 1 + size - 1) / size);
-  }
-
-  // Floats of filter scratch: every (sample, region) filter packed (OIHW), or that copy (IHWO).
+  // Floats of filter scratch: every (sample, region) filter packed (OIHW). IHWO filters reach
+  // this path only mixed, into their own space after the layout (region_conv_forward_direct).
   static int64_t filter_floats(const RegionConvShape& s) {
-    if (s.layout == FilterLayout::kOIHW)
-      return s.n * s.regions * direct::packed_filter_size(s.c_out, s.c_in, s.kh * s.kw);
-    const int64_t tail = tail_filters(s);
-    return tail > 0 ? tail * s.c_out * s.c_in * s.kh * s.kw + direct::kLanes : 0;
-  }
-
-  // Whether the workers split the output channels among them rather than the blocks of
-  // pixels (region_conv_forward_direct): for fewer samples than workers, where a region
-  // holds fewer than 16 pixels on average, so that each filter element serves so few
-  // multiply-adds that reading every filter on every worker costs more than the split's
-  // narrower tiles (deep layers on small maps; IHWO filters are read as given, so any
-  // 16-channel window is at hand). Measured at 2 threads, one shared pool, old and new
-  // alternating: 232x7x7 k1 R8 -25%, 96x7x7 -2 to -7%; 14x14 maps lost 1-3%, so they keep
-  // the blocks.
-  static bool split_channels(const RegionConvShape& s, int64_t workers) {
-    return s.layout == FilterLayout::kIHWO && s.n < workers && s.c_out > direct::kLanes &&
-           s.pixels() < direct::kLanes * s.regions;
+    if (s.layout != FilterLayout::kOIHW) return 0;
+    return s.n * s.regions * direct::packed_filter_size(s.c_out, s.c_in, s.kh * s.kw);
   }
 
   int64_t x_padded, region, order, start, pixel_offset, filters, worker, worker_acc, worker_offsets, worker_stride,
@@ -250,7 +235,19 @@ struct DirectLayout {
 struct LocalLayout {
   static constexpr int64_t kMaxPixels = 1024, kMaxPixelsAsGiven = 256;
 
-  bool usable = false, by_sample = false, by_rows = false;
+  // How many of the last filters as given are read from a copy with slack: a row's last
+  // output vector is read whole, up to 15 floats past C_out, which near the tensor's end is
+  // past it (several filters back when a filter holds fewer than 15 floats).
+  static int64_t tail_filters(const RegionConvShape& s) {
+    if (s.c_out % direct::kLanes == 0) return 0;
+    const int64_t size = s.c_out * s.c_in * s.kh * s.kw;
+    return std::min(s.n * s.regions, (direct::kLanes - 1 + size - 1) / size);
+  }
+
+  enum class Split { kSamples, kChannels, kRows };
+
+  bool usable = false;
+  Split split = Split::kSamples;
   // A worker's output vectors, and a mixed filter's floats per row and in all (0: read as given).
   int64_t parts = 1, vectors = 0, row = 0, filter = 0, tail = 0;
   int64_t x_padded = 0, region = 0, order = 0, start = 0, pixel_offset = 0, filters = 0, acc = 0, offsets = 0,
@@ -263,13 +260,12 @@ struct LocalLayout {
     if (s.layout != FilterLayout::kIHWO || s.n == 0 || s.c_out == 0) return;
     const int64_t rows = s.c_in * s.kh * s.kw;
     if (s.n >= workers) {
-      by_sample = true;
+      split = Split::kSamples;
       parts = workers;
       vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
       row = s.c_out;
       filter = mixture ? mixture_stride(s) : 0;
-      // Filters read as given: the last ones from a copy with slack (DirectLayout::tail_filters).
-      tail = mixture ? 0 : DirectLayout::tail_filters(s);
+      tail = mixture ? 0 : tail_filters(s);
     } else {
       parts = std::min(workers, (s.c_out + 7) / 8);  // windows of at least 8 channels
       const int64_t widest = (s.c_out + parts - 1) / parts, whole = (s.c_out + direct::kLanes - 1) / direct::kLanes;
@@ -280,16 +276,17 @@ struct LocalLayout {
       // Bands mix every filter on every worker: where that is a small share of the work.
       const bool bands = !mixture || 4 * s.regions * bases * workers <= s.pixels();
       if (windows && !(mixture && bands && s.pixels() > kMaxPixelsAsGiven)) {
+        split = Split::kChannels;
         row = mixture ? vectors * direct::kLanes : s.c_out;
         filter = mixture ? rows * row : 0;
       } else {
         if (!bands) return;
-        by_rows = true;
+        split = Split::kRows;
         parts = std::min(workers, s.h_out());
         vectors = whole;
         row = s.c_out;
         filter = mixture ? mixture_stride(s) : 0;
-        tail = mixture ? 0 : DirectLayout::tail_filters(s);
+        tail = mixture ? 0 : tail_filters(s);
       }
     }
     usable = true;
@@ -331,15 +328,17 @@ void region_conv_forward_local(const float* x, const float* filters, const float
     int64_t* offset = reinterpret_cast<int64_t*>(mine + layout.offsets);
     // Samples [n0, n1) and output channels [c0, c1), computed as the whole vectors of the
     // window [first, first + 16 * vectors) within a row, which contains them.
-    const bool windows = !layout.by_sample && !layout.by_rows;
-    const int64_t n0 = layout.by_sample ? s.n * part / layout.parts : 0;
-    const int64_t n1 = layout.by_sample ? s.n * (part + 1) / layout.parts : s.n;
+    using Split = LocalLayout::Split;
+    const bool by_sample = layout.split == Split::kSamples, windows = layout.split == Split::kChannels,
+               by_rows = layout.split == Split::kRows;
+    const int64_t n0 = by_sample ? s.n * part / layout.parts : 0;
+    const int64_t n1 = by_sample ? s.n * (part + 1) / layout.parts : s.n;
     const int64_t c0 = windows ? s.c_out * part / layout.parts : 0;
     const int64_t c1 = windows ? s.c_out * (part + 1) / layout.parts : s.c_out;
     const int64_t first = windows ? std::min(c0, s.c_out - layout.vectors * direct::kLanes) : 0;
     // Output rows [oh0, oh1), pixels [p0, p1); and the input rows they read, [i0, i1).
-    const int64_t oh0 = layout.by_rows ? s.h_out() * part / layout.parts : 0;
-    const int64_t oh1 = layout.by_rows ? s.h_out() * (part + 1) / layout.parts : s.h_out();
+    const int64_t oh0 = by_rows ? s.h_out() * part / layout.parts : 0;
+    const int64_t oh1 = by_rows ? s.h_out() * (part + 1) / layout.parts : s.h_out();
     const int64_t p0 = oh0 * w_out, p1 = oh1 * w_out;
     const int64_t i0 = std::clamp<int64_t>(oh0 * s.stride_h - s.pad_h, 0, s.h);
     const int64_t i1 = std::clamp<int64_t>((oh1 - 1) * s.stride_h - s.pad_h + (s.kh - 1) * s.dil_h + 1, i0, s.h);
@@ -354,8 +353,10 @@ void region_conv_forward_local(const float* x, const float* filters, const float
       const int64_t key = n * s.regions + r;
       return (key >= first_tail ? scratch + (key - first_tail) * size : filters + key * size) + first;
     };
-    for (int64_t oh = oh0, p = p0; oh < oh1; ++oh)
-      for (int64_t ow = 0; ow < w_out; ++ow, ++p) pixel_offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
+    pixel_offsets(s, oh0, oh1, pixel_offset);
+    if (mixture != nullptr && !windows)  // the slack after each whole filter, read (never stored)
+      for (int64_t r = 0; r < s.regions; ++r)
+        std::fill(scratch + r * layout.filter + size, scratch + (r + 1) * layout.filter, 0.0f);
     for (int64_t n = n0; n < n1; ++n) {
       const float* x_n = x + n * s.c_in * s.h * s.w;
       if (pad) kernels.pad_rows(x_n, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded, i0, i1);
@@ -363,14 +364,11 @@ void region_conv_forward_local(const float* x, const float* filters, const float
       bucket_pixels(region + p0, s.regions, p1 - p0, order + p0, start, p0);
       if (mixture != nullptr) {
         const float* z = mixture->coefficients + n * s.regions * mixture->bases;
-        if (!windows) {
-          kernels.mix(z, mixture->basis, scratch, s.regions, mixture->bases, size, layout.filter, 0, size);
-          for (int64_t r = 0; r < s.regions; ++r)  // the slack after each filter, read (never stored)
-            std::fill(scratch + r * layout.filter + size, scratch + (r + 1) * layout.filter, 0.0f);
-        } else {
+        if (windows)
           kernels.mix_window(z, mixture->basis, scratch, s.regions, mixture->bases, size, layout.filter, rows,
                              s.c_out, first, layout.vectors);
-        }
+        else
+          kernels.mix(z, mixture->basis, scratch, s.regions, mixture->bases, size, layout.filter, 0, size);
       }
       for (int64_t r = 0; r < s.regions; ++r)
         for (int64_t b = p0 + start[r]; b < p0 + start[r + 1]; b += direct::kBlock) {
@@ -429,19 +427,12 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
   const int64_t wp = s.w + 2 * s.pad_w, x_padded_size = (s.h + 2 * s.pad_h) * wp * s.c_in;
   const int64_t packed_size = direct::packed_filter_size(s.c_out, s.c_in, taps);
   const int64_t vectors = (s.c_out + direct::kLanes - 1) / direct::kLanes;
+  // IHWO filters come here only mixed (LocalLayout takes every call with filters as given),
+  // spaced out with slack: they are read in place.
   const bool ihwo = s.layout == FilterLayout::kIHWO, pad = DirectLayout::pads(s);
-  const int64_t filter_size = s.c_out * s.c_in * taps;
-  // A mixture's filters are spaced out: no copy needed for the last ones.
-  const int64_t tail = mixture != nullptr ? 0 : DirectLayout::tail_filters(s), first_tail = s.n * s.regions - tail;
-  const int64_t filter_stride = mixture != nullptr ? mixture_stride(s) : filter_size;
+  const int64_t filter_stride = mixture != nullptr ? mixture_stride(s) : s.c_out * s.c_in * taps;
   const float* x_read = pad ? x_padded : x;
-  // Where block filters come from: packed (OIHW), else the tensor itself, the last few from
-  // their copy with slack.
-  auto filter_of = [&](int64_t key) -> const float* {
-    if (!ihwo) return packed + key * packed_size;
-    if (key >= first_tail) return packed + (key - first_tail) * filter_size;
-    return filters + key * filter_stride;
-  };
+  auto filter_of = [&](int64_t key) { return ihwo ? filters + key * filter_stride : packed + key * packed_size; };
 
   // One parallel phase: every filter packed, and per (sample, band of output rows) x's rows
   // padded, the band's regions, its pixels bucketed by region, and where each pixel's
@@ -462,10 +453,6 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
       return;
     }
     const int64_t n = task / bands, band = task % bands;
-    if (task == 0 && tail > 0) {
-      std::memcpy(packed, filters + first_tail * filter_size, static_cast<size_t>(tail * filter_size) * sizeof(float));
-      std::fill(packed + tail * filter_size, packed + tail * filter_size + direct::kLanes, 0.f);
-    }
     if (pad && band < pad_bands)
       kernels.pad_rows(x + n * s.c_in * s.h * s.w, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded + n * x_padded_size,
                        s.h * band / pad_bands, s.h * (band + 1) / pad_bands);
@@ -473,9 +460,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
     kernels.assign(guide + n * s.regions * pixels, s.regions, pixels, begin, end, region + n * pixels);
     bucket_pixels(region + n * pixels + begin, s.regions, end - begin, order + n * pixels + begin,
                   start + task * (s.regions + 1), begin);
-    if (n > 0) return;  // the offsets are the same for every sample
-    for (int64_t oh = first_row(band), p = begin; oh < first_row(band + 1); ++oh)
-      for (int64_t ow = 0; ow < w_out; ++ow, ++p) pixel_offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
+    if (n == 0) pixel_offsets(s, first_row(band), first_row(band + 1), pixel_offset);  // the same for every sample
   };
   // Round robin, one range per worker: the thread pools hand out contiguous ranges, which
   // put every (light) band task on one worker and the (heavy) packs on the other.
@@ -494,15 +479,12 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
         blocks.push_back({n, r, begin + b, std::min(direct::kBlock, st[r + 1] - b)});
   }
   const int64_t n_blocks = static_cast<int64_t>(blocks.size());
-  // Each worker takes a range of blocks with every output channel, or (split_channels) every
-  // block with a range of output channels: then it reads only its columns of the filters,
-  // where reading all of them twice would cost more than the maps.
-  const bool split = DirectLayout::split_channels(s, workers);
-  const int64_t parts = std::max<int64_t>(1, std::min(workers, split ? vectors : n_blocks));
-  // Contiguous ranges of blocks holding equal numbers of pixels (blocks are not all full).
+  // Each worker takes a contiguous range of blocks holding an equal number of pixels (blocks
+  // are not all full), with every output channel.
+  const int64_t parts = std::max<int64_t>(1, std::min(workers, n_blocks));
   std::vector<int64_t> first(static_cast<size_t>(parts + 1), n_blocks);
   first[0] = 0;
-  for (int64_t b = 0, done = 0, part = 1; !split && b < n_blocks && part < parts; ++b) {
+  for (int64_t b = 0, done = 0, part = 1; b < n_blocks && part < parts; ++b) {
     done += blocks[static_cast<size_t>(b)].count;
     while (part < parts && done * parts >= part * s.n * pixels) first[static_cast<size_t>(part++)] = b + 1;
   }
@@ -510,11 +492,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
     char* mine = base + layout.worker + worker * layout.worker_stride;
     float* acc = reinterpret_cast<float*>(mine + layout.worker_acc);
     int64_t* offset = reinterpret_cast<int64_t*>(mine + layout.worker_offsets);
-    const int64_t v0 = split ? vectors * worker / parts : 0, v1 = split ? vectors * (worker + 1) / parts : vectors;
-    const int64_t c0 = v0 * direct::kLanes, c1 = std::min(s.c_out, v1 * direct::kLanes);
-    const int64_t b0 = split ? 0 : first[static_cast<size_t>(worker)];
-    const int64_t b1 = split ? n_blocks : first[static_cast<size_t>(worker + 1)];
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t b = first[static_cast<size_t>(worker)]; b < first[static_cast<size_t>(worker + 1)]; ++b) {
       const Tile& block = blocks[static_cast<size_t>(b)];
       const int32_t* pix = order + block.sample * pixels + block.begin;
       for (int64_t j = 0; j < block.count; ++j) offset[j] = pixel_offset[pix[j]];
@@ -527,15 +505,15 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 s.kw,
                                 s.c_in,
                                 block.count,
-                                filter_of(block.sample * s.regions + block.region) + c0,
+                                filter_of(block.sample * s.regions + block.region),
                                 ihwo ? s.c_out : 0,
-                                v1 - v0,
+                                vectors,
                                 acc,
                                 pix,
-                                y + (block.sample * s.c_out + c0) * pixels,
-                                c1 - c0,
+                                y + block.sample * s.c_out * pixels,
+                                s.c_out,
                                 pixels,
-                                epilogue.bias == nullptr ? nullptr : epilogue.bias + c0,
+                                epilogue.bias,
                                 epilogue.relu};
       kernels.convolve(seg);
     }
