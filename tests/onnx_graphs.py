@@ -66,3 +66,17 @@ def mixture_node_model(strides=(1, 1), pads=(0, 0, 0, 0), filter_layout="OIHW", 
     names = ("X", "coefficients", "basis", "guide", "B") if bias else ("X", "coefficients", "basis", "guide")
     extra = {"filter_layout": filter_layout, **({"activation": activation} if activation is not None else {})}
     return _one_node_model("MixtureRegionConv2d", names, (None,) * len(names), 3, strides, pads, (1, 1), extra)
+
+
+def routed_mixture_node_model(strides=(1, 1), pads=(0, 0, 0, 0), filter_layout="OIHW", routing_bias=True):
+    """X, basis, guide, routing[, routing_bias] -> Y through one routed drconv::MixtureRegionConv2d
+    (drconv version 4): no coefficients input, no B."""
+    names = ["X", "", "basis", "guide", "", "routing"] + (["routing_bias"] if routing_bias else [])
+    node = _one_node_model(
+        "MixtureRegionConv2d", names, (None,) * len(names), 4, strides, pads, (1, 1), {"filter_layout": filter_layout}
+    )
+    graph = node.graph
+    kept = [i for i in graph.input if i.name]
+    del graph.input[:]
+    graph.input.extend(kept)
+    return node

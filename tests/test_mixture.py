@@ -1,10 +1,12 @@
 """drconv::MixtureRegionConv2d in the ONNX Runtime library: filters mixed in the node from coefficients
-and a basis, against the PyTorch op on filters mixed here; its refusals."""
+(or, version 4, from its own routing of X) and a basis, against the PyTorch op on filters mixed here;
+its refusals."""
 
 import numpy as np
+import onnx
 import pytest
 import torch
-from onnx_graphs import as_numpy, mixture_node_model, ort_session
+from onnx_graphs import as_numpy, mixture_node_model, ort_session, routed_mixture_node_model
 
 from drconv import region_conv
 from drconv.libraries import plugin_path
@@ -78,6 +80,81 @@ def test_a_graph_of_version_2_cannot_use_the_node():
     next(o for o in model.opset_import if o.domain == "drconv").version = 2
     with pytest.raises(Exception, match="MixtureRegionConv2d"):
         ort_session(model, LIBRARY)
+
+
+def _routed_feeds(x, basis, guide, routing, routing_bias=None):
+    names = ("X", "basis", "guide", "routing", "routing_bias")[: 4 + (routing_bias is not None)]
+    given = [t for t in (x, basis, guide, routing, routing_bias) if t is not None]
+    return dict(zip(names, as_numpy(*given), strict=True))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("layout", ["OIHW", "IHWO"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}c{}k{}R{}M{}k{}s{}_{}x{}".format(*c))
+def test_routed_node_computes_its_coefficients_from_x(case, layout, threads):
+    """Version 4: coefficients = sigmoid(mean_hw(X) @ routing + routing_bias), in the node."""
+    n, c_in, c_out, regions, bases, k, stride, h, w = case
+    torch.manual_seed(sum(case) + threads)
+    pad = k // 2
+    x = torch.randn(n, c_in, h, w) + torch.randn(n, c_in, 1, 1)  # means far from 0
+    basis = torch.randn(bases, c_out, c_in, k, k) / (c_in * k * k) ** 0.5
+    routing, routing_bias = torch.randn(c_in, regions * bases), torch.randn(regions * bases)
+    h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    guide = torch.randn(n, regions, h_out, w_out)
+    given = basis.permute(0, 2, 3, 4, 1).contiguous() if layout == "IHWO" else basis
+    for bias in (routing_bias, None):
+        linear = x.mean((2, 3)) @ routing + (0 if bias is None else bias)
+        z = torch.sigmoid(linear).reshape(n, regions, bases)
+        assert z.std() > 0.1  # the routing matters
+        model = routed_mixture_node_model((stride, stride), (pad,) * 4, layout, routing_bias=bias is not None)
+        (got,) = ort_session(model, LIBRARY, threads).run(None, _routed_feeds(x, given, guide, routing, bias))
+        want = region_conv(x, _filters(z, basis), guide, stride=stride, padding=pad)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("routing_shape", "bias_shape", "message"),
+    [
+        ((3, 7), (8,), r"routing must be 2-D \[C_in, R \* M\] = \[3, 8\] \(C_in from X, R from the guide"),
+        ((4, 8), (8,), r"routing must be 2-D \[C_in, R \* M\] = \[3, 8\]"),
+        ((3, 8), (7,), r"routing_bias must be 1-D \[R \* M\] = \[8\]"),
+        ((3, 8), (1, 8), r"routing_bias must be 1-D"),
+    ],
+)
+def test_routed_node_refuses_mismatched_routing(routing_shape, bias_shape, message):
+    x, basis, guide = torch.randn(1, 3, 5, 5), torch.randn(4, 6, 3, 1, 1), torch.randn(1, 2, 5, 5)
+    feeds = _routed_feeds(x, basis, guide, torch.randn(routing_shape), torch.randn(bias_shape))
+    with pytest.raises(Exception, match="MixtureRegionConv2d: input " + message):
+        ort_session(routed_mixture_node_model(), LIBRARY).run(None, feeds)
+
+
+def _node_with_inputs(names):
+    model = routed_mixture_node_model()
+    node = model.graph.node[0]
+    del node.input[:]
+    node.input.extend(names)
+    kept = {i.name: i for i in model.graph.input}
+    del model.graph.input[:]
+    shapes = {"X": (1, 3, 5, 5), "coefficients": (1, 2, 4), "basis": (4, 6, 3, 1, 1), "guide": (1, 2, 5, 5)}
+    shapes |= {"routing": (3, 8), "routing_bias": (8,)}
+    model.graph.input.extend(
+        kept.get(n) or onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n
+    )
+    return model, {n: np.random.default_rng(0).standard_normal(shapes[n]).astype(np.float32) for n in names if n}
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["X", "coefficients", "basis", "guide", "", "routing"], "give the coefficients or the routing, not both"),
+        (["X", "", "basis", "guide"], "input coefficients is missing \\(and the node has no routing\\)"),
+        (["X", "coefficients", "basis", "guide", "", "", "routing_bias"], "input routing_bias needs the routing input"),
+    ],
+)
+def test_coefficients_and_routing_are_one_or_the_other(names, message):
+    model, feeds = _node_with_inputs(names)
+    with pytest.raises(Exception, match="MixtureRegionConv2d: " + message):
+        ort_session(model, LIBRARY).run(None, feeds)
 
 
 # drconv::mixture_region_conv, the PyTorch op MixtureDRConv2d calls in CPU inference: the CPU

@@ -1,6 +1,6 @@
 """The node's rewrites: IHWO filters and the folded BatchNormalization + ReLU where they are free (version 2),
-the mixture folded into MixtureRegionConv2d (version 3), the lowering to version 1 for TensorRT and CUDA,
-and their parity with PyTorch."""
+the mixture folded into MixtureRegionConv2d (version 3) with its routing (version 4), the lowering to
+version 1 for TensorRT and CUDA, and their parity with PyTorch."""
 
 import numpy as np
 import onnx
@@ -37,7 +37,7 @@ def _scaled(model: torch.nn.Module) -> torch.nn.Module:
 def zoo(tmp_path_factory):
     """drconv-shufflenetv2-0.5x and three exports (exporting takes seconds: once).
 
-    v2: the default (BN + ReLU and the mixture folded in, IHWO; drconv version 3); oihw: folded, OIHW;
+    v2: the default (BN + ReLU, the mixture and its routing folded in, IHWO; drconv version 4); oihw: folded, OIHW;
     plain: version 1 (nothing folded).
     """
     tmp = tmp_path_factory.mktemp("zoo")
@@ -68,17 +68,19 @@ def test_zoo_export_folds_bn_relu_and_mixture_and_is_ihwo_matching_torch(zoo):
     p_v2, p_oihw, p_plain = (onnx.load(str(p)) for p in (v2, oihw, plain))
     assert rewrite.layouts(p_v2, *LAYOUT_ARGS) == ["IHWO"] * 32
     assert rewrite.layouts(p_oihw, *LAYOUT_ARGS) == rewrite.layouts(p_plain, *LAYOUT_ARGS) == ["OIHW"] * 32
-    assert [_drconv_version(p) for p in (p_v2, p_oihw, p_plain)] == [3, 3, 1]
+    assert [_drconv_version(p) for p in (p_v2, p_oihw, p_plain)] == [4, 4, 1]
     assert len(_mixtures(p_v2)) == len(_mixtures(p_oihw)) == 32 and not _region_convs(p_v2)
     assert not _mixtures(p_plain) and len(_region_convs(p_plain)) == 32
     for node in _mixtures(p_v2):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert len(node.input) == 5 and attrs["activation"] == b"Relu"
+        # X, (no coefficients: routed), basis, guide, B, routing, routing_bias
+        assert len(node.input) == 7 and node.input[1] == "" and all(node.input[2:]) and attrs["activation"] == b"Relu"
     assert all(len(n.input) == 3 for n in _region_convs(p_plain))
     # Per region conv: its BatchNormalization and ReLU, the Mul and Div of the mixture's
-    # 2 * sigmoid / M, the mixture Gemm and the filters' Reshape are gone; IHWO only permuted weights.
-    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 6 * 32
-    assert not any(n.op_type in ("BatchNormalization", "Mul") for n in p_v2.graph.node)
+    # 2 * sigmoid / M, the mixture Gemm and the filters' Reshape, and the routing's ReduceMean,
+    # Gemm, Sigmoid and Reshape are gone; IHWO only permuted weights.
+    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 10 * 32
+    assert not any(n.op_type in ("BatchNormalization", "Mul", "Sigmoid") for n in p_v2.graph.node)
     # The basis is the mixture weight, scaled by 2 / M (and the BatchNormalization's scale).
     first = model.stage1_block1.conva_right
     layer, bn = first.conv, first.bn
@@ -88,6 +90,10 @@ def test_zoo_export_folds_bn_relu_and_mixture_and_is_ihwo_matching_torch(zoo):
     np.testing.assert_allclose(oihw_basis, expected, rtol=1e-5, atol=1e-6)
     ihwo_basis = _initializer(p_v2, _mixtures(p_v2)[0].input[2])
     np.testing.assert_allclose(ihwo_basis, oihw_basis.transpose(0, 2, 3, 4, 1), rtol=1e-6)
+    # The routing: routing_fc's weight [R*M, C_in] transposed, and its bias.
+    routing, routing_bias = (_initializer(p_v2, _mixtures(p_v2)[0].input[i]) for i in (5, 6))
+    np.testing.assert_array_equal(routing, layer.routing_fc.weight.detach().numpy().T)
+    np.testing.assert_array_equal(routing_bias, layer.routing_fc.bias.detach().numpy())
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -120,17 +126,26 @@ def test_drconv2d_generator_is_rewritten_for_1x1_only(kernel, layout, tmp_path):
 def test_to_v1_lowers_to_standard_nodes_with_the_same_outputs(zoo, tmp_path):
     _, path, _, _ = zoo
     proto = onnx.load(str(path))
-    ops = ("Transpose", "Add", "Relu", "MatMul", "Reshape")
+    ops = ("Transpose", "Add", "Relu", "MatMul", "Reshape", "ReduceMean", "Gemm", "Sigmoid")
     counts = {op: sum(n.op_type == op for n in proto.graph.node) for op in ops}
     nodes = len(proto.graph.node)
     assert rewrite.to_v1(proto, *LAYOUT_ARGS) == 32
     assert rewrite.layouts(proto, *LAYOUT_ARGS) == ["OIHW"] * 32 and not _mixtures(proto)
     assert all(len(n.input) == 3 and not any(a.name == "activation" for a in n.attribute) for n in _region_convs(proto))
-    # Each mixture becomes MatMul + Reshape (its IHWO basis permuted to OIHW, so no Transpose),
-    # then the node's bias and ReLU an Add and a Relu.
-    assert len(proto.graph.node) == nodes + 4 * 32
+    # Each routing becomes ReduceMean, Gemm, Sigmoid and Reshape, each mixture MatMul + Reshape
+    # (its IHWO basis permuted to OIHW, so no Transpose), the node's bias and ReLU an Add and a Relu.
+    assert len(proto.graph.node) == nodes + 8 * 32
     added = {op: sum(n.op_type == op for n in proto.graph.node) - c for op, c in counts.items()}
-    assert added == {"Transpose": 0, "Add": 32, "Relu": 32, "MatMul": 32, "Reshape": 32}
+    assert added == {
+        "Transpose": 0,
+        "Add": 32,
+        "Relu": 32,
+        "MatMul": 32,
+        "Reshape": 64,
+        "ReduceMean": 32,
+        "Gemm": 32,
+        "Sigmoid": 32,
+    }
     assert _drconv_version(proto) == 1
     onnx.checker.check_model(proto)
     assert rewrite.to_v1(proto, *LAYOUT_ARGS) == 0  # nothing left to lower

@@ -311,7 +311,7 @@ def to_onnx(
             come straight from a constant weight, as in both DRConv layers, for free; the CPU
             kernel then reads them without packing) or "OIHW".
         fuse: fold the BatchNormalization (and ReLU) after each region conv into its node,
-            and the mixture's scalar scale into its Gemm (custom mode; where the filters come
+            and a MixtureDRConv2d's mixture and routing (custom mode; where the filters come
             from a constant weight, as in both layers).
 
     The model is checked with onnx.checker and written to a temporary file that is then
@@ -347,6 +347,7 @@ def to_onnx(
             rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
         if fuse:  # last: it takes the weight rows as the rewrites above left them
             rewrite.fuse_mixture(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+            rewrite.fuse_routing(proto, CUSTOM_DOMAIN)
     with atomic_path(path, "-o") as tmp:
         onnx.save(proto, str(tmp))
     return path

@@ -19,6 +19,11 @@ coefficients [N, R, M] and a constant basis [M, one filter]: `fuse_mixture` fold
 MixtureDRConv2d's mixture Gemm and Reshape into it (in ONNX Runtime the Gemm, its output
 and the hand-off cost more than the node's own mixing).
 
+Version 4 lets a MixtureRegionConv2d compute its coefficients itself (inputs `routing` and
+`routing_bias`, the coefficients input left empty): `fuse_routing` folds MixtureDRConv2d's
+routing, Reshape(Sigmoid(Gemm(ReduceMean(X)))), into the node (four nodes a region conv, each
+costing ONNX Runtime more in hand-offs than its arithmetic).
+
 `to_v1` goes back to version 1 with standard nodes (MatMul and Reshape for a mixture;
 Transpose, Add, Relu) for the kernels that implement only that: the TensorRT plugin and
 the CUDA op.
@@ -40,12 +45,14 @@ __all__ = [
     "OIHW",
     "OPSET_V2",
     "OPSET_V3",
+    "OPSET_V4",
     "TO_IHWO",
     "TO_OIHW",
     "expand_mixture",
     "fold_mixture_scale",
     "fuse_epilogue",
     "fuse_mixture",
+    "fuse_routing",
     "layouts",
     "set_layout",
     "set_opset",
@@ -60,7 +67,11 @@ FILTER_LAYOUTS = (IHWO, OIHW)
 OPSET_V2 = 2
 # The version with MixtureRegionConv2d (filters mixed in the node from a basis).
 OPSET_V3 = 3
+# The version whose MixtureRegionConv2d may route itself (inputs routing, routing_bias).
+OPSET_V4 = 4
 MIXTURE_OP = "MixtureRegionConv2d"
+# A MixtureRegionConv2d's inputs: X, coefficients, basis, guide, B, routing, routing_bias.
+_COEFFICIENTS, _BIAS, _ROUTING, _ROUTING_BIAS = 1, 4, 5, 6
 TO_OIHW = [0, 1, 5, 2, 3, 4]  # [N, R, C_in, kh, kw, C_out] -> [N, R, C_out, C_in, kh, kw]
 TO_IHWO = [0, 1, 3, 4, 5, 2]  # its inverse
 
@@ -441,10 +452,113 @@ def fuse_mixture(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     return _rewrite_each(proto, domain, op_type, _fuse_mixture, OPSET_V3)
 
 
+def _attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _produced(g: _Graph, name: str, op_type: str) -> onnx.NodeProto | None:
+    """The node of `op_type` that makes `name`, if nothing else reads `name`."""
+    node = g.producer.get(name)
+    return node if node is not None and node.op_type == op_type and g.uses(name) == 1 else None
+
+
+def _channel_mean(g: _Graph, mean: onnx.NodeProto | None, x: str) -> bool:
+    """Whether `mean` is ReduceMean(x) over the two spatial axes of a 4-D x, to [N, C_in]."""
+    if mean is None or mean.op_type != "ReduceMean" or mean.input[0] != x:
+        return False
+    attrs = _attributes(mean)
+    axes = attrs.get("axes")
+    if axes is None and len(mean.input) > 1 and mean.input[1]:
+        axes = g.constant(mean.input[1])
+    return attrs.get("keepdims", 1) == 0 and axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
+
+
+def _fuse_routing(g: _Graph, node: onnx.NodeProto) -> bool:
+    if len(node.input) > _ROUTING and node.input[_ROUTING]:
+        return False
+    reshape = _produced(g, node.input[_COEFFICIENTS], "Reshape")
+    sigmoid = reshape and _produced(g, reshape.input[0], "Sigmoid")
+    gemm = sigmoid and _produced(g, sigmoid.input[0], "Gemm")
+    basis = g.constant(node.input[2])
+    if gemm is None or basis is None or not _channel_mean(g, g.producer.get(gemm.input[0]), node.input[0]):
+        return False
+    attrs = _attributes(gemm)
+    weight = g.constant(gemm.input[1])
+    if attrs.get("transA", 0) != 0 or weight is None or weight.ndim != 2:
+        return False
+    routing = (weight.T if attrs.get("transB", 0) == 1 else weight) * float(attrs.get("alpha", 1.0))  # [C_in, R*M]
+    width = routing.shape[1]
+    bias = None
+    if len(gemm.input) > 2 and gemm.input[2]:
+        bias = g.constant(gemm.input[2])
+        if bias is None or bias.size not in (1, width):
+            return False
+        bias = np.broadcast_to(bias.reshape(-1), (width,)) * float(attrs.get("beta", 1.0))
+    if width % basis.shape[0] != 0:
+        return False
+    inputs = list(node.input) + [""] * (_ROUTING + 1 - len(node.input))
+    inputs[_COEFFICIENTS] = ""
+    name = node.name or node.output[0]
+    inputs[_ROUTING] = g.add_initializer(f"{name}.routing", np.ascontiguousarray(routing.astype(weight.dtype)))
+    if bias is not None:
+        inputs.append(g.add_initializer(f"{name}.routing_bias", np.ascontiguousarray(bias.astype(weight.dtype))))
+    mean = g.producer[gemm.input[0]]
+    for gone in (reshape, sigmoid, gemm):
+        g.drop_value_info(gone.output[0])
+        g.remove(gone)
+    if g.uses(mean.output[0]) == 0:
+        g.drop_value_info(mean.output[0])
+        g.remove(mean)
+    del node.input[:]
+    node.input.extend(inputs)
+    return True
+
+
+def fuse_routing(proto: onnx.ModelProto, domain: str) -> int:
+    """Fold each MixtureRegionConv2d's routing, coefficients = Reshape(Sigmoid(Gemm(ReduceMean(X,
+    spatial axes)))) with constant Gemm weights, into the node (inputs routing [C_in, R * M] and
+    routing_bias [R * M], version 4), in place; returns how many. Run it after fuse_mixture."""
+    return _rewrite_each(proto, domain, MIXTURE_OP, _fuse_routing, OPSET_V4)
+
+
+def _expand_routing(proto: onnx.ModelProto, g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """The standard nodes that compute a routed node's coefficients; the node then reads them."""
+    name = node.name or node.output[0]
+    routing = g.constant(node.input[_ROUTING])
+    basis = g.constant(node.input[2])
+    if routing is None or basis is None:
+        raise ValueError(f"{name}: expanding a routed mixture needs its routing and basis as constants")
+    regions = routing.shape[1] // basis.shape[0]
+    mean, linear = g.fresh_name(f"{name}.mean"), g.fresh_name(f"{name}.routing_linear")
+    sigmoid, coefficients = g.fresh_name(f"{name}.sigmoid"), g.fresh_name(f"{name}.coefficients")
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 18)
+    if opset >= 18:
+        axes = g.add_initializer(f"{name}.mean_axes", np.array([2, 3], dtype=np.int64))
+        reduce = helper.make_node("ReduceMean", [node.input[0], axes], [mean], keepdims=0)
+    else:
+        reduce = helper.make_node("ReduceMean", [node.input[0]], [mean], axes=[2, 3], keepdims=0)
+    routing_bias = node.input[_ROUTING_BIAS] if len(node.input) > _ROUTING_BIAS else ""
+    shape = g.add_initializer(f"{name}.coefficients_shape", np.array([0, regions, basis.shape[0]], dtype=np.int64))
+    nodes = [
+        reduce,
+        helper.make_node("Gemm", [mean, node.input[_ROUTING], *([routing_bias] if routing_bias else [])], [linear]),
+        helper.make_node("Sigmoid", [linear], [sigmoid]),
+        helper.make_node("Reshape", [sigmoid, shape], [coefficients]),
+    ]
+    inputs = list(node.input[:_ROUTING])
+    inputs[_COEFFICIENTS] = coefficients
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    del node.input[:]
+    node.input.extend(inputs)
+    return nodes
+
+
 def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: str | None = None) -> int:
     """Lower each MixtureRegionConv2d back to MatMul + Reshape + the region-conv node `op_type`, in place.
 
-    filters = Reshape(coefficients [N, R, M] @ basis [M, C_out * patch], [N, R, one filter]).
+    filters = Reshape(coefficients [N, R, M] @ basis [M, C_out * patch], [N, R, one filter]);
+    a routed node's coefficients (version 4) become ReduceMean, Gemm, Sigmoid and Reshape.
     `layout` OIHW permutes an IHWO basis to OIHW on the way (free: it is a constant); None
     keeps each node's layout. Returns how many nodes were expanded.
     """
@@ -458,6 +572,8 @@ def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: st
             continue
         expanded += 1
         name = node.name or node.output[0]
+        if len(node.input) > _ROUTING and node.input[_ROUTING]:
+            proto.graph.node.extend(_expand_routing(proto, g, node))
         x, coefficients, basis_name, *rest = node.input
         basis = g.constant(basis_name)
         if basis is None:

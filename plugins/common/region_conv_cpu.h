@@ -45,12 +45,34 @@ inline int64_t useful_workers(const RegionConvShape& s, int64_t workers) {
 
 // A MixtureRegionConv2d node's filters, mixed by the kernel into its workspace before it
 // convolves them (docs/region_conv_op.md): filters[n, r, :] = sum over m of
-// coefficients[n, r, m] * basis[m, :].
+// coefficients[n, r, m] * basis[m, :]. A routed node (version 4) computes the coefficients
+// itself, from its input: coefficients[n] = sigmoid(mean_hw(x[n]) @ routing + routing_bias).
 struct Mixture {
-  const float* coefficients = nullptr;  // [N, R, M]
+  const float* coefficients = nullptr;  // [N, R, M]; null when routed
   const float* basis = nullptr;         // [M, one filter], in the node's filter_layout
   int64_t bases = 0;                    // M
+  const float* routing = nullptr;       // [C_in, R * M], or null
+  const float* routing_bias = nullptr;  // [R * M], or null
 };
+
+// Floats of scratch one sample's routing needs (route_sample): the channel means, then the
+// coefficients.
+inline int64_t routing_floats(const RegionConvShape& s, int64_t bases) { return s.c_in + s.regions * bases; }
+
+// Sample n's coefficients [R, M] of a routed mixture, into scratch (routing_floats of them);
+// returns where they are.
+inline const float* route_sample(const float* x_n, const RegionConvShape& s, const Mixture& mixture,
+                                 const direct::Kernels& kernels, float* scratch) {
+  const int64_t width = s.regions * mixture.bases;
+  float* means = scratch;
+  float* z = scratch + s.c_in;
+  kernels.route(x_n, s.c_in, s.h * s.w, mixture.routing, width, means, z);
+  for (int64_t j = 0; j < width; ++j) {
+    const float v = z[j] + (mixture.routing_bias != nullptr ? mixture.routing_bias[j] : 0.0f);
+    z[j] = 1.0f / (1.0f + std::exp(-v));
+  }
+  return z;
+}
 
 // Floats between a Mixture's filters: one filter and one vector. The vector is the slack
 // the kernel reads past a row's last channel, and it keeps the filters from lying a
@@ -251,7 +273,7 @@ struct LocalLayout {
   // A worker's output vectors, and a mixed filter's floats per row and in all (0: read as given).
   int64_t parts = 1, vectors = 0, row = 0, filter = 0, tail = 0;
   int64_t x_padded = 0, region = 0, order = 0, start = 0, pixel_offset = 0, filters = 0, acc = 0, offsets = 0,
-          stride = 0, total = 0;
+          routing = 0, stride = 0, total = 0;
 
   // `bases`: a mixture's M, 0 for filters as given.
   LocalLayout(const RegionConvShape& s, int64_t workers, int64_t bases) {
@@ -302,7 +324,8 @@ struct LocalLayout {
     acc = filters + align(filter_floats * int64_t(sizeof(float)));
     // A window's stores read the accumulators up to one vector past its last row.
     offsets = acc + align((direct::kBlockRows + 1) * vectors * direct::kLanes * int64_t(sizeof(float)));
-    stride = offsets + align(direct::kBlock * int64_t(sizeof(int64_t)));
+    routing = offsets + align(direct::kBlock * int64_t(sizeof(int64_t)));
+    stride = routing + (mixture ? align(routing_floats(s, bases) * int64_t(sizeof(float))) : 0);
     total = parts * stride;
   }
 };
@@ -326,6 +349,7 @@ void region_conv_forward_local(const float* x, const float* filters, const float
     float* scratch = reinterpret_cast<float*>(mine + layout.filters);
     float* acc = reinterpret_cast<float*>(mine + layout.acc);
     int64_t* offset = reinterpret_cast<int64_t*>(mine + layout.offsets);
+    float* routing = reinterpret_cast<float*>(mine + layout.routing);
     // Samples [n0, n1) and output channels [c0, c1), computed as the whole vectors of the
     // window [first, first + 16 * vectors) within a row, which contains them.
     using Split = LocalLayout::Split;
@@ -363,7 +387,10 @@ void region_conv_forward_local(const float* x, const float* filters, const float
       kernels.assign(guide + n * s.regions * pixels, s.regions, pixels, p0, p1, region);
       bucket_pixels(region + p0, s.regions, p1 - p0, order + p0, start, p0);
       if (mixture != nullptr) {
-        const float* z = mixture->coefficients + n * s.regions * mixture->bases;
+        // A routed mixture's coefficients: every worker on a sample routes it (a few
+        // thousand multiply-adds, where a hand-off would cost more).
+        const float* z = mixture->routing != nullptr ? route_sample(x_n, s, *mixture, kernels, routing)
+                                                     : mixture->coefficients + n * s.regions * mixture->bases;
         if (windows)
           kernels.mix_window(z, mixture->basis, scratch, s.regions, mixture->bases, size, layout.filter, rows,
                              s.c_out, first, layout.vectors);
@@ -412,10 +439,20 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                      mixture);
   const DirectLayout layout(s, workers);
   char* base = static_cast<char*>(workspace);
-  if (mixture != nullptr) {  // the mixed filters after the layout's workspace
+  if (mixture != nullptr) {  // the mixed filters after the layout's workspace, then a routed one's coefficients
     float* mixed = reinterpret_cast<float*>(base + layout.total);
-    mix_filters_f32(mixture->coefficients, mixture->basis, mixed, s.n, s.regions, mixture->bases,
-                    s.c_out * s.patch(), mixture_stride(s), parallel_for, workers);
+    const float* coefficients = mixture->coefficients;
+    if (mixture->routing != nullptr) {
+      float* routed = reinterpret_cast<float*>(base + layout.total + align(mixture_floats(s) * int64_t(sizeof(float))));
+      const int64_t floats = routing_floats(s, mixture->bases), width = s.regions * mixture->bases;
+      parallel_for(s.n, [&](int64_t n) {
+        const float* z = route_sample(x + n * s.c_in * s.h * s.w, s, *mixture, kernels, routed + n * floats);
+        std::copy(z, z + width, routed + s.n * floats + n * width);
+      });
+      coefficients = routed + s.n * floats;
+    }
+    mix_filters_f32(coefficients, mixture->basis, mixed, s.n, s.regions, mixture->bases, s.c_out * s.patch(),
+                    mixture_stride(s), parallel_for, workers);
     filters = mixed;
   }
   float* x_padded = reinterpret_cast<float*>(base + layout.x_padded);
@@ -540,7 +577,11 @@ template <typename T>
 // `bases`: a MixtureRegionConv2d call's M, whose filters are mixed into the workspace.
 int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers, int64_t bases = 0) {
   if constexpr (std::is_same_v<T, float>) {
-    const int64_t mixed = bases > 0 ? detail::align(mixture_floats(s) * int64_t(sizeof(float))) : 0;
+    // The phased path's mixed filters, then (routed) each sample's routing scratch and coefficients.
+    const int64_t mixed = bases > 0 ? detail::align(mixture_floats(s) * int64_t(sizeof(float))) +
+                                          detail::align(s.n * (routing_floats(s, bases) + s.regions * bases) *
+                                                        int64_t(sizeof(float)))
+                                    : 0;
     // useful_workers may run a call on fewer workers than it was sized for.
     return std::max({detail::DirectLayout(s, workers).total + mixed, detail::LocalLayout(s, workers, bases).total,
                      detail::LocalLayout(s, 1, bases).total});

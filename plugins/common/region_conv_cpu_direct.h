@@ -409,6 +409,71 @@ template <int H>
                     size, stride);
 }
 
+// means[c] = the mean of x[c * count, (c + 1) * count): each input channel's mean over the
+// map. Two vector sums per channel (one would wait on itself).
+[[gnu::always_inline]] inline void channel_means(const float* x, int64_t channels, int64_t count, float* means) {
+  const float scale = 1.0f / static_cast<float>(count);
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* row = x + c * count;
+    Vec a = {}, b = {};
+    int64_t i = 0;
+    for (; i + 2 * kLanes <= count; i += 2 * kLanes) {
+      a += *reinterpret_cast<const Vec*>(row + i);
+      b += *reinterpret_cast<const Vec*>(row + i + kLanes);
+    }
+    if (i + kLanes <= count) {
+      a += *reinterpret_cast<const Vec*>(row + i);
+      i += kLanes;
+    }
+    a += b;
+    // The 16 lanes summed in four halvings (lane by lane cost more than the loads at 7x7).
+    a += __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    a += __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    a += __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    a += __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    float sum = a[0];
+    for (; i < count; ++i) sum += row[i];
+    means[c] = sum * scale;
+  }
+}
+
+// A routed MixtureRegionConv2d's linear step (before the sigmoid), for one sample:
+// out[l] = sum over c of means[c] * routing[c * width + l], with means the channel means of
+// x [channels, count]. Four vectors of l at a time, two FMA chains each (even and odd c): one
+// chain waited on itself, and the step cost more than the means.
+[[gnu::always_inline]] inline void route_impl(const float* x, int64_t channels, int64_t count, const float* routing,
+                                              int64_t width, float* means, float* out) {
+  channel_means(x, channels, count, means);
+  constexpr int64_t kHeld = 4;
+  const int64_t whole = width / kLanes * kLanes;
+  for (int64_t l0 = 0; l0 < whole; l0 += kHeld * kLanes) {
+    const int64_t held = std::min<int64_t>(kHeld, (whole - l0) / kLanes);
+    Vec even[kHeld] = {}, odd[kHeld] = {};
+    int64_t c = 0;
+    for (; c + 2 <= channels; c += 2) {
+      const float* row = routing + c * width + l0;
+#pragma GCC unroll 4
+      for (int64_t k = 0; k < kHeld; ++k)
+        if (k < held) {
+          even[k] += means[c] * *reinterpret_cast<const Vec*>(row + k * kLanes);
+          odd[k] += means[c + 1] * *reinterpret_cast<const Vec*>(row + width + k * kLanes);
+        }
+    }
+    if (c < channels)
+#pragma GCC unroll 4
+      for (int64_t k = 0; k < kHeld; ++k)
+        if (k < held) even[k] += means[c] * *reinterpret_cast<const Vec*>(routing + c * width + l0 + k * kLanes);
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kHeld; ++k)
+      if (k < held) *reinterpret_cast<Vec*>(out + l0 + k * kLanes) = even[k] + odd[k];
+  }
+  for (int64_t l = whole; l < width; ++l) {
+    float acc = 0.0f;
+    for (int64_t c = 0; c < channels; ++c) acc += means[c] * routing[c * width + l];
+    out[l] = acc;
+  }
+}
+
 // The kernels of the float path, compiled once per instruction set.
 struct Kernels {
   void (*convolve)(const Block&);
@@ -420,6 +485,8 @@ struct Kernels {
               int64_t stride, int64_t begin, int64_t end);
   void (*mix_window)(const float* z, const float* basis, float* f, int64_t regions, int64_t bases, int64_t size,
                      int64_t stride, int64_t rows, int64_t columns, int64_t first, int64_t vectors);
+  void (*route)(const float* x, int64_t channels, int64_t count, const float* routing, int64_t width, float* means,
+                float* out);
 };
 
 #define DRCONV_DIRECT_KERNELS(NAME, TARGET, P, MAX_NB)                                                         \
@@ -439,6 +506,10 @@ struct Kernels {
                                        int64_t bases, int64_t size, int64_t stride, int64_t rows,               \
                                        int64_t columns, int64_t first, int64_t vectors) {                       \
     mix_window_impl<2 * MAX_NB>(z, basis, f, regions, bases, size, stride, rows, columns, first, vectors);       \
+  }                                                                                                             \
+  TARGET inline void route_##NAME(const float* x, int64_t channels, int64_t count, const float* routing,        \
+                                  int64_t width, float* means, float* out) {                                    \
+    route_impl(x, channels, count, routing, width, means, out);                                                 \
   }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -466,13 +537,15 @@ inline bool supported(Isa isa) {
 inline Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (isa == Isa::kAvx512)
-    return {convolve_avx512, pack_filter_avx512, pad_rows_avx512, assign_avx512, mix_avx512, mix_window_avx512};
+    return {convolve_avx512,   pack_filter_avx512, pad_rows_avx512,         assign_avx512,
+            mix_avx512,        mix_window_avx512,  route_avx512};
   if (isa == Isa::kAvx2)
-    return {convolve_avx2, pack_filter_avx2, pad_rows_avx2, assign_regions<float>, mix_avx2, mix_window_avx2};
+    return {convolve_avx2, pack_filter_avx2, pad_rows_avx2,       assign_regions<float>,
+            mix_avx2,      mix_window_avx2,  route_avx2};
 #endif
   (void)isa;
-  return {convolve_baseline, pack_filter_baseline, pad_rows_baseline, assign_regions<float>, mix_baseline,
-          mix_window_baseline};
+  return {convolve_baseline, pack_filter_baseline, pad_rows_baseline,     assign_regions<float>,
+          mix_baseline,      mix_window_baseline,  route_baseline};
 }
 
 // The fastest instruction set this CPU runs, and its kernels.

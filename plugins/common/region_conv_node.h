@@ -126,6 +126,33 @@ inline std::string mixture_filter_dims(const int64_t* z, size_t z_rank, const in
   return {};
 }
 
+// A routed MixtureRegionConv2d (version 4) computes its coefficients [N, R, M] from X: checks
+// routing [C_in, R * M] and routing_bias [R * M] (null when absent) against X [N, C_in, H, W],
+// the guide's R and the basis' M. On success fills `coefficients` with [N, R, M], the dims the
+// coefficients input would have, for mixture_filter_dims, and returns an empty string.
+inline std::string routing_dims(const int64_t* x, size_t x_rank, const int64_t* g, size_t g_rank, const int64_t* b,
+                                size_t b_rank, const int64_t* w, size_t w_rank, const int64_t* bias, size_t bias_rank,
+                                int64_t (&coefficients)[3]) {
+  auto shapes = [&] {
+    return " (X " + dims_to_string(x, x_rank) + ", basis " + dims_to_string(b, b_rank) + ", guide " +
+           dims_to_string(g, g_rank) + ", routing " + dims_to_string(w, w_rank) +
+           (bias != nullptr ? ", routing_bias " + dims_to_string(bias, bias_rank) : std::string()) + ")";
+  };
+  if (x_rank != 4) return "MixtureRegionConv2d: input X must be 4-D [N, C_in, H, W]" + shapes();
+  if (g_rank != 4) return "MixtureRegionConv2d: input guide must be 4-D [N, R, H_out, W_out]" + shapes();
+  if (b_rank < 1) return "MixtureRegionConv2d: input basis must be 5-D [M, one filter]" + shapes();
+  const int64_t width = g[1] * b[0];
+  if (w_rank != 2 || w[0] != x[1] || w[1] != width)
+    return "MixtureRegionConv2d: input routing must be 2-D [C_in, R * M] = [" + std::to_string(x[1]) + ", " +
+           std::to_string(width) + "] (C_in from X, R from the guide, M from the basis)" + shapes();
+  if (bias != nullptr && (bias_rank != 1 || bias[0] != width))
+    return "MixtureRegionConv2d: input routing_bias must be 1-D [R * M] = [" + std::to_string(width) + "]" + shapes();
+  coefficients[0] = x[0];
+  coefficients[1] = g[1];
+  coefficients[2] = b[0];
+  return {};
+}
+
 // The optional fourth input B, added per output channel: empty when it is [C_out].
 inline std::string check_bias(const int64_t* b, size_t b_rank, int64_t c_out) {
   if (b_rank == 1 && b[0] == c_out) return {};

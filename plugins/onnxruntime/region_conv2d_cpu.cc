@@ -58,9 +58,13 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
   DRCONV_ORT_RETURN_IF_ERROR(workspace.allocate(context, cpu_memory, bytes));
   Mixture mixing;
   if (basis.value != nullptr) {
-    void* basis_data = nullptr;
-    DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(basis.value), &basis_data));
-    mixing = {static_cast<const float*>(data[1]), static_cast<const float*>(basis_data), basis.count};
+    void* read[3] = {};  // basis, routing, routing_bias
+    const OrtValue* values[3] = {basis.value, basis.routing, basis.routing_bias};
+    for (int i = 0; i < 3; ++i)
+      if (values[i] != nullptr)
+        DRCONV_ORT_RETURN_IF_ERROR(api->GetTensorMutableData(const_cast<OrtValue*>(values[i]), &read[i]));
+    mixing = {static_cast<const float*>(data[1]), static_cast<const float*>(read[0]), basis.count,
+              static_cast<const float*>(read[1]), static_cast<const float*>(read[2])};
   }
   region_conv_forward_f32(static_cast<const float*>(data[0]), static_cast<const float*>(data[1]),
                           static_cast<const float*>(data[2]), static_cast<float*>(y), shape,

@@ -11,6 +11,12 @@ namespace {
 
 const RegionConv2dOp& self(const OrtCustomOp* op) { return *static_cast<const RegionConv2dOp*>(op); }
 
+constexpr size_t kMaxInputs = 7;
+size_t input_count(bool mixture) { return mixture ? kMaxInputs : 4; }
+// RegionConv2d: X, filters, guide. MixtureRegionConv2d: X, basis, guide (the coefficients
+// are optional since the routing came, which replaces them).
+bool required_input(bool mixture, size_t i) { return mixture ? i == 0 || i == 2 || i == 3 : i < 3; }
+
 OrtStatus* error(const OrtApi& api, const std::string& message) {
   return api.CreateStatus(ORT_INVALID_ARGUMENT, message.c_str());
 }
@@ -66,12 +72,13 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
     return self(op).provider == Provider::kCuda ? "CUDAExecutionProvider" : "CPUExecutionProvider";
   };
   GetInputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
-  // X, filters, guide, optional B; a mixture: X, coefficients, basis, guide, optional B.
-  GetInputTypeCount = [](const OrtCustomOp* op) -> size_t { return self(op).mixture ? 5 : 4; };
+  // X, filters, guide, optional B; a mixture: X, coefficients, basis, guide, optional B, and
+  // (version 4) routing and routing_bias, with the coefficients then absent.
+  GetInputTypeCount = [](const OrtCustomOp* op) -> size_t { return input_count(self(op).mixture); };
   GetOutputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
   GetInputCharacteristic = [](const OrtCustomOp* op, size_t i) {
-    return i < (self(op).mixture ? 4u : 3u) ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+    return required_input(self(op).mixture, i) ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
   };
   GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
   GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
@@ -83,28 +90,29 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
   KernelComputeV2 = compute;
   KernelDestroy = destroy_kernel;
   InferOutputShapeFn = infer_output_shape;
-  // 2 added filter_layout, B and activation; 3 MixtureRegionConv2d.
+  // 2 added filter_layout, B and activation; 3 MixtureRegionConv2d; 4 its routing.
   GetStartVersion = [](const OrtCustomOp* op) { return self(op).mixture ? 3 : 1; };
-  GetEndVersion = [](const OrtCustomOp*) { return 3; };
+  GetEndVersion = [](const OrtCustomOp*) { return 4; };
 }
 
 OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
-  static const char* const kNames[2][5] = {{"X", "filters", "guide", "B", ""},
-                                           {"X", "coefficients", "basis", "guide", "B"}};
+  static const char* const kNames[2][kMaxInputs] = {{"X", "filters", "guide", "B", "", "", ""},
+                                                    {"X", "coefficients", "basis", "guide", "B", "routing",
+                                                     "routing_bias"}};
   const char* const* names = kNames[mixture];
   const char* op = mixture ? "MixtureRegionConv2d" : "RegionConv2d";
-  const size_t required = mixture ? 4 : 3;
+  const size_t required = mixture ? 4 : 3, most = input_count(mixture);
   size_t count = 0;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInputCount(context, &count));
-  if (count != required && count != required + 1)
-    return error(*api, std::string(op) + ": expects " + std::to_string(required) + " or " +
-                           std::to_string(required + 1) + " inputs, got " + std::to_string(count));
-  const OrtValue* given[5] = {};
-  TensorInfo given_infos[5];
+  if (count < required || count > most)
+    return error(*api, std::string(op) + ": expects " + std::to_string(required) + " to " + std::to_string(most) +
+                           " inputs, got " + std::to_string(count));
+  const OrtValue* given[kMaxInputs] = {};
+  TensorInfo given_infos[kMaxInputs];
   for (size_t i = 0; i < count; ++i) {
     DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInput(context, i, &given[i]));
     if (given[i] == nullptr) {
-      if (i == required) break;  // B is optional
+      if (!required_input(mixture, i)) continue;
       return error(*api, std::string(op) + ": input " + names[i] + " is missing");
     }
     DRCONV_ORT_RETURN_IF_ERROR(tensor_info(*api, given[i], given_infos[i]));
@@ -113,6 +121,13 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
     if (given[i] != nullptr && given_infos[i].type != given_infos[0].type)
       return error(*api, std::string(op) + ": input " + names[i] + " is " + type_name(given_infos[i].type) +
                              " but X is " + type_name(given_infos[0].type) + "; all inputs must share one type");
+  // A mixture's coefficients come as an input or from its routing (version 4), never both.
+  const bool routed = mixture && given[5] != nullptr;
+  if (mixture && routed == (given[1] != nullptr))
+    return error(*api, routed ? "MixtureRegionConv2d: give the coefficients or the routing, not both"
+                              : "MixtureRegionConv2d: input coefficients is missing (and the node has no routing)");
+  if (mixture && !routed && given[6] != nullptr)
+    return error(*api, "MixtureRegionConv2d: input routing_bias needs the routing input");
   // The region conv's inputs X, filters (or coefficients), guide, B; a mixture's basis aside.
   const size_t at[4] = {0, 1, mixture ? 3u : 2u, mixture ? 4u : 3u};
   const OrtValue* inputs[4] = {};
@@ -120,6 +135,16 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
   for (size_t i = 0; i < 4; ++i) {
     inputs[i] = given[at[i]];
     infos[i] = given_infos[at[i]];
+  }
+  if (routed) {  // the coefficients' dims, as the routing makes them
+    const TensorInfo &x = given_infos[0], &g = given_infos[3], &b = given_infos[2], &w = given_infos[5],
+                     &bias = given_infos[6];
+    int64_t z[3] = {};
+    const std::string bad =
+        routing_dims(x.dims.data(), x.dims.size(), g.dims.data(), g.dims.size(), b.dims.data(), b.dims.size(),
+                     w.dims.data(), w.dims.size(), given[6] != nullptr ? bias.dims.data() : nullptr, bias.dims.size(), z);
+    if (!bad.empty()) return error(*api, bad);
+    infos[1].dims.assign(z, z + 3);
   }
   int64_t mixed[6] = {};  // the dims of a mixture's filters
   const int64_t* filters = infos[1].dims.data();
@@ -141,7 +166,7 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
     const std::string bad_bias = check_bias(infos[3].dims.data(), infos[3].dims.size(), shape.c_out);
     if (!bad_bias.empty()) return error(*api, mixture ? "Mixture" + bad_bias : bad_bias);
   }
-  const Basis basis{mixture ? given[2] : nullptr, mixture ? given_infos[2].dims[0] : 0};
+  const Basis basis{mixture ? given[2] : nullptr, mixture ? given_infos[2].dims[0] : 0, given[5], given[6]};
 #ifdef DRCONV_WITH_CUDA
   if (provider == Provider::kCuda) return compute_cuda(context, inputs, infos, shape);
 #endif

@@ -28,10 +28,13 @@ struct RegionConv2dOp : OrtCustomOp {
 // Y's shape from the inputs' (region_conv2d_shape.cc): OrtCustomOp::InferOutputShapeFn.
 OrtStatus* infer_output_shape(const OrtCustomOp* op, OrtShapeInferContext* context);
 
-// The mixture's basis [M, one filter] and M, for compute_cpu; absent for RegionConv2d.
+// The mixture's basis [M, one filter] and M, and a routed node's routing [C_in, R * M] and
+// routing_bias [R * M], for compute_cpu; absent for RegionConv2d.
 struct Basis {
   const OrtValue* value = nullptr;
   int64_t count = 0;
+  const OrtValue* routing = nullptr;
+  const OrtValue* routing_bias = nullptr;
 };
 
 // Per-node state: the attributes, checked once when the session is created.
@@ -46,7 +49,8 @@ struct RegionConv2dKernel {
   int64_t workers = 1;
 
   OrtStatus* compute(OrtKernelContext* context) const;
-  // inputs: X, filters (a mixture's coefficients), guide and B (null when the node has no bias).
+  // inputs: X, filters (a mixture's coefficients, null when routed), guide and B (null when the
+  // node has no bias).
   OrtStatus* compute_cpu(OrtKernelContext* context, const OrtValue* const inputs[4], const TensorInfo infos[4],
                          const RegionConvShape& shape, const Basis& basis) const;
 #ifdef DRCONV_WITH_CUDA

@@ -151,15 +151,29 @@ int check(const drconv::RegionConvShape& s, bool nan_guide, int64_t workers, std
 }
 
 // A MixtureRegionConv2d's filters mixed by the kernel (Mixture), in both layouts and with
-// every instruction set, against the loop over filters mixed here in double.
-int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t workers, std::mt19937& rng) {
+// every instruction set, against the loop over filters mixed here in double. `routed`: the
+// coefficients computed by the kernel from x (routing and routing_bias), here too.
+int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t workers, std::mt19937& rng,
+                  bool routed = false) {
   std::normal_distribution<double> normal;
   auto draw = [&] { return static_cast<double>(static_cast<float>(normal(rng))); };
-  const int64_t taps = s.kh * s.kw, filter = s.c_out * s.c_in * taps;
-  std::vector<double> x(static_cast<size_t>(s.n * s.c_in * s.h * s.w)), z(static_cast<size_t>(s.n * s.regions * bases));
+  const int64_t taps = s.kh * s.kw, filter = s.c_out * s.c_in * taps, width = s.regions * bases;
+  std::vector<double> x(static_cast<size_t>(s.n * s.c_in * s.h * s.w)), z(static_cast<size_t>(s.n * width));
   std::vector<double> basis(static_cast<size_t>(bases * filter)), g(static_cast<size_t>(s.n * s.regions * s.pixels()));
-  for (auto* v : {&x, &z, &basis, &g})
+  std::vector<double> routing(static_cast<size_t>(s.c_in * width)), routing_bias(static_cast<size_t>(width));
+  for (auto* v : {&x, &z, &basis, &g, &routing, &routing_bias})
     for (auto& e : *v) e = draw();
+  if (routed)  // z[n] = sigmoid(mean_hw(x[n]) @ routing + routing_bias)
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t j = 0; j < width; ++j) {
+        double v = routing_bias[static_cast<size_t>(j)];
+        for (int64_t c = 0; c < s.c_in; ++c) {
+          double sum = 0;
+          for (int64_t p = 0; p < s.h * s.w; ++p) sum += x[static_cast<size_t>((n * s.c_in + c) * s.h * s.w + p)];
+          v += sum / static_cast<double>(s.h * s.w) * routing[static_cast<size_t>(c * width + j)];
+        }
+        z[static_cast<size_t>(n * width + j)] = 1.0 / (1.0 + std::exp(-v));
+      }
   std::vector<double> f(static_cast<size_t>(s.n * s.regions * filter), 0.0);  // OIHW
   for (int64_t key = 0; key < s.n * s.regions; ++key)
     for (int64_t m = 0; m < bases; ++m)
@@ -168,6 +182,7 @@ int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t worke
             z[static_cast<size_t>(key * bases + m)] * basis[static_cast<size_t>(m * filter + l)];
   const std::vector<double> want = direct(x, f, g, s);
   std::vector<float> xf(x.begin(), x.end()), zf(z.begin(), z.end()), gf(g.begin(), g.end()), yf(want.size());
+  std::vector<float> routing_f(routing.begin(), routing.end()), routing_bias_f(routing_bias.begin(), routing_bias.end());
   double worst = 0;
   for (const auto layout : {drconv::FilterLayout::kOIHW, drconv::FilterLayout::kIHWO}) {
     drconv::RegionConvShape t = s;
@@ -182,7 +197,9 @@ int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t worke
         }
     std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<float>(t, workers, bases)) + 64);
     void* aligned = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
-    const drconv::Mixture mixture{zf.data(), basis_f.data(), bases};
+    const drconv::Mixture mixture = routed ? drconv::Mixture{nullptr, basis_f.data(), bases, routing_f.data(),
+                                                             routing_bias_f.data()}
+                                           : drconv::Mixture{zf.data(), basis_f.data(), bases};
     using drconv::direct::Isa;
     for (const Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline}) {
       if (!drconv::direct::supported(isa)) continue;
@@ -193,10 +210,10 @@ int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t worke
     }
   }
   const bool ok = worst < 1e-3;
-  std::printf("%s mixture N=%lld C=%lld %lldx%lld R=%lld M=%lld K=%lld k=%lldx%lld workers=%lld max_err %.3g\n",
-              ok ? "ok  " : "FAIL", static_cast<long long>(s.n), static_cast<long long>(s.c_in),
-              static_cast<long long>(s.h), static_cast<long long>(s.w), static_cast<long long>(s.regions),
-              static_cast<long long>(bases), static_cast<long long>(s.c_out), static_cast<long long>(s.kh),
+  std::printf("%s %s N=%lld C=%lld %lldx%lld R=%lld M=%lld K=%lld k=%lldx%lld workers=%lld max_err %.3g\n",
+              ok ? "ok  " : "FAIL", routed ? "routed mixture" : "mixture", static_cast<long long>(s.n),
+              static_cast<long long>(s.c_in), static_cast<long long>(s.h), static_cast<long long>(s.w),
+              static_cast<long long>(s.regions), static_cast<long long>(bases), static_cast<long long>(s.c_out), static_cast<long long>(s.kh),
               static_cast<long long>(s.kw), static_cast<long long>(workers), worst);
   return ok ? 0 : 1;
 }
@@ -257,6 +274,12 @@ int main() {
   // Bands of rows, each worker padding the input rows it reads: stride 1 and 2.
   failures += check_mixture(shape(1, 12, 20, 20, 4, 12, 3, 3, 1, 1, 1), 2, 2, rng);
   failures += check_mixture(shape(1, 8, 33, 31, 4, 8, 3, 3, 2, 1, 1), 2, 3, rng);
+  // Routed (node version 4): the kernel computes the coefficients from x on every path:
+  // windows, bands (odd map: the means' vector tail), samples, phased (and OIHW in each).
+  failures += check_mixture(shape(1, 232, 7, 7, 8, 232, 1, 1, 1, 0, 1), 8, 2, rng, true);
+  failures += check_mixture(shape(1, 24, 27, 29, 8, 24, 1, 1, 1, 0, 1), 8, 2, rng, true);
+  failures += check_mixture(shape(4, 20, 5, 5, 4, 20, 3, 3, 2, 1, 1), 8, 3, rng, true);
+  failures += check_mixture(shape(1, 10, 5, 5, 3, 12, 1, 1, 1, 0, 1), 3, 2, rng, true);
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
@@ -273,6 +296,7 @@ int main() {
     std::printf("FAIL useful_workers\n");
     ++failures;
   }
-  std::printf("%d passed, %d failed\n", 34 - failures, failures);  // 19 shapes, 13 mixtures, two unit checks
+  // 19 shapes, 13 mixtures, 4 routed mixtures, two unit checks
+  std::printf("%d passed, %d failed\n", 38 - failures, failures);
   return failures == 0 ? 0 : 1;
 }
