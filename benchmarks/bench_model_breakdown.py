@@ -3,7 +3,10 @@
 Each variant removes one part of what the region convs cost, and all are timed side by
 side in one process (alternating calls) against the plain twin:
 
-- `export`: the custom export as `drconv export` writes it (MixtureRegionConv2d nodes);
+- `export`: the custom export as `drconv export` writes it (MixtureRegionConv2d nodes that
+  route themselves, node version 4);
+- `graph-routing`: the same with each node's routing back in the graph (ReduceMean, Gemm,
+  Sigmoid, Reshape feeding its coefficients, `rewrite.expand_routing`: version 3);
 - `graph-mixture`: the same with each mixture expanded into the graph (MatMul + Reshape
   feeding a RegionConv2d, `rewrite.expand_mixture`), as exports were before node version 3;
   the variants below cut this one down:
@@ -60,7 +63,7 @@ def _values(model: onnx.ModelProto, names: list[str], x: np.ndarray, threads: in
     probe.graph.output.extend(helper.make_value_info(name, onnx.TypeProto()) for name in names)
     path = tmp / "probe.onnx"
     onnx.save(probe, str(path))
-    sess = session(path, threads=threads)
+    sess = session(path, threads=threads, spinning=False)  # side by side: idle pools must not spin
     return dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: x}), strict=True))
 
 
@@ -152,6 +155,10 @@ def main() -> None:
             "twin": _runner(paths[twin_name], x, feeds, args.threads),
             "export": _runner(paths[args.model], x, feeds, args.threads),
         }
+        routed = onnx.load(str(paths[args.model]))
+        rewrite.expand_routing(routed, CUSTOM_DOMAIN)
+        onnx.save(routed, str(tmp / "graph-routing.onnx"))
+        runs["graph-routing"] = _runner(tmp / "graph-routing.onnx", x, feeds, args.threads)
         for kind in VARIANTS:
             variant = model if kind == "graph-mixture" else _variant(model, kind, values, feeds)
             path = tmp / f"{kind}.onnx"
@@ -168,7 +175,7 @@ def main() -> None:
 
 
 def _runner(path: Path, x: np.ndarray, feeds: dict[str, np.ndarray], threads: int) -> Callable[[], object]:
-    sess = session(path, threads=threads)
+    sess = session(path, threads=threads, spinning=False)  # side by side: idle pools must not spin
     inputs = {i.name: feeds.get(i.name, x) for i in sess.get_inputs()}
     return lambda: sess.run(None, inputs)
 

@@ -167,6 +167,21 @@ def test_expand_mixture_keeps_the_layout_and_the_outputs(zoo, tmp_path):
     np.testing.assert_allclose(_run(expanded, x), _run(path, x), atol=1e-5, rtol=1e-5)
 
 
+def test_expand_routing_gives_version_3_nodes_with_the_same_outputs(zoo, tmp_path):
+    _, path, _, _ = zoo
+    proto = onnx.load(str(path))
+    nodes = len(proto.graph.node)
+    assert rewrite.expand_routing(proto, CUSTOM_DOMAIN) == 32
+    assert len(proto.graph.node) == nodes + 4 * 32  # ReduceMean, Gemm, Sigmoid, Reshape each
+    assert all(len(n.input) == 5 and n.input[1] for n in _mixtures(proto))  # coefficients again, no routing
+    assert rewrite.expand_routing(proto, CUSTOM_DOMAIN) == 0
+    onnx.checker.check_model(proto)
+    expanded = tmp_path / "routing.onnx"
+    onnx.save(proto, str(expanded))
+    x = torch.randn(2, 3, 64, 32)
+    np.testing.assert_allclose(_run(expanded, x), _run(path, x), atol=1e-5, rtol=1e-5)
+
+
 def test_to_ihwo_copies_a_weight_that_another_node_reads(zoo):
     _, _, _, path = zoo
     proto = onnx.load(str(path))

@@ -49,6 +49,7 @@ __all__ = [
     "TO_IHWO",
     "TO_OIHW",
     "expand_mixture",
+    "expand_routing",
     "fold_mixture_scale",
     "fuse_epilogue",
     "fuse_mixture",
@@ -552,6 +553,21 @@ def _expand_routing(proto: onnx.ModelProto, g: _Graph, node: onnx.NodeProto) -> 
     del node.input[:]
     node.input.extend(inputs)
     return nodes
+
+
+def expand_routing(proto: onnx.ModelProto, domain: str) -> int:
+    """Put each routed MixtureRegionConv2d's routing back into the graph (ReduceMean, Gemm, Sigmoid,
+    Reshape feeding its coefficients: the node of version 3), in place; returns how many."""
+    g = _Graph(proto)
+    expanded = 0
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    for node in nodes:
+        if node.domain == domain and node.op_type == MIXTURE_OP and len(node.input) > _ROUTING and node.input[_ROUTING]:
+            proto.graph.node.extend(_expand_routing(proto, g, node))
+            expanded += 1
+        proto.graph.node.append(node)
+    return expanded
 
 
 def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: str | None = None) -> int:
