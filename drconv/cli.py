@@ -281,7 +281,7 @@ def _print_onnx_summary(path: Path) -> None:
 
 
 def _print_verify(report) -> None:
-    table = Table(title=f"ONNX Runtime vs PyTorch on input {report.input_shape}")
+    table = Table(title=f"{report.runtime} vs PyTorch on input {report.input_shape}")
     for col in ("output", "shape", "max abs err", "max rel err", f"atol {report.atol:g} + rtol {report.rtol:g}"):
         table.add_column(col)
     for out in report.outputs:
@@ -307,6 +307,11 @@ class ExportMode(str, Enum):
     portable = "portable"
 
 
+class Runtime(str, Enum):  # drconv.verify.RUNTIMES
+    ort = "ort"
+    openvino = "openvino"
+
+
 class FilterLayout(str, Enum):  # drconv.export.rewrite.FILTER_LAYOUTS
     IHWO = "IHWO"
     OIHW = "OIHW"
@@ -325,10 +330,11 @@ def _run_verify(
     rtol: float,
     min_agreement: float | None = None,
     as_json: bool = False,
+    runtime: str = "ort",
 ) -> None:
-    from drconv.verify import DEFAULT_MIN_AGREEMENT, verify_onnx
+    from drconv.verify import DEFAULT_MIN_AGREEMENT, RUNTIMES, verify_onnx
 
-    with err_console.status(f"verifying {path.name} with ONNX Runtime ..."):
+    with err_console.status(f"verifying {path.name} with {RUNTIMES[runtime]} ..."):
         report = verify_onnx(
             path,
             net,
@@ -337,6 +343,7 @@ def _run_verify(
             atol=atol,
             rtol=rtol,
             min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
+            runtime=runtime,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -460,8 +467,15 @@ def verify_cmd(
         ),
     ] = 0.999,
     as_json: Annotated[bool, flag("--json", help="Print the report as JSON instead of tables.")] = False,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            help="Where to run the export: ONNX Runtime (ort) or OpenVINO (openvino, CPU, float32), each with "
+            "drconv's library."
+        ),
+    ] = Runtime.ort,
 ) -> None:
-    """Run PyTorch and ONNX Runtime on one random input and compare every output; exit 1 above tolerance."""
+    """Run PyTorch and a runtime on one random input and compare every output; exit 1 above tolerance."""
     from drconv.runtime.ort import image_input
 
     if not onnx_file.is_file():
@@ -482,7 +496,7 @@ def verify_cmd(
             soft_wrap=True,
         )
     net = _models().load_model(model, checkpoint, on_convert=_announce)
-    _run_verify(onnx_file, net, batch or 2, size or 64, atol, rtol, min_agreement, as_json)
+    _run_verify(onnx_file, net, batch or 2, size or 64, atol, rtol, min_agreement, as_json, runtime.value)
 
 
 @app.command()

@@ -71,6 +71,7 @@ def collect() -> dict:
         "torch": torch.__version__ if torch is not None else None,
         "onnx": package_version("onnx"),
         "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
+        "openvino": package_version("openvino"),
         "onnxscript": package_version("onnxscript"),
         "tensorrt": package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
         "cuda_available": found is not None,

@@ -1,4 +1,5 @@
-"""Where drconv's native libraries are: the ONNX Runtime custom-op library and the TensorRT plugin.
+"""Where drconv's native libraries are: the ONNX Runtime custom-op library, the TensorRT plugin and
+the OpenVINO extension.
 
 No torch here: a machine that only runs exported models (numpy, onnx, onnxruntime) imports
 this through `drconv.get_library_path` and `drconv.runtime.ort`.
@@ -17,6 +18,7 @@ from drconv.errors import DrconvError
 PLUGIN_FILES = {
     "onnxruntime": "libdrconv_onnxruntime.so",
     "tensorrt": "libdrconv_tensorrt.so",
+    "openvino": "libdrconv_openvino.so",
 }
 # Where the build puts them (setup.py: the package's lib/, an editable install's too).
 PACKAGE_LIB_DIR = Path(__file__).resolve().parent / "lib"
@@ -24,6 +26,7 @@ PACKAGE_LIB_DIR = Path(__file__).resolve().parent / "lib"
 _BUILD_HINTS = {
     "onnxruntime": "reinstall drconv (`pip install .`, or `make plugins` in a checkout)",
     "tensorrt": "reinstall drconv on a machine with the CUDA toolkit (nvcc)",
+    "openvino": "pip install openvino==2026.4.1, then reinstall drconv (`make plugins` in a checkout)",
 }
 
 
@@ -45,7 +48,7 @@ def build_info() -> dict[str, Any] | None:
 
 
 def plugin_path(backend: str) -> Path | None:
-    """The built library for `backend` ('onnxruntime' or 'tensorrt'), or None if not built."""
+    """The built library for `backend` ('onnxruntime', 'tensorrt' or 'openvino'), or None if not built."""
     if backend not in PLUGIN_FILES:
         raise DrconvError(f"unknown library {backend!r}; choose one of {', '.join(PLUGIN_FILES)}")
     name = PLUGIN_FILES[backend]
@@ -72,8 +75,9 @@ def require_plugin(backend: str) -> Path:
 def get_library_path(backend: str = "onnxruntime") -> str:
     """The path of drconv's native library for `backend`, to hand to the runtime yourself.
 
-    `backend`: "onnxruntime" (for `SessionOptions.register_custom_ops_library`) or
-    "tensorrt" (for `trtexec --dynamicPlugins` or `IPluginRegistry.load_library`).
+    `backend`: "onnxruntime" (for `SessionOptions.register_custom_ops_library`),
+    "tensorrt" (for `trtexec --dynamicPlugins` or `IPluginRegistry.load_library`) or
+    "openvino" (for `openvino.Core().add_extension`).
     Raises DrconvError when the library is not built.
     """
     return str(require_plugin(backend))

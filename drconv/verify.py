@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP
 from drconv.export.rewrite import MIXTURE_OP
 from drconv.runtime.ort import image_input, session
 
-__all__ = ["DEFAULT_MIN_AGREEMENT", "OutputError", "RegionAgreement", "VerifyReport", "verify_onnx"]
+__all__ = ["DEFAULT_MIN_AGREEMENT", "RUNTIMES", "OutputError", "RegionAgreement", "VerifyReport", "verify_onnx"]
 
 # Below this share of pixels routed alike, the runtime does not run the same model.
 DEFAULT_MIN_AGREEMENT = 0.999
@@ -54,6 +55,7 @@ class VerifyReport:
     regions: list[RegionAgreement] = field(default_factory=list)
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     regions_note: str | None = None  # why region agreement could not be measured
+    runtime: str = "ONNX Runtime"  # the runtime's name (RUNTIMES)
 
     @property
     def outputs_ok(self) -> bool:
@@ -77,6 +79,7 @@ class VerifyReport:
             "min_agreement": self.min_agreement,
             "regions": [r.to_dict() for r in self.regions],
             "regions_note": self.regions_note,
+            "runtime": self.runtime,
         }
 
 
@@ -193,6 +196,41 @@ def _agreement(
     return out, None
 
 
+# The runtimes verify runs an export in, by the name `--runtime` takes.
+RUNTIMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def _runner(
+    path: Path, runtime: str, providers: list[str] | None, outputs: list[str]
+) -> Callable[[np.ndarray, tuple[int, ...]], list[np.ndarray]]:
+    """run(x, shape): the graph's `outputs`, in order, on its one input x, in `runtime`."""
+    name = RUNTIMES[runtime]
+    if runtime == "openvino":
+        from drconv.runtime import openvino
+
+        compiled = openvino.compile(path)
+        ports = {o.get_any_name(): o for o in compiled.outputs}
+        ports |= {n: o for o in compiled.outputs for n in o.get_names()}
+
+        def run_openvino(x: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+            try:
+                result = compiled(x)
+            except Exception as exc:
+                raise DrconvError(f"{name} failed on input {shape}: {openvino.one_line(exc)}") from None
+            return [np.asarray(result[ports[o]]) for o in outputs]
+
+        return run_openvino
+    sess = session(path, providers=providers)
+
+    def run_ort(x: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+        try:
+            return sess.run(outputs, {sess.get_inputs()[0].name: x})
+        except Exception as exc:
+            raise DrconvError(f"{name} failed on input {shape}: {str(exc).strip().splitlines()[0]}") from None
+
+    return run_ort
+
+
 def verify_onnx(
     path: str | os.PathLike,
     model: torch.nn.Module,
@@ -203,8 +241,10 @@ def verify_onnx(
     seed: int = 0,
     providers: list[str] | None = None,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    runtime: str = "ort",
 ) -> VerifyReport:
-    """Run `model` (PyTorch) and `path` (ONNX Runtime) on one random input and compare.
+    """Run `model` (PyTorch) and `path` (ONNX Runtime, or OpenVINO with `runtime` "openvino")
+    on one random input and compare.
 
     Symbolic axes take `batch` and `size`, which should differ from the exported ones so
     the dynamic axes are exercised. An output passes when |ort - torch| <= atol + rtol*|torch|
@@ -221,6 +261,8 @@ def verify_onnx(
         raise DrconvError(f"batch and size must be >= 1, got {batch} and {size}")
     if not 0.0 <= min_agreement <= 1.0:
         raise DrconvError(f"min_agreement must be in [0, 1], got {min_agreement}")
+    if runtime not in RUNTIMES:
+        raise DrconvError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if not path.is_file():
         raise DrconvError(f"{path}: no such file")
     try:
@@ -231,9 +273,10 @@ def verify_onnx(
     nodes = _guide_tensors(proto)
     with tempfile.TemporaryDirectory(prefix="drconv-verify-") as tmp:
         copy = Path(tmp) / path.name
-        onnx.save(_verification_copy(proto, [t for _, t in nodes]), str(copy))
+        checked = _verification_copy(proto, [t for _, t in nodes])
+        onnx.save(checked, str(copy))
         try:
-            sess = session(copy, providers=providers)
+            run = _runner(copy, runtime, providers, [o.name for o in checked.graph.output])
         except DrconvError as exc:
             raise DrconvError(str(exc).replace(str(copy), str(path))) from None
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
@@ -243,12 +286,9 @@ def verify_onnx(
     except (RuntimeError, ValueError) as exc:
         raise DrconvError(f"the PyTorch model cannot run on input {shape}: {str(exc).splitlines()[0]}") from exc
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
-    feed = x.numpy().astype(np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32)
-    try:
-        actual = sess.run(None, {sess.get_inputs()[0].name: feed})
-    except Exception as exc:
-        raise DrconvError(f"ONNX Runtime failed on input {shape}: {str(exc).strip().splitlines()[0]}") from None
-    metas = sess.get_outputs()
+    half = proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    actual = run(x.numpy().astype(np.float16 if half else np.float32), shape)
+    metas = checked.graph.output
     user = len(proto.graph.output)
     runtime_guides = {meta.name: value for meta, value in zip(metas[user:], actual[user:], strict=True)}
     runtime_guides |= {meta.name: value for meta, value in zip(metas[:user], actual[:user], strict=True)}
@@ -259,7 +299,7 @@ def verify_onnx(
     for out, ref_t, meta in zip(actual, expected, metas, strict=False):
         ref = ref_t.detach().cpu().numpy()
         if out.shape != ref.shape:
-            raise DrconvError(f"output {meta.name}: ONNX Runtime gives shape {out.shape}, PyTorch {ref.shape}")
+            raise DrconvError(f"output {meta.name}: {RUNTIMES[runtime]} gives shape {out.shape}, PyTorch {ref.shape}")
         diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
         scale = np.abs(ref.astype(np.float64))
         both_nan = np.isnan(out) & np.isnan(ref)
@@ -270,4 +310,4 @@ def verify_onnx(
         max_rel = float((diff / np.maximum(scale, np.finfo(np.float32).tiny)).max(initial=0.0))
         results.append(OutputError(meta.name, tuple(out.shape), max_abs, max_rel, ok))
     regions, note = _agreement(layers, nodes, runtime_guides)
-    return VerifyReport(shape, atol, rtol, results, regions, min_agreement, note)
+    return VerifyReport(shape, atol, rtol, results, regions, min_agreement, note, RUNTIMES[runtime])

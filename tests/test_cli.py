@@ -35,9 +35,11 @@ def test_info_json():
     result = run("info", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    for key in ("python", "torch", "onnx", "onnxruntime", "tensorrt", "cuda_available", "plugins"):
+    for key in ("python", "torch", "onnx", "onnxruntime", "openvino", "tensorrt", "cuda_available", "plugins"):
         assert key in data
-    assert set(data["plugins"]) == {"onnxruntime", "tensorrt"}
+    assert set(data["plugins"]) == {"onnxruntime", "tensorrt", "openvino"}
+    # `make test` installs OpenVINO (requirements/cpu.txt) and builds its extension
+    assert data["openvino"] == "2026.4.1" and data["plugins"]["openvino"].endswith("libdrconv_openvino.so")
     assert data["torch"].startswith("2.")
     assert isinstance(data["cuda_available"], bool)
     assert data["cpu_kernel_isa"] in {"avx512", "avx2", "baseline"}

@@ -80,6 +80,8 @@ def test_the_sdist_holds_what_the_build_needs(built):
         "plugins/common/region_conv_cpu.h",
         "plugins/onnxruntime/region_conv2d_cpu.cc",
         "plugins/tensorrt/region_conv2d_plugin.cc",
+        "plugins/openvino/region_conv2d_op.cc",
+        "plugins/openvino/exports.map",
         "drconv/csrc/region_conv_torch.cpp",
         "drconv/csrc/region_conv_checks.h",
     ):
@@ -95,8 +97,10 @@ def test_the_wheel_carries_its_libraries(built):
     assert not [n for n in names if "/_C" in n]  # an isolated build has no torch: no torch extension
     info = _build_info(built["wheel"])
     assert "onnxruntime" in info["built"]
+    # OpenVINO comes with the build requirements (pyproject.toml): every wheel carries its extension.
+    assert LIB + "libdrconv_openvino.so" in names and "openvino" in info["built"]
     if shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").is_file():
-        assert LIB + "libdrconv_tensorrt.so" in names and info["built"] == ["onnxruntime", "tensorrt"]
+        assert LIB + "libdrconv_tensorrt.so" in names and info["built"] == ["onnxruntime", "tensorrt", "openvino"]
     else:
         assert "nvcc" in info["left_out"]["tensorrt"]
 
@@ -105,6 +109,7 @@ def test_a_wheel_built_without_cuda_says_what_it_left_out(built):
     with zipfile.ZipFile(built["cpu_wheel"]) as z:
         names = set(z.namelist())
     assert LIB + "libdrconv_onnxruntime.so" in names and LIB + "libdrconv_tensorrt.so" not in names
+    assert LIB + "libdrconv_openvino.so" in names
     assert _build_info(built["cpu_wheel"])["left_out"] == {"tensorrt": "DRCONV_WITH_CUDA is OFF"}
 
 
@@ -175,7 +180,7 @@ def test_build_info_names_a_failed_header_fetch(tmp_path):
         env=env,
     )
     info = json.loads((build / "build_info.json").read_text())
-    assert info["built"] == ["onnxruntime"]
+    assert info["built"] == ["onnxruntime", "openvino"]  # OpenVINO's config found from this Python's package
     assert set(info["left_out"]) == {"tensorrt"}
     reason = info["left_out"]["tensorrt"]
     assert "fetching failed" in reason or "no CUDA compiler" in reason, reason

@@ -1,1 +1,1 @@
-"""Runtimes that run exported DRConv models: ONNX Runtime (ort)."""
+"""Runtimes that run exported DRConv models: ONNX Runtime (ort), OpenVINO (openvino), TensorRT (trt)."""

@@ -1,0 +1,132 @@
+#include "region_conv2d_op.h"
+
+#include <openvino/core/parallel.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "region_conv_cpu.h"
+
+namespace drconv::openvino {
+namespace {
+
+const char* const kInputs[4] = {"X", "filters", "guide", "B"};
+
+// fn(i) for i in [0, count) on OpenVINO's own threads: ov::parallel_for splits the range over
+// the TBB arena of the inference stream that runs the node, so the kernel adds no threads of
+// its own and uses as many as the stream has (INFERENCE_NUM_THREADS, or streams' share).
+struct OvParallelFor {
+  template <typename Fn>
+  void operator()(int64_t count, const Fn& fn) const {
+    if (count <= 0) return;
+    ov::parallel_for(static_cast<size_t>(count), [&](size_t i) { fn(static_cast<int64_t>(i)); });
+  }
+};
+
+std::vector<int64_t> dims_of(const ov::Shape& shape) { return {shape.begin(), shape.end()}; }
+
+}  // namespace
+
+RegionConv2d::RegionConv2d(const ov::OutputVector& inputs, RegionConvAttrs attrs)
+    : Op(inputs), attrs_(std::move(attrs)) {
+  constructor_validate_and_infer_types();
+}
+
+void RegionConv2d::validate_and_infer_types() {
+  const size_t count = get_input_size();
+  NODE_VALIDATION_CHECK(this, count == 3 || count == 4,
+                        "RegionConv2d: expects 3 or 4 inputs (X, filters, guide[, B]), got ", count);
+  const std::string bad_attrs = attrs_.validate();
+  NODE_VALIDATION_CHECK(this, bad_attrs.empty(), "RegionConv2d: ", bad_attrs);
+  const ov::element::Type type = get_input_element_type(0);
+  for (size_t i = 1; i < count; ++i)
+    NODE_VALIDATION_CHECK(this, get_input_element_type(i) == type, "RegionConv2d: input ", kInputs[i], " is ",
+                          get_input_element_type(i), " but X is ", type, "; all inputs must share one type");
+  NODE_VALIDATION_CHECK(this, type.is_dynamic() || type == ov::element::f32,
+                        "RegionConv2d: the OpenVINO extension runs float32, got ", type,
+                        "; export the model in float32");
+
+  const ov::PartialShape &x = get_input_partial_shape(0), &f = get_input_partial_shape(1),
+                         &g = get_input_partial_shape(2);
+  if (x.is_static() && f.is_static() && g.is_static()) {  // every rule of the other backends
+    const std::vector<int64_t> xd = dims_of(x.to_shape()), fd = dims_of(f.to_shape()), gd = dims_of(g.to_shape());
+    RegionConvShape shape;
+    const std::string bad = make_shape(attrs_, xd.data(), xd.size(), fd.data(), fd.size(), gd.data(), gd.size(), shape);
+    NODE_VALIDATION_CHECK(this, bad.empty(), bad);
+    if (count == 4 && get_input_partial_shape(3).is_static()) {
+      const std::vector<int64_t> b = dims_of(get_input_partial_shape(3).to_shape());
+      const std::string bad_bias = check_bias(b.data(), b.size(), shape.c_out);
+      NODE_VALIDATION_CHECK(this, bad_bias.empty(), bad_bias);
+    }
+    set_output_type(0, type, ov::PartialShape{shape.n, shape.c_out, shape.h_out(), shape.w_out()});
+    return;
+  }
+  // Dynamic: the ranks now, the rest when the shapes are known (evaluate); Y takes N from X,
+  // C_out from the filters and H_out, W_out from the guide.
+  ov::PartialShape y = ov::PartialShape::dynamic(4);
+  if (x.rank().is_static()) {
+    NODE_VALIDATION_CHECK(this, x.size() == 4, "RegionConv2d: input X must be 4-D [N, C_in, H, W], got ", x);
+    y[0] = x[0];
+  }
+  if (f.rank().is_static()) {
+    NODE_VALIDATION_CHECK(this, f.size() == 6, "RegionConv2d: input filters must be 6-D, got ", f);
+    y[1] = f[attrs_.layout() == FilterLayout::kIHWO ? 5 : 2];
+  }
+  if (g.rank().is_static()) {
+    NODE_VALIDATION_CHECK(this, g.size() == 4, "RegionConv2d: input guide must be 4-D [N, R, H_out, W_out], got ", g);
+    y[2] = g[2];
+    y[3] = g[3];
+  }
+  set_output_type(0, type, y);
+}
+
+std::shared_ptr<ov::Node> RegionConv2d::clone_with_new_inputs(const ov::OutputVector& inputs) const {
+  return std::make_shared<RegionConv2d>(inputs, attrs_);
+}
+
+bool RegionConv2d::visit_attributes(ov::AttributeVisitor& visitor) {
+  visitor.on_attribute("strides", attrs_.strides);
+  visitor.on_attribute("pads", attrs_.pads);
+  visitor.on_attribute("dilations", attrs_.dilations);
+  visitor.on_attribute("filter_layout", attrs_.filter_layout);
+  visitor.on_attribute("activation", attrs_.activation);
+  visitor.on_attribute("plugin_version", plugin_version_);
+  return true;
+}
+
+bool RegionConv2d::has_evaluate() const { return get_input_element_type(0) == ov::element::f32; }
+
+bool RegionConv2d::evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const {
+  for (size_t i = 0; i < inputs.size(); ++i)
+    OPENVINO_ASSERT(inputs[i].get_element_type() == ov::element::f32, "RegionConv2d: input ", kInputs[i], " is ",
+                    inputs[i].get_element_type(), "; the OpenVINO extension runs float32");
+  const std::vector<int64_t> x = dims_of(inputs[0].get_shape()), f = dims_of(inputs[1].get_shape()),
+                             g = dims_of(inputs[2].get_shape());
+  RegionConvShape shape;
+  const std::string bad = make_shape(attrs_, x.data(), x.size(), f.data(), f.size(), g.data(), g.size(), shape);
+  OPENVINO_ASSERT(bad.empty(), bad);
+  const float* bias = nullptr;
+  if (inputs.size() > 3) {
+    const std::vector<int64_t> b = dims_of(inputs[3].get_shape());
+    const std::string bad_bias = check_bias(b.data(), b.size(), shape.c_out);
+    OPENVINO_ASSERT(bad_bias.empty(), bad_bias);
+    bias = static_cast<const float*>(inputs[3].data());
+  }
+  outputs[0].set_shape(ov::Shape{static_cast<size_t>(shape.n), static_cast<size_t>(shape.c_out),
+                                 static_cast<size_t>(shape.h_out()), static_cast<size_t>(shape.w_out())});
+  const int64_t workers = std::max(1, parallel_get_max_threads());
+  // The workspace is the call's own: OpenVINO may run one node from several infer requests at once.
+  const auto bytes = static_cast<size_t>(region_conv_workspace_size<float>(shape, workers));
+  std::vector<char> workspace(bytes + 64);
+  void* aligned = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
+  region_conv_forward_f32(static_cast<const float*>(inputs[0].data()), static_cast<const float*>(inputs[1].data()),
+                          static_cast<const float*>(inputs[2].data()), static_cast<float*>(outputs[0].data()), shape,
+                          OvParallelFor{}, workers, aligned, direct::Epilogue{bias, attrs_.activation == "Relu"});
+  return true;
+}
+
+}  // namespace drconv::openvino

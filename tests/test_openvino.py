@@ -1,0 +1,186 @@
+"""The OpenVINO extension (libdrconv_openvino.so): loaded into openvino.Core, drconv's custom exports
+read by OpenVINO's ONNX frontend and run on its CPU plugin against PyTorch, lone nodes against the
+reference op, and the refusals (bad shapes and attributes, no extension)."""
+
+import numpy as np
+import onnx
+import openvino
+import pytest
+import torch
+from onnx_graphs import mixture_node_model, region_conv_node_model, routed_mixture_node_model
+
+from drconv import get_library_path, libraries, region_conv
+from drconv.errors import DrconvError
+from drconv.export import to_onnx
+from drconv.export.rewrite import TO_IHWO
+from drconv.models import create
+from drconv.runtime import openvino as ov_runtime
+
+NODE_INPUTS = ("X", "filters", "guide", "B")
+
+
+def _compiled(proto: onnx.ModelProto, tmp_path, threads: int = 2):
+    path = tmp_path / "node.onnx"
+    onnx.save(proto, str(path))
+    return ov_runtime.compile(path, threads=threads)
+
+
+def _symbolic(*ranks: int) -> tuple[list[str], ...]:
+    """Declared shapes with every dimension symbolic (OpenVINO's CPU plugin needs the ranks)."""
+    return tuple([f"d{i}_{j}" for j in range(rank)] for i, rank in enumerate(ranks))
+
+
+def test_the_extension_loads_into_a_core_and_its_frontend_reads_the_node(tmp_path):
+    core = openvino.Core()
+    core.add_extension(get_library_path("openvino"))
+    path = tmp_path / "node.onnx"
+    onnx.save(region_conv_node_model(declare_shapes=_symbolic(4, 6, 4)), str(path))
+    ops = {op.get_type_name() for op in core.read_model(str(path)).get_ops()}
+    assert "RegionConv2d" in ops
+
+
+@pytest.mark.parametrize("name", ["drconv-tiny", "drconv-shufflenetv2-0.5x"])
+def test_custom_exports_match_pytorch_at_other_batches_and_sizes(name, tmp_path):
+    torch.manual_seed(0)
+    model = create(name).eval()
+    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "m.onnx")
+    compiled = ov_runtime.compile(path, threads=2)
+    for shape in ((1, 3, 64, 64), (3, 3, 96, 64)):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = compiled(x.numpy())[0]
+        # drconv-tiny's logits reach ~1e3 at its initialisation: atol 1e-3 is 1e-6 of them, as in test_ort.
+        np.testing.assert_allclose(got, expected, atol=1e-3 if name == "drconv-tiny" else 1e-4, rtol=1e-4)
+
+
+# (N, C_in, C_out, R, (kh, kw), stride, padding, dilation, (H, W), layout, bias and ReLU)
+NODE_CASES = [
+    (1, 3, 4, 2, (3, 3), (1, 1), (1, 1), (1, 1), (9, 11), "OIHW", False),
+    (2, 5, 17, 8, (1, 1), (1, 1), (0, 0), (1, 1), (7, 7), "IHWO", True),
+    (1, 24, 24, 8, (1, 1), (2, 2), (0, 0), (1, 1), (14, 13), "IHWO", True),
+    (3, 4, 6, 3, (3, 3), (2, 1), (1, 2), (2, 1), (12, 10), "OIHW", True),
+    (1, 6, 40, 16, (5, 5), (1, 1), (2, 2), (1, 1), (8, 9), "IHWO", False),
+    (2, 2, 3, 1, (3, 1), (1, 2), (0, 1), (1, 3), (6, 8), "OIHW", False),
+    (1, 96, 96, 8, (1, 1), (1, 1), (0, 0), (1, 1), (7, 7), "IHWO", True),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", NODE_CASES, ids=lambda c: "n{}c{}k{}R{}_{}s{}p{}d{}_{}_{}_{}".format(*c))
+def test_lone_nodes_match_the_reference_op(case, threads, tmp_path):
+    n, c_in, c_out, regions, kernel, stride, pad, dilation, (h, w), layout, epilogue = case
+    torch.manual_seed(n + c_in + c_out + regions)
+    ho = (h + 2 * pad[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * pad[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    x, filters = torch.randn(n, c_in, h, w), torch.randn(n, regions, c_out, c_in, *kernel)
+    guide, bias = torch.randn(n, regions, ho, wo), torch.randn(c_out)
+    expected = region_conv(x, filters, guide, stride, pad, dilation)
+    if epilogue:
+        expected = torch.relu(expected + bias.view(1, -1, 1, 1))
+    proto = region_conv_node_model(
+        stride,
+        (pad[0], pad[1], pad[0], pad[1]),
+        dilation,
+        declare_shapes=_symbolic(4, 6, 4, 1)[: 3 + epilogue],
+        filter_layout=layout,
+        bias=epilogue,
+        activation="Relu" if epilogue else None,
+    )
+    given = filters.permute(TO_IHWO).contiguous() if layout == "IHWO" else filters
+    feeds = [t.numpy() for t in (x, given, guide, bias)[: 3 + epilogue]]
+    got = _compiled(proto, tmp_path, threads)(feeds)[0]
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_mixture_nodes_become_openvino_matmuls_feeding_the_operation(routed, tmp_path):
+    n, c_in, c_out, regions, bases, h, w = 2, 12, 20, 4, 3, 7, 6
+    torch.manual_seed(3)
+    x, guide = torch.randn(n, c_in, h, w), torch.randn(n, regions, h, w)
+    basis = torch.randn(bases, c_in, 1, 1, c_out)  # IHWO
+    routing, routing_bias = torch.randn(c_in, regions * bases), torch.randn(regions * bases)
+    z = torch.sigmoid(x.mean((2, 3)) @ routing + routing_bias).reshape(n, regions, bases)
+    filters = torch.einsum("nrm,mihwo->nroihw", z, basis)
+    expected = region_conv(x, filters, guide)
+    if routed:
+        proto = routed_mixture_node_model(filter_layout="IHWO")
+        feeds = [x, basis, guide, routing, routing_bias]
+    else:
+        proto = mixture_node_model(filter_layout="IHWO")
+        feeds = [x, z, basis, guide]
+    ranks = {"X": 4, "coefficients": 3, "basis": 5, "guide": 4, "routing": 2, "routing_bias": 1}
+    for value in proto.graph.input:  # OpenVINO needs the ranks, and a static basis
+        shape = list(basis.shape) if value.name == "basis" else [f"{value.name}{i}" for i in range(ranks[value.name])]
+        value.CopyFrom(onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, shape))
+    got = _compiled(proto, tmp_path)([t.numpy() for t in feeds])[0]
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        (((2, 3, 9, 9), (1, 2, 4, 3, 3, 3), (2, 2, 9, 9)), "same batch size"),
+        (((1, 3, 9, 9), (1, 2, 4, 5, 3, 3), (1, 2, 9, 9)), r"filters dim 3 \(C_in\) must equal X dim 1"),
+        (((1, 3, 9, 9), (1, 2, 4, 3, 3, 3), (1, 3, 9, 9)), "guide dim 1 must equal the number of regions"),
+        (((1, 3, 9, 9), (1, 2, 4, 3, 3, 3), (1, 2, 8, 9)), "guide must be 9x9"),
+        (((1, 3, 2, 2), (1, 2, 4, 3, 5, 5), (1, 2, 1, 1)), "RegionConv2d:"),
+    ],
+)
+def test_mismatched_shapes_are_refused_with_the_node_named(shapes, message, tmp_path):
+    feeds = [np.zeros(s, np.float32) for s in shapes]
+    dynamic = _compiled(region_conv_node_model(pads=(1, 1, 1, 1), declare_shapes=_symbolic(4, 6, 4)), tmp_path)
+    with pytest.raises(RuntimeError, match=message):
+        dynamic(feeds)
+    # Declared static shapes are checked when the graph is read.
+    path = tmp_path / "static.onnx"
+    onnx.save(region_conv_node_model(pads=(1, 1, 1, 1), declare_shapes=shapes), str(path))
+    with pytest.raises(DrconvError, match=f"OpenVINO cannot read .*{message}"):
+        ov_runtime.compile(path)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"strides": (0, 1)}, "strides must be >= 1"),
+        ({"pads": (1, 0, 2, 0)}, "symmetric"),
+        ({"pads": (1, 1)}, "pads must have 4 values"),
+        ({"filter_layout": "XYZW"}, 'filter_layout must be "OIHW" or "IHWO"'),
+        ({"activation": "Tanh"}, 'activation must be "" or "Relu"'),
+        ({"filter_layout": [1, 2]}, "filter_layout must be a string"),
+        ({"activation": 3}, "activation must be a string"),
+        ({"strides": (1.0, 1.0)}, "strides must be ints"),  # FLOATS: an error, not the default
+    ],
+)
+def test_bad_attributes_are_refused_when_the_graph_is_read(attrs, message, tmp_path):
+    path = tmp_path / "bad.onnx"
+    onnx.save(region_conv_node_model(declare_shapes=_symbolic(4, 6, 4), **attrs), str(path))
+    with pytest.raises(DrconvError, match=f"OpenVINO cannot read {path}: RegionConv2d: attribute .*{message}"):
+        ov_runtime.compile(path)
+
+
+def test_a_graph_read_without_the_extension_names_the_library(tmp_path):
+    path = tmp_path / "node.onnx"
+    onnx.save(region_conv_node_model(declare_shapes=_symbolic(4, 6, 4)), str(path))
+    with pytest.raises(DrconvError, match=r"need the extension libdrconv_openvino\.so") as caught:
+        ov_runtime.compile(path, extension=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_library_says_how_to_build_it(tmp_path, monkeypatch):
+    path = tmp_path / "node.onnx"
+    onnx.save(region_conv_node_model(declare_shapes=_symbolic(4, 6, 4)), str(path))
+    monkeypatch.setattr(libraries, "plugin_path", lambda backend: None)
+    with pytest.raises(DrconvError, match=r"libdrconv_openvino\.so is not built.*pip install openvino"):
+        ov_runtime.compile(path)
+
+
+def test_compile_refuses_bad_arguments(tmp_path):
+    with pytest.raises(DrconvError, match="no such file"):
+        ov_runtime.compile(tmp_path / "missing.onnx")
+    path = tmp_path / "node.onnx"
+    onnx.save(region_conv_node_model(declare_shapes=_symbolic(4, 6, 4)), str(path))
+    with pytest.raises(DrconvError, match="precision must be one of f32, bf16, f16"):
+        ov_runtime.compile(path, precision="int4")
+    with pytest.raises(DrconvError, match="threads must be >= 1"):
+        ov_runtime.compile(path, threads=0)
