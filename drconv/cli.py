@@ -600,14 +600,24 @@ def _prepare_targets(
     targets, model, checkpoint, shape, requested, device, threads, tmp, status, baseline=None, check_files=True
 ):
     """Backends for a model (a TARGET, --model, or the default when no file is given) and for files."""
+    from drconv.benchmark.files import FILE_BACKENDS
+
     specs, files = _split_targets(targets)
     if specs and model is not None:
         raise DrconvError(f"give the model once: as a TARGET ({specs[0]}) or with --model ({model})")
     name = specs[0] if specs else model
     if name is None and not files:
         name = DEFAULT_MODEL
+    # --backend ort,ov: the runtimes of the .onnx files; the other names are the model's backends.
+    runtimes = tuple(b for b in FILE_BACKENDS if b in (requested or []))
+    requested = [b for b in requested if b not in FILE_BACKENDS] if requested else None
+    if runtimes and not files:
+        raise DrconvError(f"--backend {', '.join(runtimes)}: those time .onnx files; give one")
     if name is None and requested:
-        raise DrconvError("--backend chooses the backends of a model or --layer; .onnx and .engine files run as given")
+        raise DrconvError(
+            "--backend chooses the backends of a model or --layer; .onnx files run in ort (default) or ov, "
+            ".engine files as given"
+        )
     if name is None and baseline is not None:
         raise DrconvError("--baseline compares a model (a TARGET or --model) with another; give the model")
     if name is None and checkpoint is not None:
@@ -633,7 +643,7 @@ def _prepare_targets(
                     return net(torch.from_numpy(x))
 
             reference = (name, reference_run)
-        from_files = prepare_files(files, shape, device, threads, reference)
+        from_files = prepare_files(files, shape, device, threads, reference, runtimes or ("ort",))
         if prepared is None:
             return from_files, ", ".join(f.name for f in files)
         prepared.backends += from_files.backends
@@ -649,7 +659,8 @@ def benchmark(
         list[str] | None,
         typer.Argument(
             help="What to time: a model (built-in name or package.module:factory), .onnx files (ONNX Runtime, "
-            "CPU) and/or .engine files (TensorRT, with --device cuda). Default: drconv-tiny.",
+            "or OpenVINO with --backend ov; CPU) and/or .engine files (TensorRT, with --device cuda). "
+            "Default: drconv-tiny.",
             show_default=False,
         ),
     ] = None,
@@ -677,8 +688,9 @@ def benchmark(
             "--backend",
             "-b",
             help="Comma-separated backends (default: all that run here). --layer: torch, torch-naive, torch-dense, "
-            "ort-custom, ort-portable, ort-dense; on cuda torch, torch-naive, torch-cuda, trt, cudnn-dense. "
-            "Models: torch, ort-custom, ort-portable; on cuda torch, trt.",
+            "ort-custom, ort-portable, ort-dense, ov-custom, ov-portable, ov-dense (OpenVINO); on cuda torch, "
+            "torch-naive, torch-cuda, trt, cudnn-dense. Models: torch, ort-custom, ort-portable, ov-custom, "
+            "ov-portable; on cuda torch, trt. .onnx files: ort (default), ov.",
         ),
     ] = None,
     device: Annotated[Device, typer.Option(help="Where PyTorch and TensorRT run (ONNX Runtime runs on the CPU).")] = (

@@ -2,12 +2,15 @@
 read by OpenVINO's ONNX frontend and run on its CPU plugin against PyTorch, lone nodes against the
 reference op, and the refusals (bad shapes and attributes, no extension)."""
 
+import json
+
 import numpy as np
 import onnx
 import openvino
 import pytest
 import torch
 from onnx_graphs import mixture_node_model, region_conv_node_model, routed_mixture_node_model
+from test_cli import run
 
 from drconv import get_library_path, libraries, region_conv
 from drconv.errors import DrconvError
@@ -184,3 +187,51 @@ def test_compile_refuses_bad_arguments(tmp_path):
         ov_runtime.compile(path, precision="int4")
     with pytest.raises(DrconvError, match="threads must be >= 1"):
         ov_runtime.compile(path, threads=0)
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "tiny.onnx"
+    result = run("export", "-o", str(path), "--input-shape", "1,3,32,32")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_verify_runs_in_openvino(tiny_export):
+    result = run("verify", str(tiny_export), "--runtime", "openvino", "--batch", "3", "--size", "48", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["runtime"] == "OpenVINO" and report["input_shape"] == [3, 3, 48, 48]
+    assert len(report["regions"]) == 3 and all(r["agreement"] >= 0.999 for r in report["regions"])
+
+
+def test_benchmark_times_an_onnx_file_in_both_runtimes(tiny_export, tmp_path):
+    out = tmp_path / "files.json"
+    result = run(
+        "benchmark", str(tiny_export), "--backend", "ort,ov", "--input-shape", "2,3,32,32",
+        "--iters", "2", "--warmup", "0", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.read_text())
+    assert [r["backend"] for r in doc["results"]] == ["ort:tiny.onnx", "ov:tiny.onnx"]
+    assert all(r["items"] == 2 for r in doc["results"])
+
+
+def test_benchmark_ov_backends_of_a_model_against_its_baseline(tmp_path):
+    out = tmp_path / "model.json"
+    result = run(
+        "benchmark", "drconv-tiny", "--backend", "ov-custom,ov-portable", "--baseline", "drconv-tiny",
+        "--input-shape", "1,3,32,32", "--iters", "2", "--warmup", "0", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    by_name = {r["backend"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(by_name) == {"ov-custom", "ov-portable", "baseline:ov"}
+    assert by_name["ov-custom"]["bound"] == "baseline:ov" and by_name["ov-custom"]["max_rel_error"] < 1e-3
+
+
+def test_benchmark_ov_without_a_file_is_refused():
+    result = run("benchmark", "--backend", "ov")
+    assert result.returncode == 1 and "--backend ov: those time .onnx files; give one" in result.stderr

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from drconv.benchmark.files import as_numpy, check, ort_session
+from drconv.benchmark.files import as_numpy, check, ort_session, ov_compiled
 from drconv.benchmark.timing import Backend, Prepared
 from drconv.errors import DrconvError
 
@@ -34,10 +34,13 @@ __all__ = [
 
 # In the order they run and are reported; the dense ones are the bounds.
 LAYER_BACKENDS = {
-    "cpu": ("torch", "torch-naive", "torch-dense", "ort-custom", "ort-portable", "ort-dense"),
+    "cpu": (
+        "torch", "torch-naive", "torch-dense", "ort-custom", "ort-portable", "ort-dense",
+        "ov-custom", "ov-portable", "ov-dense",
+    ),
     "cuda": ("torch", "torch-naive", "torch-cuda", "trt", "cudnn-dense"),
-}
-MODEL_BACKENDS = {"cpu": ("torch", "ort-custom", "ort-portable"), "cuda": ("torch", "trt")}
+}  # fmt: skip
+MODEL_BACKENDS = {"cpu": ("torch", "ort-custom", "ort-portable", "ov-custom", "ov-portable"), "cuda": ("torch", "trt")}
 KNOWN = sorted({b for group in (*LAYER_BACKENDS.values(), *MODEL_BACKENDS.values()) for b in group})
 _BOUND = {
     "cpu": {
@@ -45,6 +48,8 @@ _BOUND = {
         "torch-naive": "torch-dense",
         "ort-custom": "ort-dense",
         "ort-portable": "ort-dense",
+        "ov-custom": "ov-dense",
+        "ov-portable": "ov-dense",
     },
     "cuda": {"torch": "cudnn-dense", "torch-naive": "cudnn-dense", "torch-cuda": "cudnn-dense", "trt": "cudnn-dense"},
 }
@@ -158,6 +163,10 @@ def _availability(name: str, device: str) -> None:
         from drconv.runtime.ort import custom_op_library
 
         custom_op_library()
+    elif name.startswith("ov-"):
+        from drconv.runtime import openvino
+
+        openvino.core(extension=name == "ov-custom")  # OpenVINO installed (and the extension built)
     elif name == "trt":
         from drconv.runtime import trt
 
@@ -229,6 +238,19 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
             sess = ort_session(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)
             dense_feed = {"X": feeds["X"]}
             return lambda: sess.run(None, dense_feed)
+        if name in ("ov-custom", "ov-portable"):
+            if name == "ov-portable":
+                proto, inputs = region_conv_graph(x, filters, guide, padding=(pad, pad), mode="portable"), feeds
+            else:  # the custom node as drconv export writes it: filters IHWO
+                proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
+                inputs = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
+            compiled = ov_compiled(_saved(proto, tmp, name), threads, extension=name == "ov-custom")
+            request, ordered = compiled.create_infer_request(), [inputs[i.get_any_name()] for i in compiled.inputs]
+            return lambda: request.infer(ordered, share_inputs=True)  # as ONNX Runtime: inputs read in place
+        if name == "ov-dense":
+            compiled = ov_compiled(_saved(dense_conv_graph(weight.numpy(), tuple(x.shape), pad), tmp, name), threads)
+            request, dense_input = compiled.create_infer_request(), [feeds["X"]]
+            return lambda: request.infer(dense_input, share_inputs=True)
         if name == "trt":
             return _trt_layer(x, filters, guide, pad, tmp)
         raise _unknown(name)
@@ -264,7 +286,9 @@ def _model_input(shape: tuple[int, ...], device: str) -> torch.Tensor:
 
 # The runtime a model backend's baseline (--baseline) runs on: a plain network has no
 # region convs, so its custom and portable exports are one graph, timed once.
-_BASELINE_RUNTIME = {"torch": "torch", "ort-custom": "ort", "ort-portable": "ort", "trt": "trt"}
+_BASELINE_RUNTIME = {
+    "torch": "torch", "ort-custom": "ort", "ort-portable": "ort", "ov-custom": "ov", "ov-portable": "ov", "trt": "trt",
+}  # fmt: skip
 BASELINE_PREFIX = "baseline:"
 
 
@@ -282,7 +306,7 @@ def prepare_model(
     """Backends for a whole model: PyTorch eager, and the model exported or built for each runtime.
 
     With a `baseline` (name, model), e.g. the plain twin, the same runtimes also run it, as
-    `baseline:torch`, `baseline:ort`, `baseline:trt`, and each backend's bound is the
+    `baseline:torch`, `baseline:ort`, `baseline:ov`, `baseline:trt`, and each backend's bound is the
     baseline on its runtime: the ratio says what the DRConv layers cost end to end.
     """
     prepared = Prepared(config={"mode": "model", "device": device, "model": spec, "input_shape": list(shape)})
@@ -338,6 +362,13 @@ def _model_runs(
             sess = ort_session(path, threads)
             feed = {"input": x.numpy()}
             return lambda: sess.run(None, feed)
+        if name in ("ov", "ov-custom", "ov-portable"):
+            mode = "portable" if name == "ov-portable" else "custom"
+            status(f"exporting {spec} ({mode}) for OpenVINO ...")
+            path = to_onnx(net, x, tmp / f"model-ov-{mode}.onnx", mode=mode)
+            request = ov_compiled(path, threads, extension=mode == "custom").create_infer_request()
+            ov_input = [x.numpy()]
+            return lambda: request.infer(ov_input, share_inputs=True)
         if name == "trt":
             from drconv.runtime import trt
 

@@ -1,4 +1,4 @@
-"""Backends for exported files: .onnx in ONNX Runtime with no torch, .engine in TensorRT.
+"""Backends for exported files: .onnx in ONNX Runtime or OpenVINO with no torch, .engine in TensorRT.
 
 A machine that only runs exported models (numpy, onnx, onnxruntime) times them through
 this module; torch is imported only for TensorRT engines, whose inputs live on the GPU.
@@ -15,7 +15,16 @@ import numpy as np
 from drconv.benchmark.timing import Backend, Prepared
 from drconv.errors import DrconvError
 
-__all__ = ["ENGINE_SUFFIXES", "TOLERANCE", "as_numpy", "check", "ort_session", "prepare_files"]
+__all__ = [
+    "ENGINE_SUFFIXES",
+    "FILE_BACKENDS",
+    "TOLERANCE",
+    "as_numpy",
+    "check",
+    "ort_session",
+    "ov_compiled",
+    "prepare_files",
+]
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 # |backend - reference| / max|reference|: float32 sums in another order; on CUDA, TF32 convs.
@@ -23,7 +32,9 @@ TOLERANCE = {"cpu": 1e-3, "cuda": 1e-2}
 
 
 def as_numpy(out) -> np.ndarray:
-    """A backend's (first) output as float32 numpy: a runtime's list, an array or a torch tensor."""
+    """A backend's (first) output as float32 numpy: a runtime's list, OpenVINO's OVDict, an array or a torch tensor."""
+    if hasattr(out, "to_tuple"):  # openvino.OVDict, without importing openvino here
+        out = out.to_tuple()
     if isinstance(out, (list, tuple)):
         out = out[0]
     if hasattr(out, "detach"):  # a torch tensor, without importing torch here
@@ -67,6 +78,13 @@ def ort_session(path: Path, threads: int):
     return session(path, threads=threads)
 
 
+def ov_compiled(path: Path, threads: int, extension: bool = True):
+    """An OpenVINO compiled model on the CPU (float32, `threads` inference threads), as the benchmark times it."""
+    from drconv.runtime import openvino
+
+    return openvino.compile(path, threads=threads, extension=extension)
+
+
 def _fill(dims: list[int | None], shape: tuple[int, ...], where: str) -> tuple[int, ...]:
     """The requested shape where the file's axes are symbolic; its fixed axes must agree."""
     for axis, (fixed, want) in enumerate(zip(dims, shape, strict=True)):
@@ -79,17 +97,27 @@ def _fill(dims: list[int | None], shape: tuple[int, ...], where: str) -> tuple[i
 
 
 def _onnx_backend(
-    path: Path, shape: tuple[int, ...], threads: int, prepared: Prepared, reference: Reference | None
+    path: Path,
+    shape: tuple[int, ...],
+    threads: int,
+    prepared: Prepared,
+    reference: Reference | None,
+    runtime: str = "ort",
 ) -> Backend:
-    from drconv.runtime.ort import image_input
+    from drconv.runtime.ort import image_input, needs_custom_ops
 
     name, dims = image_input(path)
     x = np.random.default_rng(0).standard_normal(_fill(dims, shape, str(path)), dtype=np.float32)
-    sess = ort_session(path, threads)
-    feed = {name: x}
-    run: Callable[[], object] = lambda: sess.run(None, feed)  # noqa: E731
+    run: Callable[[], object]
+    if runtime == "ov":
+        request = ov_compiled(path, threads, extension=needs_custom_ops(path)).create_infer_request()
+        run = lambda: request.infer([x], share_inputs=True)  # noqa: E731
+    else:
+        sess = ort_session(path, threads)
+        feed = {name: x}
+        run = lambda: sess.run(None, feed)  # noqa: E731
     _first_run(run, path)
-    backend = Backend(f"ort:{path.name}", run, items=shape[0])
+    backend = Backend(f"{runtime}:{path.name}", run, items=shape[0])
     if reference is not None:
         what, model = reference
         expected = as_numpy(model(x)).astype(np.float64)
@@ -116,10 +144,20 @@ def _engine_backend(path: Path, shape: tuple[int, ...], device: str) -> Backend:
 Reference = tuple[str, Callable[[np.ndarray], object]]
 
 
+# The runtimes an .onnx file can be timed in (--backend): ONNX Runtime (the default) and OpenVINO.
+FILE_BACKENDS = ("ort", "ov")
+
+
 def prepare_files(
-    paths: list[Path], shape: tuple[int, ...], device: str, threads: int, reference: Reference | None = None
+    paths: list[Path],
+    shape: tuple[int, ...],
+    device: str,
+    threads: int,
+    reference: Reference | None = None,
+    runtimes: tuple[str, ...] = ("ort",),
 ) -> Prepared:
-    """Backends for exported files: .onnx in ONNX Runtime (CPU), .engine in TensorRT (plugin loaded first).
+    """Backends for exported files: .onnx in each of `runtimes` (FILE_BACKENDS, CPU), .engine in
+    TensorRT (plugin loaded first).
 
     With `reference`, each .onnx file's output on its input is checked against the model's
     first (the same tolerance as every backend), and a file that differs is refused.
@@ -131,7 +169,8 @@ def prepare_files(
         if not path.is_file():
             raise DrconvError(f"{path}: no such file")
         if path.suffix == ".onnx":
-            prepared.backends.append(_onnx_backend(path, shape, threads, prepared, reference))
+            for runtime in runtimes:
+                prepared.backends.append(_onnx_backend(path, shape, threads, prepared, reference, runtime))
         elif path.suffix in ENGINE_SUFFIXES:
             prepared.backends.append(_engine_backend(path, shape, device))
         else:
