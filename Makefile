@@ -38,6 +38,8 @@ demo: setup plugins
 	@mkdir -p build/demo
 	$(VENV)/bin/drconv export -o build/demo/drconv-tiny.onnx --verify
 	$(VENV)/bin/drconv export -o build/demo/drconv-tiny-portable.onnx --mode portable --verify
+	@echo "==> the custom export again, in OpenVINO with drconv's extension"
+	$(VENV)/bin/drconv verify build/demo/drconv-tiny.onnx --runtime openvino
 	@echo "==> drconv-tiny, 1x3x224x224: PyTorch eager vs the two exported files in ONNX Runtime"
 	$(VENV)/bin/drconv benchmark drconv-tiny build/demo/drconv-tiny.onnx build/demo/drconv-tiny-portable.onnx \
 		--backend torch --threads 2 --iters 20

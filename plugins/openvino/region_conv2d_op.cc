@@ -121,8 +121,8 @@ bool RegionConv2d::evaluate(ov::TensorVector& outputs, const ov::TensorVector& i
   const int64_t workers = std::max(1, parallel_get_max_threads());
   // The workspace is the call's own: OpenVINO may run one node from several infer requests at once.
   const auto bytes = static_cast<size_t>(region_conv_workspace_size<float>(shape, workers));
-  std::vector<char> workspace(bytes + 64);
-  void* aligned = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
+  const std::unique_ptr<char[]> workspace(new char[bytes + 64]);  // uninitialised: the kernel writes before it reads
+  void* aligned = workspace.get() + (64 - reinterpret_cast<uintptr_t>(workspace.get()) % 64) % 64;
   region_conv_forward_f32(static_cast<const float*>(inputs[0].data()), static_cast<const float*>(inputs[1].data()),
                           static_cast<const float*>(inputs[2].data()), static_cast<float*>(outputs[0].data()), shape,
                           OvParallelFor{}, workers, aligned, direct::Epilogue{bias, attrs_.activation == "Relu"});
