@@ -96,8 +96,30 @@ def test_lone_nodes_match_the_reference_op(case, threads, tmp_path):
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
 
 
+def test_a_zoo_export_runs_the_extension_operations_only(tmp_path):
+    """The zoo's MixtureRegionConv2d nodes stay one operation each (filters mixed in the kernel)."""
+    path = to_onnx(create("drconv-shufflenetv2-0.5x").eval(), torch.randn(1, 3, 64, 64), tmp_path / "zoo.onnx")
+    core = ov_runtime.core()  # kept while its model lives: the extension's code is in the Core's library
+    ops = [op.get_type_name() for op in core.read_model(str(path)).get_ops()]
+    assert ops.count("MixtureRegionConv2d") == 32 and "RegionConv2d" not in ops and "Sigmoid" not in ops
+
+
+def _mixture_model(routed: bool, basis_shape, extra_inputs=()):
+    proto = routed_mixture_node_model(filter_layout="IHWO") if routed else mixture_node_model(filter_layout="IHWO")
+    ranks = {"X": 4, "coefficients": 3, "basis": 5, "guide": 4, "routing": 2, "routing_bias": 1}
+    node = proto.graph.node[0]
+    for name, index in extra_inputs:  # inputs the node should not have, for the refusals
+        node.input.extend([""] * (index + 1 - len(node.input)))
+        node.input[index] = name
+        proto.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    for value in proto.graph.input:  # OpenVINO needs the ranks
+        shape = list(basis_shape) if value.name == "basis" else [f"{value.name}{i}" for i in range(ranks[value.name])]
+        value.CopyFrom(onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, shape))
+    return proto
+
+
 @pytest.mark.parametrize("routed", [False, True])
-def test_mixture_nodes_become_openvino_matmuls_feeding_the_operation(routed, tmp_path):
+def test_mixture_nodes_match_the_reference(routed, tmp_path):
     n, c_in, c_out, regions, bases, h, w = 2, 12, 20, 4, 3, 7, 6
     torch.manual_seed(3)
     x, guide = torch.randn(n, c_in, h, w), torch.randn(n, regions, h, w)
@@ -106,18 +128,26 @@ def test_mixture_nodes_become_openvino_matmuls_feeding_the_operation(routed, tmp
     z = torch.sigmoid(x.mean((2, 3)) @ routing + routing_bias).reshape(n, regions, bases)
     filters = torch.einsum("nrm,mihwo->nroihw", z, basis)
     expected = region_conv(x, filters, guide)
-    if routed:
-        proto = routed_mixture_node_model(filter_layout="IHWO")
-        feeds = [x, basis, guide, routing, routing_bias]
-    else:
-        proto = mixture_node_model(filter_layout="IHWO")
-        feeds = [x, z, basis, guide]
-    ranks = {"X": 4, "coefficients": 3, "basis": 5, "guide": 4, "routing": 2, "routing_bias": 1}
-    for value in proto.graph.input:  # OpenVINO needs the ranks, and a static basis
-        shape = list(basis.shape) if value.name == "basis" else [f"{value.name}{i}" for i in range(ranks[value.name])]
-        value.CopyFrom(onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, shape))
-    got = _compiled(proto, tmp_path)([t.numpy() for t in feeds])[0]
-    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+    feeds = [x, basis, guide, routing, routing_bias] if routed else [x, z, basis, guide]
+    for threads in (1, 2):
+        got = _compiled(_mixture_model(routed, basis.shape), tmp_path, threads)([t.numpy() for t in feeds])[0]
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_mixture_nodes_refuse_bad_routing_and_inputs(tmp_path):
+    x, basis, guide = (
+        np.zeros((1, 3, 5, 5), np.float32),
+        np.zeros((4, 3, 1, 1, 6), np.float32),
+        np.zeros((1, 2, 5, 5), np.float32),
+    )
+    compiled = _compiled(_mixture_model(True, basis.shape), tmp_path)
+    routing = r"MixtureRegionConv2d: input routing must be 2-D \[C_in, R \* M\] = \[3, 8\]"
+    with pytest.raises(RuntimeError, match=routing):
+        compiled([x, basis, guide, np.zeros((3, 7), np.float32), np.zeros(7, np.float32)])
+    path = tmp_path / "both.onnx"
+    onnx.save(_mixture_model(False, basis.shape, [("routing", 5)]), str(path))
+    with pytest.raises(DrconvError, match="MixtureRegionConv2d: give the coefficients or the routing, not both"):
+        ov_runtime.compile(path)
 
 
 @pytest.mark.parametrize(

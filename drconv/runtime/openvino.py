@@ -56,7 +56,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def core(extension: bool = True) -> Any:
-    """An openvino.Core with the drconv extension added (without, when `extension` is False)."""
+    """An openvino.Core with the drconv extension added (without, when `extension` is False).
+
+    Keep it as long as any model it reads: the extension's code lives in the Core's library.
+    """
     ov = _openvino()
     new = ov.Core()
     if extension:
@@ -109,6 +112,10 @@ def compile(
     if precision is not None and device.upper().startswith("CPU"):
         config["INFERENCE_PRECISION_HINT"] = precision
     try:
-        return ov_core.compile_model(model, device, config)
+        compiled = ov_core.compile_model(model, device, config)
     except Exception as exc:
         raise DrconvError(f"OpenVINO cannot compile {path} for {device}: {one_line(exc)}") from None
+    # The Core holds the extension library, whose code the compiled model's operations run:
+    # it must live as long as they do (a model read by a Core that is gone crashes when used).
+    compiled._drconv_core = ov_core
+    return compiled

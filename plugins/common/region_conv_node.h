@@ -153,6 +153,35 @@ inline std::string routing_dims(const int64_t* x, size_t x_rank, const int64_t* 
   return {};
 }
 
+// One input's dims, null where the node leaves the input out.
+struct InputDims {
+  const int64_t* dims = nullptr;
+  size_t rank = 0;
+  bool present() const { return dims != nullptr; }
+};
+
+// A MixtureRegionConv2d node's shape from its inputs: the coefficients given, or (`routing`
+// present) made by its routing, mixed with the basis into filters, checked as RegionConv2d's
+// against X and the guide. The caller has checked that exactly one of the two is there.
+// Fills `shape` and returns an empty string, or one line naming the node, the input and the
+// shapes.
+inline std::string mixture_shape(const RegionConvAttrs& attrs, InputDims x, InputDims coefficients, InputDims basis,
+                                 InputDims guide, InputDims routing, InputDims routing_bias, RegionConvShape& shape) {
+  int64_t routed[3] = {};
+  if (routing.present()) {
+    const std::string bad = routing_dims(x.dims, x.rank, guide.dims, guide.rank, basis.dims, basis.rank, routing.dims,
+                                         routing.rank, routing_bias.dims, routing_bias.rank, routed);
+    if (!bad.empty()) return bad;
+    coefficients = {routed, 3};
+  }
+  int64_t filters[6] = {};
+  const std::string bad = mixture_filter_dims(coefficients.dims, coefficients.rank, basis.dims, basis.rank, filters);
+  if (!bad.empty()) return bad;
+  const std::string bad_shape = make_shape(attrs, x.dims, x.rank, filters, 6, guide.dims, guide.rank, shape);
+  // Its messages say which node, and that the filters are coefficients x basis.
+  return bad_shape.empty() ? bad_shape : "Mixture" + bad_shape + " (filters = coefficients x basis)";
+}
+
 // The optional fourth input B, added per output channel: empty when it is [C_out].
 inline std::string check_bias(const int64_t* b, size_t b_rank, int64_t c_out) {
   if (b_rank == 1 && b[0] == c_out) return {};

@@ -136,31 +136,17 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
     inputs[i] = given[at[i]];
     infos[i] = given_infos[at[i]];
   }
-  if (routed) {  // the coefficients' dims, as the routing makes them
-    const TensorInfo &x = given_infos[0], &g = given_infos[3], &b = given_infos[2], &w = given_infos[5],
-                     &bias = given_infos[6];
-    int64_t z[3] = {};
-    const std::string bad =
-        routing_dims(x.dims.data(), x.dims.size(), g.dims.data(), g.dims.size(), b.dims.data(), b.dims.size(),
-                     w.dims.data(), w.dims.size(), given[6] != nullptr ? bias.dims.data() : nullptr, bias.dims.size(), z);
-    if (!bad.empty()) return error(*api, bad);
-    infos[1].dims.assign(z, z + 3);
-  }
-  int64_t mixed[6] = {};  // the dims of a mixture's filters
-  const int64_t* filters = infos[1].dims.data();
-  size_t f_rank = infos[1].dims.size();
-  if (mixture) {
-    const std::string bad = mixture_filter_dims(filters, f_rank, given_infos[2].dims.data(),
-                                                given_infos[2].dims.size(), mixed);
-    if (!bad.empty()) return error(*api, bad);
-    filters = mixed;
-    f_rank = 6;
-  }
   RegionConvShape shape;
-  std::string bad = make_shape(attrs, infos[0].dims.data(), infos[0].dims.size(), filters, f_rank,
-                               infos[2].dims.data(), infos[2].dims.size(), shape);
-  // A mixture's filters are coefficients x basis: its messages say which node and so.
-  if (!bad.empty() && mixture) bad = "Mixture" + bad + " (filters = coefficients x basis)";
+  std::string bad;
+  if (mixture) {
+    auto dims = [&](size_t i) {
+      return given[i] != nullptr ? InputDims{given_infos[i].dims.data(), given_infos[i].dims.size()} : InputDims{};
+    };
+    bad = mixture_shape(attrs, dims(0), dims(1), dims(2), dims(3), dims(5), dims(6), shape);
+  } else {
+    bad = make_shape(attrs, infos[0].dims.data(), infos[0].dims.size(), infos[1].dims.data(), infos[1].dims.size(),
+                     infos[2].dims.data(), infos[2].dims.size(), shape);
+  }
   if (!bad.empty()) return error(*api, bad);
   if (inputs[3] != nullptr) {
     const std::string bad_bias = check_bias(infos[3].dims.data(), infos[3].dims.size(), shape.c_out);

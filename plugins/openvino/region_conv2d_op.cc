@@ -1,7 +1,5 @@
 #include "region_conv2d_op.h"
 
-#include <openvino/core/parallel.hpp>
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -9,25 +7,12 @@
 #include <utility>
 #include <vector>
 
-#include "region_conv_cpu.h"
+#include "cpu_kernel.h"
 
 namespace drconv::openvino {
 namespace {
 
 const char* const kInputs[4] = {"X", "filters", "guide", "B"};
-
-// fn(i) for i in [0, count) on OpenVINO's own threads: ov::parallel_for splits the range over
-// the TBB arena of the inference stream that runs the node, so the kernel adds no threads of
-// its own and uses as many as the stream has (INFERENCE_NUM_THREADS, or streams' share).
-struct OvParallelFor {
-  template <typename Fn>
-  void operator()(int64_t count, const Fn& fn) const {
-    if (count <= 0) return;
-    ov::parallel_for(static_cast<size_t>(count), [&](size_t i) { fn(static_cast<int64_t>(i)); });
-  }
-};
-
-std::vector<int64_t> dims_of(const ov::Shape& shape) { return {shape.begin(), shape.end()}; }
 
 }  // namespace
 
@@ -114,18 +99,10 @@ bool RegionConv2d::evaluate(ov::TensorVector& outputs, const ov::TensorVector& i
     const std::vector<int64_t> b = dims_of(inputs[3].get_shape());
     const std::string bad_bias = check_bias(b.data(), b.size(), shape.c_out);
     OPENVINO_ASSERT(bad_bias.empty(), bad_bias);
-    bias = static_cast<const float*>(inputs[3].data());
+    bias = floats(inputs[3]);
   }
-  outputs[0].set_shape(ov::Shape{static_cast<size_t>(shape.n), static_cast<size_t>(shape.c_out),
-                                 static_cast<size_t>(shape.h_out()), static_cast<size_t>(shape.w_out())});
-  const int64_t workers = std::max(1, parallel_get_max_threads());
-  // The workspace is the call's own: OpenVINO may run one node from several infer requests at once.
-  const auto bytes = static_cast<size_t>(region_conv_workspace_size<float>(shape, workers));
-  const std::unique_ptr<char[]> workspace(new char[bytes + 64]);  // uninitialised: the kernel writes before it reads
-  void* aligned = workspace.get() + (64 - reinterpret_cast<uintptr_t>(workspace.get()) % 64) % 64;
-  region_conv_forward_f32(static_cast<const float*>(inputs[0].data()), static_cast<const float*>(inputs[1].data()),
-                          static_cast<const float*>(inputs[2].data()), static_cast<float*>(outputs[0].data()), shape,
-                          OvParallelFor{}, workers, aligned, direct::Epilogue{bias, attrs_.activation == "Relu"});
+  run_kernel(floats(inputs[0]), floats(inputs[1]), floats(inputs[2]), outputs[0], shape,
+             direct::Epilogue{bias, attrs_.activation == "Relu"});
   return true;
 }
 

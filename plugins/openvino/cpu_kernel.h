@@ -1,0 +1,50 @@
+// What the extension's operations share: OpenVINO's threads for the CPU kernel, shapes as the
+// node checks read them, and one call of the kernel with its own workspace.
+#pragma once
+
+#include <openvino/core/parallel.hpp>
+#include <openvino/runtime/tensor.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "region_conv_cpu.h"
+
+namespace drconv::openvino {
+
+// fn(i) for i in [0, count) on OpenVINO's own threads: ov::parallel_for splits the range over
+// the TBB arena of the inference stream that runs the node, so the kernel adds no threads of
+// its own and uses as many as the stream has (INFERENCE_NUM_THREADS, or streams' share).
+struct OvParallelFor {
+  template <typename Fn>
+  void operator()(int64_t count, const Fn& fn) const {
+    if (count <= 0) return;
+    ov::parallel_for(static_cast<size_t>(count), [&](size_t i) { fn(static_cast<int64_t>(i)); });
+  }
+};
+
+inline std::vector<int64_t> dims_of(const ov::Shape& shape) { return {shape.begin(), shape.end()}; }
+
+inline const float* floats(const ov::Tensor& tensor) { return static_cast<const float*>(tensor.data()); }
+
+// Y [N, C_out, H_out, W_out] of `shape` into `y`, by the float32 kernel on OpenVINO's threads.
+// `filters` null for a mixture (`mixture` then says how they are made).
+inline void run_kernel(const float* x, const float* filters, const float* guide, ov::Tensor& y,
+                       const RegionConvShape& shape, const direct::Epilogue& epilogue,
+                       const Mixture* mixture = nullptr) {
+  y.set_shape(ov::Shape{static_cast<size_t>(shape.n), static_cast<size_t>(shape.c_out),
+                        static_cast<size_t>(shape.h_out()), static_cast<size_t>(shape.w_out())});
+  const int64_t workers = std::max(1, parallel_get_max_threads());
+  // The workspace is the call's own (OpenVINO may run one node from several infer requests at
+  // once), and uninitialised: the kernel writes before it reads (zero-filling cost 5-15%).
+  const auto bytes =
+      static_cast<size_t>(region_conv_workspace_size<float>(shape, workers, mixture ? mixture->bases : 0));
+  const std::unique_ptr<char[]> workspace(new char[bytes + 64]);
+  void* aligned = workspace.get() + (64 - reinterpret_cast<uintptr_t>(workspace.get()) % 64) % 64;
+  region_conv_forward_f32(x, filters, guide, static_cast<float*>(y.data()), shape, OvParallelFor{}, workers, aligned,
+                          epilogue, mixture);
+}
+
+}  // namespace drconv::openvino
