@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml setup.py requirements/cpu.txt drconv/csrc/*.cpp drconv/
 	@touch $@
 
 # Native libraries (C++/CUDA), rebuilt after a change to plugins/: libdrconv_onnxruntime.so,
-# with nvcc also libdrconv_tensorrt.so, into drconv/lib; their test programs stay in
+# libdrconv_openvino.so (against the venv's openvino), with nvcc also libdrconv_tensorrt.so,
+# into drconv/lib; their test programs stay in
 # build/plugins. The headers they compile against (ONNX Runtime 1.21's C API, TensorRT
 # 10's) are fetched once into build/plugins/_deps unless ONNXRUNTIME_INCLUDE_DIR /
 # TensorRT_INCLUDE_DIR (or TENSORRT_ROOT) say where.
