@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from types import FrameType
 
 
 class Interrupted(BaseException):
@@ -17,7 +18,26 @@ class Interrupted(BaseException):
     partial file is left."""
 
 
-def _on_sigint(signum: int, frame: object) -> None:
+# How long an interrupt that came during a finalizer waits before it is raised again.
+RETRY_S = 0.01
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    if _in_finalizer(frame):
+        # Python prints and drops an exception raised in a finalizer ("Exception ignored in
+        # <function StorageWeakRef.__del__>"), and the command would run on: raise it a
+        # moment later instead, outside the finalizer.
+        signal.signal(signal.SIGALRM, _on_sigint)
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+        return
     raise Interrupted
 
 
@@ -29,6 +49,7 @@ def main() -> None:
         cli_main()
     except Interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
+        signal.setitimer(signal.ITIMER_REAL, 0)  # nor a retry still pending (_on_sigint)
         sys.stdout.flush()
         sys.stderr.write("interrupted\n")
         sys.stderr.flush()
