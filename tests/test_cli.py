@@ -242,10 +242,13 @@ def test_an_interrupt_is_one_line_and_exit_130_whenever_it_comes(tmp_path, args,
     import time
 
     child = subprocess.Popen([DRCONV, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
-    assert child.poll() is None, "the command ended before the interrupt; the test needs a longer one"
-    child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=120)
+    try:
+        time.sleep(delay)
+        assert child.poll() is None, "the command ended before the interrupt; the test needs a longer one"
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()  # a command the interrupt missed must not run on after the test
     assert child.returncode == 130
     assert stderr.strip() == "interrupted"
     assert list(tmp_path.iterdir()) == []  # no output and no temp file
