@@ -265,3 +265,19 @@ def test_benchmark_ov_backends_of_a_model_against_its_baseline(tmp_path):
 def test_benchmark_ov_without_a_file_is_refused():
     result = run("benchmark", "--backend", "ov")
     assert result.returncode == 1 and "--backend ov: those time .onnx files; give one" in result.stderr
+
+
+def test_openvino_ir_round_trip_keeps_the_operations_and_their_outputs(tmp_path):
+    """ov.save_model writes the operations' attributes (visit_attributes), and the extension reads them back."""
+    torch.manual_seed(2)
+    model = create("drconv-shufflenetv2-0.5x").eval()
+    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "zoo.onnx")
+    core = ov_runtime.core()
+    openvino.save_model(core.read_model(str(path)), str(tmp_path / "zoo.xml"))
+    ir = core.read_model(str(tmp_path / "zoo.xml"))
+    assert [op.get_type_name() for op in ir.get_ops()].count("MixtureRegionConv2d") == 32
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(compiled(x.numpy())[0], expected, atol=1e-4, rtol=1e-4)

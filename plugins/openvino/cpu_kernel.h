@@ -1,16 +1,20 @@
-// What the extension's operations share: OpenVINO's threads for the CPU kernel, shapes as the
-// node checks read them, and one call of the kernel with its own workspace.
+// What the extension's operations share: their attributes in OpenVINO IR, OpenVINO's threads
+// for the CPU kernel, shapes as the node checks read them, and one call of the kernel with its
+// own workspace.
 #pragma once
 
+#include <openvino/core/attribute_visitor.hpp>
 #include <openvino/core/parallel.hpp>
 #include <openvino/runtime/tensor.hpp>
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "region_conv_cpu.h"
+#include "region_conv_node.h"
 
 namespace drconv::openvino {
 
@@ -24,6 +28,16 @@ struct OvParallelFor {
     ov::parallel_for(static_cast<size_t>(count), [&](size_t i) { fn(static_cast<int64_t>(i)); });
   }
 };
+
+// The node's attributes (docs/region_conv_op.md), as OpenVINO IR reads and writes them.
+inline void visit_node_attributes(ov::AttributeVisitor& visitor, RegionConvAttrs& attrs, std::string& plugin_version) {
+  visitor.on_attribute("strides", attrs.strides);
+  visitor.on_attribute("pads", attrs.pads);
+  visitor.on_attribute("dilations", attrs.dilations);
+  visitor.on_attribute("filter_layout", attrs.filter_layout);
+  visitor.on_attribute("activation", attrs.activation);
+  visitor.on_attribute("plugin_version", plugin_version);
+}
 
 inline std::vector<int64_t> dims_of(const ov::Shape& shape) { return {shape.begin(), shape.end()}; }
 

@@ -80,15 +80,10 @@ std::shared_ptr<ov::Node> MixtureRegionConv2d::clone_with_new_inputs(const ov::O
 }
 
 bool MixtureRegionConv2d::visit_attributes(ov::AttributeVisitor& visitor) {
-  visitor.on_attribute("strides", attrs_.strides);
-  visitor.on_attribute("pads", attrs_.pads);
-  visitor.on_attribute("dilations", attrs_.dilations);
-  visitor.on_attribute("filter_layout", attrs_.filter_layout);
-  visitor.on_attribute("activation", attrs_.activation);
+  visit_node_attributes(visitor, attrs_, plugin_version_);
   visitor.on_attribute("routed", which_.routed);
   visitor.on_attribute("bias", which_.bias);
   visitor.on_attribute("routing_bias", which_.routing_bias);
-  visitor.on_attribute("plugin_version", plugin_version_);
   return true;
 }
 

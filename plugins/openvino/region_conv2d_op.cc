@@ -74,12 +74,7 @@ std::shared_ptr<ov::Node> RegionConv2d::clone_with_new_inputs(const ov::OutputVe
 }
 
 bool RegionConv2d::visit_attributes(ov::AttributeVisitor& visitor) {
-  visitor.on_attribute("strides", attrs_.strides);
-  visitor.on_attribute("pads", attrs_.pads);
-  visitor.on_attribute("dilations", attrs_.dilations);
-  visitor.on_attribute("filter_layout", attrs_.filter_layout);
-  visitor.on_attribute("activation", attrs_.activation);
-  visitor.on_attribute("plugin_version", plugin_version_);
+  visit_node_attributes(visitor, attrs_, plugin_version_);
   return true;
 }
 
