@@ -72,7 +72,7 @@ OPSET_V3 = 3
 OPSET_V4 = 4
 MIXTURE_OP = "MixtureRegionConv2d"
 # A MixtureRegionConv2d's inputs: X, coefficients, basis, guide, B, routing, routing_bias.
-_COEFFICIENTS, _BIAS, _ROUTING, _ROUTING_BIAS = 1, 4, 5, 6
+_COEFFICIENTS, _ROUTING, _ROUTING_BIAS = 1, 5, 6
 TO_OIHW = [0, 1, 5, 2, 3, 4]  # [N, R, C_in, kh, kw, C_out] -> [N, R, C_out, C_in, kh, kw]
 TO_IHWO = [0, 1, 3, 4, 5, 2]  # its inverse
 
@@ -82,6 +82,10 @@ def _attribute(node: onnx.NodeProto, name: str, default: str) -> str:
         if attribute.name == name:
             return attribute.s.decode()
     return default
+
+
+def _attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _set_attribute(node: onnx.NodeProto, name: str, value: str | None) -> None:
@@ -267,7 +271,7 @@ def _filters(g: _Graph, node: onnx.NodeProto) -> _Filters | None:
     if min(regions, c_out, c_in, kh, kw) < 1:
         return None
     size = c_out * c_in * kh * kw
-    attrs = {a.name: helper.get_attribute_value(a) for a in source.attribute}
+    attrs = _attributes(source)
     if source.op_type == "Gemm" and attrs.get("transA", 0) == 0:
         # [N*R, M] x B (+ C) -> [N*R, C_out*patch]: B's output axis is its rows when transB.
         transposed = attrs.get("transB", 0) != 1
@@ -316,7 +320,7 @@ def _batch_norm(g: _Graph, node: onnx.NodeProto) -> tuple[onnx.NodeProto, np.nda
     if bn is None or bn.op_type != "BatchNormalization" or len(bn.output) != 1 or bn.input[0] != node.output[0]:
         return None
     params = [g.constant(name) for name in bn.input[1:5]]
-    attrs = {a.name: helper.get_attribute_value(a) for a in bn.attribute}
+    attrs = _attributes(bn)
     if any(p is None for p in params) or attrs.get("training_mode", 0):
         return None
     gamma, beta, mean, var = (p.astype(np.float64) for p in params)
@@ -398,7 +402,7 @@ def _fold_scale(g: _Graph, node: onnx.NodeProto) -> int:
         g.consumers.setdefault(data, []).append(reader)
         folded += 1
     if folded:
-        attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+        attrs = _attributes(gemm)
         for attribute in list(gemm.attribute):
             if attribute.name == "alpha":
                 gemm.attribute.remove(attribute)
@@ -418,7 +422,7 @@ def _fuse_mixture(g: _Graph, node: onnx.NodeProto) -> bool:
         return False
     gemm, (index, transposed) = f.source, f.rows[0]
     rows = f.get(g, index, transposed)  # [C_out * patch, M], in the node's layout
-    alpha = float({a.name: helper.get_attribute_value(a) for a in gemm.attribute}.get("alpha", 1.0))
+    alpha = float(_attributes(gemm).get("alpha", 1.0))
     one_filter = (f.c_in, f.kh, f.kw, f.c_out) if f.ihwo else (f.c_out, f.c_in, f.kh, f.kw)
     basis = np.ascontiguousarray((rows * alpha).T.astype(rows.dtype)).reshape(-1, *one_filter)
     coefficients = gemm.input[0]  # [N * R, M]
@@ -453,14 +457,15 @@ def fuse_mixture(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     return _rewrite_each(proto, domain, op_type, _fuse_mixture, OPSET_V3)
 
 
-def _attributes(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _produced(g: _Graph, name: str, op_type: str) -> onnx.NodeProto | None:
     """The node of `op_type` that makes `name`, if nothing else reads `name`."""
     node = g.producer.get(name)
     return node if node is not None and node.op_type == op_type and g.uses(name) == 1 else None
+
+
+def _routed(node: onnx.NodeProto) -> bool:
+    """Whether a MixtureRegionConv2d computes its coefficients itself (version 4)."""
+    return len(node.input) > _ROUTING and bool(node.input[_ROUTING])
 
 
 def _channel_mean(g: _Graph, mean: onnx.NodeProto | None, x: str) -> bool:
@@ -475,7 +480,7 @@ def _channel_mean(g: _Graph, mean: onnx.NodeProto | None, x: str) -> bool:
 
 
 def _fuse_routing(g: _Graph, node: onnx.NodeProto) -> bool:
-    if len(node.input) > _ROUTING and node.input[_ROUTING]:
+    if _routed(node):
         return False
     reshape = _produced(g, node.input[_COEFFICIENTS], "Reshape")
     sigmoid = reshape and _produced(g, reshape.input[0], "Sigmoid")
@@ -563,7 +568,7 @@ def expand_routing(proto: onnx.ModelProto, domain: str) -> int:
     nodes = list(proto.graph.node)
     del proto.graph.node[:]
     for node in nodes:
-        if node.domain == domain and node.op_type == MIXTURE_OP and len(node.input) > _ROUTING and node.input[_ROUTING]:
+        if node.domain == domain and node.op_type == MIXTURE_OP and _routed(node):
             proto.graph.node.extend(_expand_routing(proto, g, node))
             expanded += 1
         proto.graph.node.append(node)
@@ -588,7 +593,7 @@ def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: st
             continue
         expanded += 1
         name = node.name or node.output[0]
-        if len(node.input) > _ROUTING and node.input[_ROUTING]:
+        if _routed(node):
             proto.graph.node.extend(_expand_routing(proto, g, node))
         x, coefficients, basis_name, *rest = node.input
         basis = g.constant(basis_name)

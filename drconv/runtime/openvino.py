@@ -15,7 +15,7 @@ from drconv.errors import DrconvError
 from drconv.export.names import CUSTOM_DOMAIN
 from drconv.libraries import PLUGIN_FILES, require_plugin
 
-__all__ = ["PRECISIONS", "compile", "core", "extension_library", "one_line", "version"]
+__all__ = ["PRECISIONS", "compile", "core", "extension_library", "one_line"]
 
 # The CPU plugin's inference precisions; OpenVINO's default is bf16 on CPUs that have it (AMX,
 # AVX512-BF16), which moves outputs by ~1e-2: drconv compiles in f32 unless told.
@@ -28,15 +28,6 @@ def _openvino() -> Any:
     except ImportError:
         raise DrconvError("OpenVINO is not installed; pip install openvino==2026.4.1") from None
     return openvino
-
-
-def version() -> str | None:
-    """OpenVINO's version, or None when it is not installed."""
-    try:
-        import openvino
-    except ImportError:
-        return None
-    return openvino.__version__
 
 
 def extension_library() -> Path:

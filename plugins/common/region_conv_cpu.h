@@ -55,23 +55,19 @@ struct Mixture {
   const float* routing_bias = nullptr;  // [R * M], or null
 };
 
-// Floats of scratch one sample's routing needs (route_sample): the channel means, then the
-// coefficients.
+// Floats one sample's routing needs (route_sample): the channel means, then the coefficients.
 inline int64_t routing_floats(const RegionConvShape& s, int64_t bases) { return s.c_in + s.regions * bases; }
 
-// Sample n's coefficients [R, M] of a routed mixture, into scratch (routing_floats of them);
-// returns where they are.
-inline const float* route_sample(const float* x_n, const RegionConvShape& s, const Mixture& mixture,
-                                 const direct::Kernels& kernels, float* scratch) {
+// Sample x_n's coefficients [R, M] of a routed mixture into z, by way of its channel means
+// (C_in floats of scratch at `means`).
+inline void route_sample(const float* x_n, const RegionConvShape& s, const Mixture& mixture,
+                         const direct::Kernels& kernels, float* means, float* z) {
   const int64_t width = s.regions * mixture.bases;
-  float* means = scratch;
-  float* z = scratch + s.c_in;
   kernels.route(x_n, s.c_in, s.h * s.w, mixture.routing, width, means, z);
   for (int64_t j = 0; j < width; ++j) {
     const float v = z[j] + (mixture.routing_bias != nullptr ? mixture.routing_bias[j] : 0.0f);
     z[j] = 1.0f / (1.0f + std::exp(-v));
   }
-  return z;
 }
 
 // Floats between a Mixture's filters: one filter and one vector. The vector is the slack
@@ -389,8 +385,11 @@ void region_conv_forward_local(const float* x, const float* filters, const float
       if (mixture != nullptr) {
         // A routed mixture's coefficients: every worker on a sample routes it (a few
         // thousand multiply-adds, where a hand-off would cost more).
-        const float* z = mixture->routing != nullptr ? route_sample(x_n, s, *mixture, kernels, routing)
-                                                     : mixture->coefficients + n * s.regions * mixture->bases;
+        const float* z = mixture->coefficients + n * s.regions * mixture->bases;
+        if (mixture->routing != nullptr) {
+          route_sample(x_n, s, *mixture, kernels, routing, routing + s.c_in);
+          z = routing + s.c_in;
+        }
         if (windows)
           kernels.mix_window(z, mixture->basis, scratch, s.regions, mixture->bases, size, layout.filter, rows,
                              s.c_out, first, layout.vectors);
@@ -439,17 +438,18 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                      mixture);
   const DirectLayout layout(s, workers);
   char* base = static_cast<char*>(workspace);
-  if (mixture != nullptr) {  // the mixed filters after the layout's workspace, then a routed one's coefficients
+  if (mixture != nullptr) {  // the mixed filters after the layout's workspace, then a routed one's
+    // coefficients [N, R, M] and every sample's channel means
     float* mixed = reinterpret_cast<float*>(base + layout.total);
     const float* coefficients = mixture->coefficients;
     if (mixture->routing != nullptr) {
       float* routed = reinterpret_cast<float*>(base + layout.total + align(mixture_floats(s) * int64_t(sizeof(float))));
-      const int64_t floats = routing_floats(s, mixture->bases), width = s.regions * mixture->bases;
+      float* means = routed + s.n * s.regions * mixture->bases;
       parallel_for(s.n, [&](int64_t n) {
-        const float* z = route_sample(x + n * s.c_in * s.h * s.w, s, *mixture, kernels, routed + n * floats);
-        std::copy(z, z + width, routed + s.n * floats + n * width);
+        route_sample(x + n * s.c_in * s.h * s.w, s, *mixture, kernels, means + n * s.c_in,
+                     routed + n * s.regions * mixture->bases);
       });
-      coefficients = routed + s.n * floats;
+      coefficients = routed;
     }
     mix_filters_f32(coefficients, mixture->basis, mixed, s.n, s.regions, mixture->bases, s.c_out * s.patch(),
                     mixture_stride(s), parallel_for, workers);
@@ -573,14 +573,13 @@ void region_conv_forward_f32(const float* x, const float* filters, const float* 
 }
 
 // Bytes of scratch memory region_conv_forward needs for this shape and worker count.
-template <typename T>
 // `bases`: a MixtureRegionConv2d call's M, whose filters are mixed into the workspace.
+template <typename T>
 int64_t region_conv_workspace_size(const RegionConvShape& s, int64_t workers, int64_t bases = 0) {
   if constexpr (std::is_same_v<T, float>) {
-    // The phased path's mixed filters, then (routed) each sample's routing scratch and coefficients.
+    // The phased path's mixed filters, then (routed) every sample's coefficients and channel means.
     const int64_t mixed = bases > 0 ? detail::align(mixture_floats(s) * int64_t(sizeof(float))) +
-                                          detail::align(s.n * (routing_floats(s, bases) + s.regions * bases) *
-                                                        int64_t(sizeof(float)))
+                                          detail::align(s.n * routing_floats(s, bases) * int64_t(sizeof(float)))
                                     : 0;
     // useful_workers may run a call on fewer workers than it was sized for.
     return std::max({detail::DirectLayout(s, workers).total + mixed, detail::LocalLayout(s, workers, bases).total,

@@ -45,6 +45,13 @@ struct RegionConvAttrs {
   }
 };
 
+// One input's dims, null where the node leaves the input out.
+struct InputDims {
+  const int64_t* dims = nullptr;
+  size_t rank = 0;
+  bool present() const { return dims != nullptr; }
+};
+
 inline std::string dims_to_string(const int64_t* dims, size_t rank) {
   std::string s = "[";
   for (size_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
@@ -153,20 +160,29 @@ inline std::string routing_dims(const int64_t* x, size_t x_rank, const int64_t* 
   return {};
 }
 
-// One input's dims, null where the node leaves the input out.
-struct InputDims {
-  const int64_t* dims = nullptr;
-  size_t rank = 0;
-  bool present() const { return dims != nullptr; }
-};
+// The optional fourth input B, added per output channel: empty when it is [C_out].
+inline std::string check_bias(const int64_t* b, size_t b_rank, int64_t c_out) {
+  if (b_rank == 1 && b[0] == c_out) return {};
+  return "RegionConv2d: input B must be 1-D [C_out] = [" + std::to_string(c_out) + "], got " +
+         dims_to_string(b, b_rank);
+}
 
-// A MixtureRegionConv2d node's shape from its inputs: the coefficients given, or (`routing`
-// present) made by its routing, mixed with the basis into filters, checked as RegionConv2d's
-// against X and the guide. The caller has checked that exactly one of the two is there.
-// Fills `shape` and returns an empty string, or one line naming the node, the input and the
-// shapes.
+// A RegionConv2d node's shape from all its inputs (`bias` absent where the node has no B):
+// make_shape, then check_bias. Fills `shape` and returns an empty string, or the message.
+inline std::string node_shape(const RegionConvAttrs& attrs, InputDims x, InputDims filters, InputDims guide,
+                              InputDims bias, RegionConvShape& shape) {
+  const std::string bad = make_shape(attrs, x.dims, x.rank, filters.dims, filters.rank, guide.dims, guide.rank, shape);
+  return bad.empty() && bias.present() ? check_bias(bias.dims, bias.rank, shape.c_out) : bad;
+}
+
+// A MixtureRegionConv2d node's shape from all its inputs, in the node's order: the
+// coefficients given, or (`routing` present) made by its routing, mixed with the basis into
+// filters, checked as RegionConv2d's against X, the guide and B. The caller has checked that
+// exactly one of the coefficients and the routing is there. Fills `shape` and returns an
+// empty string, or one line naming the node, the input and the shapes.
 inline std::string mixture_shape(const RegionConvAttrs& attrs, InputDims x, InputDims coefficients, InputDims basis,
-                                 InputDims guide, InputDims routing, InputDims routing_bias, RegionConvShape& shape) {
+                                 InputDims guide, InputDims bias, InputDims routing, InputDims routing_bias,
+                                 RegionConvShape& shape) {
   int64_t routed[3] = {};
   if (routing.present()) {
     const std::string bad = routing_dims(x.dims, x.rank, guide.dims, guide.rank, basis.dims, basis.rank, routing.dims,
@@ -177,16 +193,11 @@ inline std::string mixture_shape(const RegionConvAttrs& attrs, InputDims x, Inpu
   int64_t filters[6] = {};
   const std::string bad = mixture_filter_dims(coefficients.dims, coefficients.rank, basis.dims, basis.rank, filters);
   if (!bad.empty()) return bad;
+  // Its messages say which node, and those about the filters that they are coefficients x basis.
   const std::string bad_shape = make_shape(attrs, x.dims, x.rank, filters, 6, guide.dims, guide.rank, shape);
-  // Its messages say which node, and that the filters are coefficients x basis.
-  return bad_shape.empty() ? bad_shape : "Mixture" + bad_shape + " (filters = coefficients x basis)";
-}
-
-// The optional fourth input B, added per output channel: empty when it is [C_out].
-inline std::string check_bias(const int64_t* b, size_t b_rank, int64_t c_out) {
-  if (b_rank == 1 && b[0] == c_out) return {};
-  return "RegionConv2d: input B must be 1-D [C_out] = [" + std::to_string(c_out) + "], got " +
-         dims_to_string(b, b_rank);
+  if (!bad_shape.empty()) return "Mixture" + bad_shape + " (filters = coefficients x basis)";
+  const std::string bad_bias = bias.present() ? check_bias(bias.dims, bias.rank, shape.c_out) : std::string();
+  return bad_bias.empty() ? bad_bias : "Mixture" + bad_bias;
 }
 
 }  // namespace drconv

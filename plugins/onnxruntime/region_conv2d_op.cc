@@ -136,22 +136,14 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
     inputs[i] = given[at[i]];
     infos[i] = given_infos[at[i]];
   }
+  auto dims = [&](size_t i) {
+    return given[i] != nullptr ? InputDims{given_infos[i].dims.data(), given_infos[i].dims.size()} : InputDims{};
+  };
   RegionConvShape shape;
-  std::string bad;
-  if (mixture) {
-    auto dims = [&](size_t i) {
-      return given[i] != nullptr ? InputDims{given_infos[i].dims.data(), given_infos[i].dims.size()} : InputDims{};
-    };
-    bad = mixture_shape(attrs, dims(0), dims(1), dims(2), dims(3), dims(5), dims(6), shape);
-  } else {
-    bad = make_shape(attrs, infos[0].dims.data(), infos[0].dims.size(), infos[1].dims.data(), infos[1].dims.size(),
-                     infos[2].dims.data(), infos[2].dims.size(), shape);
-  }
+  const std::string bad = mixture ? mixture_shape(attrs, dims(0), dims(1), dims(2), dims(3), dims(4), dims(5),
+                                                  dims(6), shape)
+                                  : node_shape(attrs, dims(0), dims(1), dims(2), dims(3), shape);
   if (!bad.empty()) return error(*api, bad);
-  if (inputs[3] != nullptr) {
-    const std::string bad_bias = check_bias(infos[3].dims.data(), infos[3].dims.size(), shape.c_out);
-    if (!bad_bias.empty()) return error(*api, mixture ? "Mixture" + bad_bias : bad_bias);
-  }
   const Basis basis{mixture ? given[2] : nullptr, mixture ? given_infos[2].dims[0] : 0, given[5], given[6]};
 #ifdef DRCONV_WITH_CUDA
   if (provider == Provider::kCuda) return compute_cuda(context, inputs, infos, shape);

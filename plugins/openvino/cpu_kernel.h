@@ -41,6 +41,33 @@ inline void visit_node_attributes(ov::AttributeVisitor& visitor, RegionConvAttrs
 
 inline std::vector<int64_t> dims_of(const ov::Shape& shape) { return {shape.begin(), shape.end()}; }
 
+// Every input's dims, in the node's order.
+using NodeDims = std::vector<std::vector<int64_t>>;
+
+inline InputDims input_dims(const NodeDims& dims, size_t i) { return {dims[i].data(), dims[i].size()}; }
+
+// The node's inputs' dims where all are static (validate_and_infer_types then checks every
+// rule); false where any is not yet known.
+inline bool static_dims(const ov::Node& node, NodeDims& dims) {
+  dims.clear();
+  for (size_t i = 0; i < node.get_input_size(); ++i) {
+    if (!node.get_input_partial_shape(i).is_static()) return false;
+    dims.push_back(dims_of(node.get_input_partial_shape(i).to_shape()));
+  }
+  return true;
+}
+
+// The dims of the tensors `evaluate` got, each checked to be float32 (what the kernel runs).
+inline NodeDims float_tensor_dims(const char* op, const ov::TensorVector& inputs) {
+  NodeDims dims;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    OPENVINO_ASSERT(inputs[i].get_element_type() == ov::element::f32, op, ": input ", i, " is ",
+                    inputs[i].get_element_type(), "; the OpenVINO extension runs float32");
+    dims.push_back(dims_of(inputs[i].get_shape()));
+  }
+  return dims;
+}
+
 inline const float* floats(const ov::Tensor& tensor) { return static_cast<const float*>(tensor.data()); }
 
 // Y [N, C_out, H_out, W_out] of `shape` into `y`, by the float32 kernel on OpenVINO's threads.

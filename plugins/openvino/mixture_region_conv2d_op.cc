@@ -13,8 +13,6 @@ namespace {
 
 constexpr size_t kX = 0, kCoefficients = 1, kBasis = 2, kGuide = 3;  // then B, routing_bias as present
 
-InputDims at(const std::vector<std::vector<int64_t>>& dims, size_t i) { return {dims[i].data(), dims[i].size()}; }
-
 }  // namespace
 
 MixtureRegionConv2d::MixtureRegionConv2d(const ov::OutputVector& inputs, RegionConvAttrs attrs, Inputs which)
@@ -22,17 +20,12 @@ MixtureRegionConv2d::MixtureRegionConv2d(const ov::OutputVector& inputs, RegionC
   constructor_validate_and_infer_types();
 }
 
-std::string MixtureRegionConv2d::shape_of(const std::vector<std::vector<int64_t>>& dims,
-                                          RegionConvShape& shape) const {
-  const size_t last = dims.size() - 1;
-  const InputDims none{};
-  const std::string bad = mixture_shape(
-      attrs_, at(dims, kX), which_.routed ? none : at(dims, kCoefficients), at(dims, kBasis), at(dims, kGuide),
-      which_.routed ? at(dims, kCoefficients) : none, which_.routing_bias ? at(dims, last) : none, shape);
-  if (!bad.empty() || !which_.bias) return bad;
-  const std::vector<int64_t>& b = dims[kGuide + 1];
-  const std::string bad_bias = check_bias(b.data(), b.size(), shape.c_out);
-  return bad_bias.empty() ? bad_bias : "Mixture" + bad_bias;
+std::string MixtureRegionConv2d::shape_of(const NodeDims& dims, RegionConvShape& shape) const {
+  const InputDims none{}, z = input_dims(dims, kCoefficients);
+  return mixture_shape(attrs_, input_dims(dims, kX), which_.routed ? none : z, input_dims(dims, kBasis),
+                       input_dims(dims, kGuide), which_.bias ? input_dims(dims, kGuide + 1) : none,
+                       which_.routed ? z : none, which_.routing_bias ? input_dims(dims, dims.size() - 1) : none,
+                       shape);
 }
 
 void MixtureRegionConv2d::validate_and_infer_types() {
@@ -49,13 +42,8 @@ void MixtureRegionConv2d::validate_and_infer_types() {
                           get_input_element_type(i), " but X is ", type, "; all inputs must share one type");
   NODE_VALIDATION_CHECK(this, type.is_dynamic() || type == ov::element::f32,
                         "MixtureRegionConv2d: the OpenVINO extension runs float32, got ", type);
-  bool known = true;
-  std::vector<std::vector<int64_t>> dims;
-  for (size_t i = 0; i < count && known; ++i) {
-    known = get_input_partial_shape(i).is_static();
-    if (known) dims.push_back(dims_of(get_input_partial_shape(i).to_shape()));
-  }
-  if (known) {  // every rule of the ONNX Runtime library
+  NodeDims dims;
+  if (static_dims(*this, dims)) {  // every rule of the ONNX Runtime library
     RegionConvShape shape;
     const std::string bad = shape_of(dims, shape);
     NODE_VALIDATION_CHECK(this, bad.empty(), bad);
@@ -90,12 +78,7 @@ bool MixtureRegionConv2d::visit_attributes(ov::AttributeVisitor& visitor) {
 bool MixtureRegionConv2d::has_evaluate() const { return get_input_element_type(0) == ov::element::f32; }
 
 bool MixtureRegionConv2d::evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const {
-  std::vector<std::vector<int64_t>> dims;
-  for (const ov::Tensor& input : inputs) {
-    OPENVINO_ASSERT(input.get_element_type() == ov::element::f32, "MixtureRegionConv2d: an input is ",
-                    input.get_element_type(), "; the OpenVINO extension runs float32");
-    dims.push_back(dims_of(input.get_shape()));
-  }
+  const NodeDims dims = float_tensor_dims("MixtureRegionConv2d", inputs);
   RegionConvShape shape;
   const std::string bad = shape_of(dims, shape);
   OPENVINO_ASSERT(bad.empty(), bad);

@@ -8,7 +8,7 @@
 
 #include <openvino/op/op.hpp>
 
-#include "region_conv_node.h"
+#include "cpu_kernel.h"
 
 namespace drconv::openvino {
 
@@ -33,7 +33,7 @@ class MixtureRegionConv2d : public ov::op::Op {
 
  private:
   // The shape from the inputs' dims (in the operation's order), or a message.
-  std::string shape_of(const std::vector<std::vector<int64_t>>& dims, RegionConvShape& shape) const;
+  std::string shape_of(const NodeDims& dims, RegionConvShape& shape) const;
 
   RegionConvAttrs attrs_;
   Inputs which_;

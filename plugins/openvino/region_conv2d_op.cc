@@ -35,23 +35,18 @@ void RegionConv2d::validate_and_infer_types() {
                         "RegionConv2d: the OpenVINO extension runs float32, got ", type,
                         "; export the model in float32");
 
-  const ov::PartialShape &x = get_input_partial_shape(0), &f = get_input_partial_shape(1),
-                         &g = get_input_partial_shape(2);
-  if (x.is_static() && f.is_static() && g.is_static()) {  // every rule of the other backends
-    const std::vector<int64_t> xd = dims_of(x.to_shape()), fd = dims_of(f.to_shape()), gd = dims_of(g.to_shape());
+  NodeDims dims;
+  if (static_dims(*this, dims)) {  // every rule of the other backends
     RegionConvShape shape;
-    const std::string bad = make_shape(attrs_, xd.data(), xd.size(), fd.data(), fd.size(), gd.data(), gd.size(), shape);
+    const std::string bad = shape_of(dims, shape);
     NODE_VALIDATION_CHECK(this, bad.empty(), bad);
-    if (count == 4 && get_input_partial_shape(3).is_static()) {
-      const std::vector<int64_t> b = dims_of(get_input_partial_shape(3).to_shape());
-      const std::string bad_bias = check_bias(b.data(), b.size(), shape.c_out);
-      NODE_VALIDATION_CHECK(this, bad_bias.empty(), bad_bias);
-    }
     set_output_type(0, type, ov::PartialShape{shape.n, shape.c_out, shape.h_out(), shape.w_out()});
     return;
   }
   // Dynamic: the ranks now, the rest when the shapes are known (evaluate); Y takes N from X,
   // C_out from the filters and H_out, W_out from the guide.
+  const ov::PartialShape &x = get_input_partial_shape(0), &f = get_input_partial_shape(1),
+                         &g = get_input_partial_shape(2);
   ov::PartialShape y = ov::PartialShape::dynamic(4);
   if (x.rank().is_static()) {
     NODE_VALIDATION_CHECK(this, x.size() == 4, "RegionConv2d: input X must be 4-D [N, C_in, H, W], got ", x);
@@ -80,22 +75,16 @@ bool RegionConv2d::visit_attributes(ov::AttributeVisitor& visitor) {
 
 bool RegionConv2d::has_evaluate() const { return get_input_element_type(0) == ov::element::f32; }
 
+std::string RegionConv2d::shape_of(const NodeDims& dims, RegionConvShape& shape) const {
+  const InputDims bias = dims.size() > 3 ? input_dims(dims, 3) : InputDims{};
+  return node_shape(attrs_, input_dims(dims, 0), input_dims(dims, 1), input_dims(dims, 2), bias, shape);
+}
+
 bool RegionConv2d::evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const {
-  for (size_t i = 0; i < inputs.size(); ++i)
-    OPENVINO_ASSERT(inputs[i].get_element_type() == ov::element::f32, "RegionConv2d: input ", kInputs[i], " is ",
-                    inputs[i].get_element_type(), "; the OpenVINO extension runs float32");
-  const std::vector<int64_t> x = dims_of(inputs[0].get_shape()), f = dims_of(inputs[1].get_shape()),
-                             g = dims_of(inputs[2].get_shape());
   RegionConvShape shape;
-  const std::string bad = make_shape(attrs_, x.data(), x.size(), f.data(), f.size(), g.data(), g.size(), shape);
+  const std::string bad = shape_of(float_tensor_dims("RegionConv2d", inputs), shape);
   OPENVINO_ASSERT(bad.empty(), bad);
-  const float* bias = nullptr;
-  if (inputs.size() > 3) {
-    const std::vector<int64_t> b = dims_of(inputs[3].get_shape());
-    const std::string bad_bias = check_bias(b.data(), b.size(), shape.c_out);
-    OPENVINO_ASSERT(bad_bias.empty(), bad_bias);
-    bias = floats(inputs[3]);
-  }
+  const float* bias = inputs.size() > 3 ? floats(inputs[3]) : nullptr;
   run_kernel(floats(inputs[0]), floats(inputs[1]), floats(inputs[2]), outputs[0], shape,
              direct::Epilogue{bias, attrs_.activation == "Relu"});
   return true;

@@ -4,10 +4,11 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include <openvino/op/op.hpp>
 
-#include "region_conv_node.h"
+#include "cpu_kernel.h"
 
 namespace drconv::openvino {
 
@@ -27,6 +28,9 @@ class RegionConv2d : public ov::op::Op {
   bool has_evaluate() const override;
 
  private:
+  // The shape from the inputs' dims, or a message.
+  std::string shape_of(const NodeDims& dims, RegionConvShape& shape) const;
+
   RegionConvAttrs attrs_;
   std::string plugin_version_ = "1";
 };
