@@ -15,7 +15,7 @@ builds both, and the torch extension keeps torch's own compiler flags and ABI se
 Environment variables (all optional): ONNXRUNTIME_INCLUDE_DIR, TensorRT_INCLUDE_DIR or
 TENSORRT_ROOT (headers; fetched into DRCONV_DEPS_DIR, by default ~/.cache/drconv/deps, when
 unset), DRCONV_WITH_CUDA and DRCONV_BUILD_TENSORRT (ON, OFF or AUTO), CMAKE (the cmake
-program), DRCONV_WERROR=1 (warnings are errors in drconv._C, as in CI).
+program), DRCONV_WERROR=1 (warnings are errors in drconv._C and the plugin libraries, as in CI).
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class BuildNative(_BASE):
             f"-DDRCONV_LIBRARY_DIR={lib_dir}",
             f"-DPython3_EXECUTABLE={sys.executable}",
             f"-DDRCONV_BUILD_TESTS={'ON' if self.inplace else 'OFF'}",
+            f"-DDRCONV_WERROR={'ON' if WERROR else 'OFF'}",
         ]  # fmt: skip
         if not self.inplace:
             configure.append(f"-DDRCONV_DEPS_DIR={_deps_dir()}")
