@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from drconv import defaults
 from drconv.errors import DrconvError, missing_dependency
 from drconv.model_names import DEFAULT_MODEL, TWINS
 
@@ -194,7 +195,7 @@ def summary(
     checkpoint: CheckpointOption = None,
     input_shape: Annotated[
         str, typer.Option("--input-shape", help="Input shape N,C,H,W of the forward pass.")
-    ] = "1,3,224,224",
+    ] = defaults.shape_text(defaults.INPUT_SHAPE),
     seed: Annotated[int, typer.Option(help="Seed of the random input.")] = 0,
     as_json: Annotated[
         bool,
@@ -375,13 +376,16 @@ def export(
     ] = ExportMode.custom,
     input_shape: Annotated[
         str, typer.Option("--input-shape", help="Sample input N,C,H,W to trace with.")
-    ] = "1,3,224,224",
+    ] = defaults.shape_text(defaults.INPUT_SHAPE),
     static: Annotated[
         bool, flag("--static", help="Fix batch, height and width to --input-shape (default: dynamic).")
     ] = False,
     opset: Annotated[
-        int, typer.Option(help="Default-domain ONNX opset: 18 up to the newest the installed onnx knows.")
-    ] = 18,
+        int,
+        typer.Option(
+            help=f"Default-domain ONNX opset: {defaults.ONNX_OPSET} up to the newest the installed onnx knows."
+        ),
+    ] = defaults.ONNX_OPSET,
     verify: Annotated[
         bool, flag("--verify", help="Afterwards, compare ONNX Runtime with PyTorch (drconv verify).")
     ] = False,
@@ -465,7 +469,7 @@ def verify_cmd(
             min=0.0,
             max=1.0,
         ),
-    ] = 0.999,
+    ] = defaults.MIN_AGREEMENT,
     as_json: Annotated[bool, flag("--json", help="Print the report as JSON instead of tables.")] = False,
     runtime: Annotated[
         Runtime,
@@ -514,7 +518,9 @@ def build(
     max_shape: Annotated[
         list[str] | None, typer.Option("--max-shape", help="Largest input shape, input:NxCxHxW.")
     ] = None,
-    workspace_mb: Annotated[int, typer.Option("--workspace-mb", help="Builder workspace limit in MiB.", min=1)] = 1024,
+    workspace_mb: Annotated[
+        int, typer.Option("--workspace-mb", help="Builder workspace limit in MiB.", min=1)
+    ] = defaults.WORKSPACE_MB,
     timing_cache: Annotated[
         Path | None, typer.Option("--timing-cache", help="Timing cache to read and update.", dir_okay=False)
     ] = None,
@@ -697,20 +703,29 @@ def benchmark(
         Device.cpu
     ),
     batch: Annotated[
-        int | None, typer.Option(help="Batch size: N of --input-shape, or of --layer (default 1).", min=1)
+        int | None,
+        typer.Option(help=f"Batch size: N of --input-shape, or of --layer (default {defaults.LAYER_BATCH}).", min=1),
     ] = None,
     input_shape: Annotated[
         str | None,
         typer.Option(
-            "--input-shape", help="Model input N,C,H,W, default 1,3,224,224 (symbolic axes of .onnx files take it)."
+            "--input-shape",
+            help=f"Model input N,C,H,W, default {defaults.shape_text(defaults.INPUT_SHAPE)} (symbolic axes of .onnx "
+            "files take it).",
         ),
     ] = None,
     layer: Annotated[
         str | None, typer.Option(help="Time one region conv of input CxHxW (e.g. 64x56x56) instead of a model.")
     ] = None,
-    regions: Annotated[int | None, typer.Option(help="Regions R of the --layer (default 8).", min=1)] = None,
+    regions: Annotated[
+        int | None, typer.Option(help=f"Regions R of the --layer (default {defaults.LAYER_REGIONS}).", min=1)
+    ] = None,
     kernel: Annotated[
-        int | None, typer.Option(help="Filter size k of the --layer (default 3; k x k, stride 1, same padding).", min=1)
+        int | None,
+        typer.Option(
+            help=f"Filter size k of the --layer (default {defaults.LAYER_KERNEL}; k x k, stride 1, same padding).",
+            min=1,
+        ),
     ] = None,
     out_channels: Annotated[
         int | None, typer.Option("--out-channels", help="Output channels K of the --layer (default: C).", min=1)
@@ -774,11 +789,17 @@ def benchmark(
             if layer is not None:
                 from drconv.benchmark import backends as bk
 
-                spec = bk.LayerSpec.parse(layer, regions or 8, kernel or 3, out_channels, batch or 1)
+                spec = bk.LayerSpec.parse(
+                    layer,
+                    regions or defaults.LAYER_REGIONS,
+                    kernel or defaults.LAYER_KERNEL,
+                    out_channels,
+                    batch or defaults.LAYER_BATCH,
+                )
                 prepared = bk.prepare_layer(spec, requested, device.value, threads, Path(tmp))
                 title = f"region conv {spec.describe()}"
             else:
-                shape = parse_shape(input_shape or "1,3,224,224")
+                shape = parse_shape(input_shape) if input_shape else defaults.INPUT_SHAPE
                 shape = (batch or shape[0], *shape[1:])
                 check_fits(shape, "--input-shape or --batch")
                 prepared, what = _prepare_targets(

@@ -15,7 +15,6 @@ import torch
 from drconv._geometry import check_inputs, pair
 from drconv.errors import DrconvError
 
-MAX_REGIONS = 4096  # kCudaMaxRegions in plugins/common/region_conv_cuda.h
 _CSRC = Path(__file__).resolve().parent / "csrc"
 # The shared kernel: copied into the package by setup.py; an editable install has the checkout's.
 _COMMON = next(
@@ -56,9 +55,9 @@ def _checked(x, filters, guide, stride, padding, dilation) -> tuple[list[int], l
         raise ValueError(f"region_conv_cuda: inputs must be CUDA tensors, got {x.device}")
     if x.dtype not in (torch.float32, torch.float16):
         raise ValueError(f"region_conv_cuda: float32 or float16 inputs, got {x.dtype}")
-    if filters.shape[1] > MAX_REGIONS:
-        regions = filters.shape[1]
-        raise ValueError(f"region_conv_cuda: the CUDA kernel takes at most {MAX_REGIONS} regions, got R={regions}")
+    most = extension().max_regions  # kCudaMaxRegions (region_conv_cuda.h), as the kernel was built
+    if filters.shape[1] > most:
+        raise ValueError(f"region_conv_cuda: the CUDA kernel takes at most {most} regions, got R={filters.shape[1]}")
     return list(stride), list(padding), list(dilation)
 
 

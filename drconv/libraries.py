@@ -20,13 +20,16 @@ PLUGIN_FILES = {
     "tensorrt": "libdrconv_tensorrt.so",
     "openvino": "libdrconv_openvino.so",
 }
+# The OpenVINO release the extension is built against (it links that exact libopenvino):
+# requirements/cpu.txt and pyproject.toml pin the same (tests/test_repository.py).
+OPENVINO_VERSION = "2026.4.1"
 # Where the build puts them (setup.py: the package's lib/, an editable install's too).
 PACKAGE_LIB_DIR = Path(__file__).resolve().parent / "lib"
 
 _BUILD_HINTS = {
     "onnxruntime": "reinstall drconv (`pip install .`, or `make plugins` in a checkout)",
     "tensorrt": "reinstall drconv on a machine with the CUDA toolkit (nvcc)",
-    "openvino": "pip install openvino==2026.4.1, then reinstall drconv (`make plugins` in a checkout)",
+    "openvino": f"pip install openvino=={OPENVINO_VERSION}, then reinstall drconv (`make plugins` in a checkout)",
 }
 
 

@@ -12,15 +12,14 @@ import numpy as np
 import onnx
 import torch
 
+from drconv import contract, defaults, onnx_file
 from drconv.errors import DrconvError
-from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP
-from drconv.export.rewrite import MIXTURE_OP
 from drconv.runtime.ort import image_input, session
 
 __all__ = ["DEFAULT_MIN_AGREEMENT", "RUNTIMES", "OutputError", "RegionAgreement", "VerifyReport", "verify_onnx"]
 
 # Below this share of pixels routed alike, the runtime does not run the same model.
-DEFAULT_MIN_AGREEMENT = 0.999
+DEFAULT_MIN_AGREEMENT = defaults.MIN_AGREEMENT
 
 
 @dataclass(frozen=True)
@@ -105,8 +104,9 @@ def _guide_tensors(proto: onnx.ModelProto) -> list[tuple[str, str]]:
     found = []
     for i, node in enumerate(proto.graph.node):
         name = node.name or f"{node.op_type}#{i}"
-        if node.domain == CUSTOM_DOMAIN and node.op_type in (CUSTOM_OP, MIXTURE_OP):
-            found.append((name, node.input[2 if node.op_type == CUSTOM_OP else 3]))
+        kind = next((t for t in contract.NODE_TYPES if t.name == node.op_type), None)
+        if node.domain == contract.DOMAIN and kind is not None:
+            found.append((name, node.input[kind.guide]))
         elif node.op_type == "ArgMax" and node.domain in ("", "ai.onnx"):
             axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
             source = producers.get(node.input[0])
@@ -263,12 +263,7 @@ def verify_onnx(
         raise DrconvError(f"min_agreement must be in [0, 1], got {min_agreement}")
     if runtime not in RUNTIMES:
         raise DrconvError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if not path.is_file():
-        raise DrconvError(f"{path}: no such file")
-    try:
-        proto = onnx.load(str(path))
-    except Exception:
-        raise DrconvError(f"{path} is not an ONNX model; export one with `drconv export`") from None
+    proto = onnx_file.load(path, external_data=True)
     shape = _input_shape(proto, batch, size)
     nodes = _guide_tensors(proto)
     with tempfile.TemporaryDirectory(prefix="drconv-verify-") as tmp:

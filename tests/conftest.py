@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from drconv._geometry import conv_out_size
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -26,8 +28,7 @@ def random_case(n, c, k, h, w, regions, kernel, stride, dilation, padding=None, 
         ph, pw = dh * (kh // 2), dw * (kw // 2)
     else:
         ph, pw = (padding, padding) if isinstance(padding, int) else padding
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
     filters = torch.randn(n, regions, k, c, kh, kw, generator=g, dtype=dtype)
     guide = torch.randn(n, regions, ho, wo, generator=g, dtype=dtype)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from drconv.libraries import OPENVINO_VERSION
+
 DRCONV = shutil.which("drconv") or str(Path(sys.executable).parent / "drconv")
 
 
@@ -39,7 +41,7 @@ def test_info_json():
         assert key in data
     assert set(data["plugins"]) == {"onnxruntime", "tensorrt", "openvino"}
     # `make test` installs OpenVINO (requirements/cpu.txt) and builds its extension
-    assert data["openvino"] == "2026.4.1" and data["plugins"]["openvino"].endswith("libdrconv_openvino.so")
+    assert data["openvino"] == OPENVINO_VERSION and data["plugins"]["openvino"].endswith("libdrconv_openvino.so")
     assert data["torch"].startswith("2.")
     assert isinstance(data["cuda_available"], bool)
     assert data["cpu_kernel_isa"] in {"avx512", "avx2", "baseline"}

@@ -9,6 +9,7 @@ import torch
 from test_ort import LAYERS
 
 from drconv import region_conv
+from drconv._geometry import conv_out_size
 
 pytestmark = pytest.mark.gpu
 
@@ -16,8 +17,7 @@ pytestmark = pytest.mark.gpu
 def _case(c_in, c_out, regions, k, stride, dilation, h, w, batch, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     pad = dilation * (k // 2)
-    ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-    wo = (w + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    ho, wo = (conv_out_size(size, k, stride, pad, dilation) for size in (h, w))
     x = torch.randn(batch, c_in, h, w, generator=g)
     filters = torch.randn(batch, regions, c_out, c_in, k, k, generator=g) / (c_in * k * k) ** 0.5
     guide = torch.randn(batch, regions, ho, wo, generator=g)

@@ -9,6 +9,7 @@ import torch
 from onnx_graphs import as_numpy, mixture_node_model, ort_session, routed_mixture_node_model
 
 from drconv import region_conv
+from drconv._geometry import conv_out_size
 from drconv.libraries import plugin_path
 
 LIBRARY = plugin_path("onnxruntime")
@@ -40,7 +41,7 @@ def test_mixture_node_matches_the_op_on_mixed_filters(case, layout):
     x, guide_in = torch.randn(n, c_in, h, w), torch.randn(n, regions, h + 8, w + 8)
     z, basis = torch.rand(n, regions, bases), torch.randn(bases, c_out, c_in, k, k) / (c_in * k * k) ** 0.5
     bias = torch.randn(c_out)
-    h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    h_out, w_out = (conv_out_size(size, k, stride, pad, 1) for size in (h, w))
     guide = torch.nn.functional.adaptive_avg_pool2d(guide_in, (h_out, w_out))
     given = basis.permute(0, 2, 3, 4, 1) if layout == "IHWO" else basis
     model = mixture_node_model((stride, stride), (pad,) * 4, layout, bias=True, activation="Relu")
@@ -99,7 +100,7 @@ def test_routed_node_computes_its_coefficients_from_x(case, layout, threads):
     x = torch.randn(n, c_in, h, w) + torch.randn(n, c_in, 1, 1)  # means far from 0
     basis = torch.randn(bases, c_out, c_in, k, k) / (c_in * k * k) ** 0.5
     routing, routing_bias = torch.randn(c_in, regions * bases), torch.randn(regions * bases)
-    h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    h_out, w_out = (conv_out_size(size, k, stride, pad, 1) for size in (h, w))
     guide = torch.randn(n, regions, h_out, w_out)
     given = basis.permute(0, 2, 3, 4, 1).contiguous() if layout == "IHWO" else basis
     for bias in (routing_bias, None):
@@ -176,7 +177,7 @@ def test_mixture_op_matches_region_conv_on_mixed_filters(case, threads):
     pad = k // 2
     x, z = torch.randn(n, c_in, h, w), torch.rand(n, regions, bases)
     basis = torch.randn(bases, c_out, c_in, k, k) / (c_in * k * k) ** 0.5
-    h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    h_out, w_out = (conv_out_size(size, k, stride, pad, 1) for size in (h, w))
     guide = torch.randn(n, regions, h_out, w_out)
     want = region_conv(x, _filters(z, basis), guide, stride=stride, padding=pad)
     before = torch.get_num_threads()

@@ -1,5 +1,6 @@
 """The repository itself: nothing large is tracked by accident (profiler dumps once were, 11.6 MB)."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,3 +26,13 @@ def test_no_file_over_1_mb_is_tracked_outside_docs():
         if not name.startswith("docs/") and (ROOT / name).is_file() and (ROOT / name).stat().st_size > LIMIT
     ]
     assert not large, f"tracked files over 1 MB (profiler dumps? build outputs?): {', '.join(large)}"
+
+
+def test_the_openvino_pin_is_one_version_everywhere():
+    """The extension links one exact OpenVINO: the install files and the messages name that one."""
+    from drconv.libraries import OPENVINO_VERSION
+
+    pins = re.findall(r"openvino==([\w.]+)", (ROOT / "requirements" / "cpu.txt").read_text())
+    pins += re.findall(r"openvino==([\w.]+)", (ROOT / "pyproject.toml").read_text())
+    pins += re.findall(r"openvino==([\w.]+)", (ROOT / "README.md").read_text())
+    assert len(pins) >= 4 and set(pins) == {OPENVINO_VERSION}

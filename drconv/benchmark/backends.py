@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
+from drconv import defaults
 from drconv.benchmark.files import as_numpy, check, ort_session, ov_compiled
 from drconv.benchmark.timing import Backend, Prepared
 from drconv.errors import DrconvError
@@ -139,7 +141,7 @@ def naive_region_conv(x, filters, guide, padding, stride=1, dilation=1) -> torch
     return y.gather(1, index).squeeze(1)
 
 
-def dense_conv_graph(weight: np.ndarray, input_shape: tuple[int, ...], padding: int, opset: int = 18):
+def dense_conv_graph(weight: np.ndarray, input_shape: tuple[int, ...], padding: int, opset: int = defaults.ONNX_OPSET):
     """One ONNX Conv node, weight as an initializer: the bound a RegionConv2d node is measured against."""
     n, _, h, w = input_shape
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, list(input_shape))
@@ -210,6 +212,13 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
         x, filters, guide, weight = (t.cuda() for t in (x, filters, guide, weight))
     feeds = {"X": x.numpy(), "filters": filters.numpy(), "guide": guide.numpy()} if device == "cpu" else {}
 
+    def graph(portable: bool) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        """The layer's ONNX graph and feeds: standard ops, or the custom node as drconv export writes it (IHWO)."""
+        if portable:
+            return region_conv_graph(x, filters, guide, padding=(pad, pad), mode="portable"), feeds
+        proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
+        return proto, {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
+
     def build(name: str) -> Callable[[], object]:
         if name == "torch":
             if device != "cpu":
@@ -226,12 +235,7 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
 
             return lambda: region_conv_cuda(x, filters, guide, padding=(pad, pad))
         if name in ("ort", "ort-custom", "ort-portable"):
-            given = feeds
-            if name == "ort-portable":
-                proto = region_conv_graph(x, filters, guide, padding=(pad, pad), mode="portable")
-            else:  # the custom node as drconv export writes it: filters IHWO
-                proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
-                given = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
+            proto, given = graph(name == "ort-portable")
             sess = ort_session(_saved(proto, tmp, name), threads)
             return lambda: sess.run(None, given)
         if name == "ort-dense":
@@ -239,11 +243,7 @@ def prepare_layer(spec: LayerSpec, requested: list[str] | None, device: str, thr
             dense_feed = {"X": feeds["X"]}
             return lambda: sess.run(None, dense_feed)
         if name in ("ov-custom", "ov-portable"):
-            if name == "ov-portable":
-                proto, inputs = region_conv_graph(x, filters, guide, padding=(pad, pad), mode="portable"), feeds
-            else:  # the custom node as drconv export writes it: filters IHWO
-                proto = region_conv_graph(x, filters, guide, padding=(pad, pad), layout=rewrite.IHWO)
-                inputs = {**feeds, "filters": np.ascontiguousarray(feeds["filters"].transpose(rewrite.TO_IHWO))}
+            proto, inputs = graph(name == "ov-portable")
             compiled = ov_compiled(_saved(proto, tmp, name), threads, extension=name == "ov-custom")
             request, ordered = compiled.create_infer_request(), [inputs[i.get_any_name()] for i in compiled.inputs]
             return lambda: request.infer(ordered, share_inputs=True)  # as ONNX Runtime: inputs read in place

@@ -87,4 +87,5 @@ std::vector<at::Tensor> region_conv_cuda_bucket(const at::Tensor& x, const at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &region_conv_cuda, "Region-wise conv with the shared CUDA kernel");
   m.def("bucket", &region_conv_cuda_bucket, "The CUDA kernel's bucketing steps alone: counts, region, order");
+  m.attr("max_regions") = drconv::kCudaMaxRegions;  // for the Python-side check (cuda_kernel.py)
 }

@@ -29,10 +29,13 @@ import torch
 import torch.nn.functional as F
 
 import drconv.ops  # noqa: F401  (registers torch.ops.drconv.region_conv, which the graphs trace)
+from drconv import contract, defaults, onnx_file
 from drconv._atomic import atomic_path, check_writable
 from drconv.errors import DrconvError, UsageError
 from drconv.export import rewrite
-from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION
+
+# The node's names, kept here for code written against drconv.export.onnx: drconv.contract is their home.
+CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION = contract.DOMAIN, contract.REGION_CONV.name, contract.PLUGIN_VERSION
 
 __all__ = [
     "CUSTOM_DOMAIN",
@@ -46,8 +49,7 @@ __all__ = [
 ]
 
 MODES = ("custom", "portable")
-# The exporter builds opset 18; converting down fails on ReduceMean/ReduceSum axes inputs.
-MIN_OPSET = 18
+MIN_OPSET = defaults.ONNX_OPSET
 Mode = Literal["custom", "portable"]
 
 
@@ -66,7 +68,7 @@ def _custom_node(x, filters, guide, stride, padding, dilation):
         },
         dtype=x.dtype,
         shape=(x.shape[0], c_out, guide.shape[2], guide.shape[3]),
-        version=1,
+        version=contract.REGION_CONV.since,
     )
 
 
@@ -361,14 +363,7 @@ def _shape(value: onnx.ValueInfoProto) -> list[int | str]:
 def describe(path: str | os.PathLike) -> dict:
     """A one-screen summary of an ONNX file: nodes by op type, custom nodes, size, inputs and outputs."""
     path = Path(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except FileNotFoundError:
-        raise DrconvError(f"{path}: no such file") from None
-    except Exception as exc:
-        raise DrconvError(
-            f"{path} is not an ONNX model ({type(exc).__name__}); export one with `drconv export`"
-        ) from None
+    proto = onnx_file.load(path)
     ops = Counter((n.domain or "ai.onnx", n.op_type) for n in proto.graph.node)
     custom = [n for n in proto.graph.node if n.domain == CUSTOM_DOMAIN]
     return {

@@ -38,6 +38,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from drconv.contract import ATTRIBUTES, ATTRIBUTES_SINCE, MIXTURE, MixtureInput, RegionConvInput
+
 __all__ = [
     "FILTER_LAYOUTS",
     "IHWO",
@@ -61,18 +63,23 @@ __all__ = [
     "to_v1",
 ]
 
-OIHW, IHWO = "OIHW", "IHWO"
+OIHW, IHWO = ATTRIBUTES["filter_layout"], "IHWO"
 FILTER_LAYOUTS = (IHWO, OIHW)
 # The drconv domain version with filter_layout, B and activation: a library that knows only
 # version 1 refuses such a graph instead of misreading it.
-OPSET_V2 = 2
+OPSET_V2 = ATTRIBUTES_SINCE["filter_layout"]
 # The version with MixtureRegionConv2d (filters mixed in the node from a basis).
-OPSET_V3 = 3
+OPSET_V3 = MIXTURE.since
 # The version whose MixtureRegionConv2d may route itself (inputs routing, routing_bias).
-OPSET_V4 = 4
-MIXTURE_OP = "MixtureRegionConv2d"
-# A MixtureRegionConv2d's inputs: X, coefficients, basis, guide, B, routing, routing_bias.
-_COEFFICIENTS, _ROUTING, _ROUTING_BIAS = 1, 5, 6
+OPSET_V4 = MIXTURE.input_since[MixtureInput.ROUTING]
+MIXTURE_OP = MIXTURE.name
+_FILTERS, _BIAS = RegionConvInput.FILTERS, RegionConvInput.B
+_COEFFICIENTS, _BASIS, _ROUTING, _ROUTING_BIAS = (
+    MixtureInput.COEFFICIENTS,
+    MixtureInput.BASIS,
+    MixtureInput.ROUTING,
+    MixtureInput.ROUTING_BIAS,
+)
 TO_OIHW = [0, 1, 5, 2, 3, 4]  # [N, R, C_in, kh, kw, C_out] -> [N, R, C_out, C_in, kh, kw]
 TO_IHWO = [0, 1, 3, 4, 5, 2]  # its inverse
 
@@ -124,7 +131,7 @@ def _is_v2(node: onnx.NodeProto) -> bool:
     return (
         _attribute(node, "filter_layout", OIHW) != OIHW
         or bool(_attribute(node, "activation", ""))
-        or (len(node.input) > 3 and bool(node.input[3]))
+        or (len(node.input) > _BIAS and bool(node.input[_BIAS]))
     )
 
 
@@ -256,8 +263,8 @@ def _rewrite_each(
 
 
 def _filters(g: _Graph, node: onnx.NodeProto) -> _Filters | None:
-    reshape = g.producer.get(node.input[1])
-    if reshape is None or reshape.op_type != "Reshape" or g.uses(node.input[1]) != 1:
+    reshape = g.producer.get(node.input[_FILTERS])
+    if reshape is None or reshape.op_type != "Reshape" or g.uses(node.input[_FILTERS]) != 1:
         return None
     target = g.constant(reshape.input[1])
     source = g.producer.get(reshape.input[0])
@@ -337,7 +344,7 @@ def _absorb(g: _Graph, node: onnx.NodeProto, follower: onnx.NodeProto) -> None:
 
 
 def _fuse(g: _Graph, node: onnx.NodeProto) -> bool:
-    if len(node.input) > 3 or _attribute(node, "activation", ""):
+    if len(node.input) > _BIAS or _attribute(node, "activation", ""):
         return False
     f = _filters(g, node)
     found = _batch_norm(g, node) if f is not None else None
@@ -444,7 +451,8 @@ def _fuse_mixture(g: _Graph, node: onnx.NodeProto) -> bool:
         gemm.CopyFrom(helper.make_node("Reshape", [coefficients, shape], [reshaped], name=gemm.name))
     node.op_type = MIXTURE_OP
     basis_name = g.add_initializer(f"{node.name or node.output[0]}.basis", basis)
-    inputs = [node.input[0], reshaped, basis_name, *node.input[2:]]
+    # RegionConv2d's X, filters, guide[, B] become the mixture's X, coefficients, basis, guide[, B].
+    inputs = [node.input[RegionConvInput.X], reshaped, basis_name, *node.input[RegionConvInput.GUIDE :]]
     del node.input[:]
     node.input.extend(inputs)
     return True
@@ -485,8 +493,8 @@ def _fuse_routing(g: _Graph, node: onnx.NodeProto) -> bool:
     reshape = _produced(g, node.input[_COEFFICIENTS], "Reshape")
     sigmoid = reshape and _produced(g, reshape.input[0], "Sigmoid")
     gemm = sigmoid and _produced(g, sigmoid.input[0], "Gemm")
-    basis = g.constant(node.input[2])
-    if gemm is None or basis is None or not _channel_mean(g, g.producer.get(gemm.input[0]), node.input[0]):
+    basis = g.constant(node.input[_BASIS])
+    if gemm is None or basis is None or not _channel_mean(g, g.producer.get(gemm.input[0]), node.input[MixtureInput.X]):
         return False
     attrs = _attributes(gemm)
     weight = g.constant(gemm.input[1])
@@ -531,7 +539,7 @@ def _expand_routing(proto: onnx.ModelProto, g: _Graph, node: onnx.NodeProto) -> 
     """The standard nodes that compute a routed node's coefficients; the node then reads them."""
     name = node.name or node.output[0]
     routing = g.constant(node.input[_ROUTING])
-    basis = g.constant(node.input[2])
+    basis = g.constant(node.input[_BASIS])
     if routing is None or basis is None:
         raise ValueError(f"{name}: expanding a routed mixture needs its routing and basis as constants")
     regions = routing.shape[1] // basis.shape[0]
@@ -540,9 +548,9 @@ def _expand_routing(proto: onnx.ModelProto, g: _Graph, node: onnx.NodeProto) -> 
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 18)
     if opset >= 18:
         axes = g.add_initializer(f"{name}.mean_axes", np.array([2, 3], dtype=np.int64))
-        reduce = helper.make_node("ReduceMean", [node.input[0], axes], [mean], keepdims=0)
+        reduce = helper.make_node("ReduceMean", [node.input[MixtureInput.X], axes], [mean], keepdims=0)
     else:
-        reduce = helper.make_node("ReduceMean", [node.input[0]], [mean], axes=[2, 3], keepdims=0)
+        reduce = helper.make_node("ReduceMean", [node.input[MixtureInput.X]], [mean], axes=[2, 3], keepdims=0)
     routing_bias = node.input[_ROUTING_BIAS] if len(node.input) > _ROUTING_BIAS else ""
     shape = g.add_initializer(f"{name}.coefficients_shape", np.array([0, regions, basis.shape[0]], dtype=np.int64))
     nodes = [
@@ -641,18 +649,18 @@ def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
         lowered += 1
         name = node.name or node.output[0]
         if _attribute(node, "filter_layout", OIHW) == IHWO:
-            transposed = g.fresh_name(f"{node.input[1]}.oihw")
-            proto.graph.node.append(helper.make_node("Transpose", [node.input[1]], [transposed], perm=TO_OIHW))
-            node.input[1] = transposed
+            transposed = g.fresh_name(f"{node.input[_FILTERS]}.oihw")
+            proto.graph.node.append(helper.make_node("Transpose", [node.input[_FILTERS]], [transposed], perm=TO_OIHW))
+            node.input[_FILTERS] = transposed
         set_layout(node, OIHW)
         tail: list[onnx.NodeProto] = []
         output = node.output[0]
-        if len(node.input) > 3 and node.input[3]:
-            bias = g.constant(node.input[3])
+        if len(node.input) > _BIAS and node.input[_BIAS]:
+            bias = g.constant(node.input[_BIAS])
             if bias is None:
                 raise ValueError(f"{name}: to_v1 needs the bias B as a constant")
-            column = g.add_initializer(f"{node.input[3]}.column", bias.reshape(1, -1, 1, 1))
-            del node.input[3:]
+            column = g.add_initializer(f"{node.input[_BIAS]}.column", bias.reshape(1, -1, 1, 1))
+            del node.input[_BIAS:]
             node.output[0] = g.fresh_name(f"{output}.conv")
             tail.append(helper.make_node("Add", [node.output[0], column], [output]))
         if _attribute(node, "activation", ""):

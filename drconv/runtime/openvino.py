@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from drconv import contract, onnx_file
 from drconv.errors import DrconvError
-from drconv.export.names import CUSTOM_DOMAIN
-from drconv.libraries import PLUGIN_FILES, require_plugin
+from drconv.libraries import OPENVINO_VERSION, PLUGIN_FILES, require_plugin
 
 __all__ = ["PRECISIONS", "compile", "core", "extension_library", "one_line"]
 
@@ -26,7 +26,7 @@ def _openvino() -> Any:
     try:
         import openvino
     except ImportError:
-        raise DrconvError("OpenVINO is not installed; pip install openvino==2026.4.1") from None
+        raise DrconvError(f"OpenVINO is not installed; pip install openvino=={OPENVINO_VERSION}") from None
     return openvino
 
 
@@ -80,8 +80,8 @@ def compile(
         extension: add the extension (False reads the graph without it, for portable graphs).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DrconvError(f"{path}: no such file")
+    # OpenVINO's ONNX frontend shows a conversion extension no version of its domain: checked here.
+    contract.check_versions(onnx_file.load(path), str(path))
     if threads is not None and threads < 1:
         raise DrconvError(f"threads must be >= 1, got {threads}")
     if precision is not None and precision not in PRECISIONS:
@@ -91,7 +91,7 @@ def compile(
         model = ov_core.read_model(str(path))
     except Exception as exc:
         # "No conversion rule found for operations: drconv.RegionConv2d"
-        if f"{CUSTOM_DOMAIN}." in str(exc) and "No conversion rule" in str(exc):
+        if f"{contract.DOMAIN}." in str(exc) and "No conversion rule" in str(exc):
             raise DrconvError(
                 f"OpenVINO cannot read {path}: its drconv nodes need the extension {PLUGIN_FILES['openvino']} "
                 "(core.add_extension(drconv.get_library_path('openvino')), or drconv.runtime.openvino.compile)"

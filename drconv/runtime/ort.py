@@ -8,9 +8,9 @@ from pathlib import Path
 
 import onnx
 
+from drconv import contract, onnx_file
 from drconv.errors import DrconvError
 from drconv.export import rewrite
-from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP
 from drconv.libraries import require_plugin
 
 __all__ = ["custom_op_library", "image_input", "needs_custom_ops", "session"]
@@ -24,14 +24,14 @@ def custom_op_library() -> Path:
 def needs_custom_ops(model: str | os.PathLike | onnx.ModelProto) -> bool:
     """Whether the graph has nodes in the drconv domain."""
     if not isinstance(model, onnx.ModelProto):
-        model = _load(Path(model))
-    return any(node.domain == CUSTOM_DOMAIN for node in model.graph.node)
+        model = onnx_file.load(model)
+    return any(node.domain == contract.DOMAIN for node in model.graph.node)
 
 
 def image_input(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, list[int | None]]:
     """The graph's one image input: its name and dims [N, C, H, W] (None where symbolic)."""
     if not isinstance(model, onnx.ModelProto):
-        model = _load(Path(model))
+        model = onnx_file.load(model)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -40,15 +40,6 @@ def image_input(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, list[i
     if len(dims) != 4:
         raise DrconvError(f"expected a 4-D image input [N, C, H, W], input {inputs[0].name} has rank {len(dims)}")
     return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in dims]
-
-
-def _load(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise DrconvError(f"{path}: no such file")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception:
-        raise DrconvError(f"{path} is not an ONNX model; export one with `drconv export`") from None
 
 
 def session(
@@ -77,7 +68,11 @@ def session(
         options.inter_op_num_threads = 1
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if needs_custom_ops(path):
+    proto = onnx_file.load(path)
+    # ONNX Runtime's C API shows a custom op's kernel no version of its domain: checked here.
+    contract.check_versions(proto, str(path))
+    custom = needs_custom_ops(proto)
+    if custom:
         options.register_custom_ops_library(str(custom_op_library()))
     providers = list(providers) if providers else ["CPUExecutionProvider"]
     available = ort.get_available_providers()
@@ -88,10 +83,9 @@ def session(
             "for CUDA install onnxruntime-gpu"
         )
     model: str | bytes = str(path)
-    if "CUDAExecutionProvider" in providers and needs_custom_ops(path):
+    if "CUDAExecutionProvider" in providers and custom:
         # The CUDA kernel implements version 1 of the node: lower version 2's additions.
-        proto = _load(path)
-        if rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP):
+        if rewrite.to_v1(proto, contract.DOMAIN, contract.REGION_CONV.name):
             model = proto.SerializeToString()
     try:
         return ort.InferenceSession(model, options, providers=providers)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from drconv import __version__
+from drconv import __version__, contract, defaults, onnx_file
 from drconv._atomic import atomic_path, check_writable, write_bytes
 from drconv.errors import DrconvError
 from drconv.info import gpu
@@ -62,13 +62,11 @@ def plugin_library() -> Path:
 
 def _registered(registry) -> bool:
     """Whether our creator is in TensorRT's registry already (loaded earlier in this process)."""
-    from drconv.export.names import CUSTOM_OP, PLUGIN_VERSION  # the plugin's name and version
-
     find = getattr(registry, "get_creator", None)  # TensorRT >= 10: V1 and V3 creators alike
     if find is None:
         return False
     try:
-        return find(CUSTOM_OP, PLUGIN_VERSION, "") is not None
+        return find(contract.REGION_CONV.name, contract.PLUGIN_VERSION, "") is not None
     except Exception:  # a registry that raises for an unknown name rather than returning None
         return False
 
@@ -106,15 +104,11 @@ class BuildOptions:
     min_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     opt_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     max_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    workspace_mb: int = 1024
+    workspace_mb: int = defaults.WORKSPACE_MB
     timing_cache: Path | None = None
 
 
-def _onnx_inputs(path: Path) -> dict[str, tuple[int | None, ...]]:
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # onnx raises protobuf's DecodeError and others for a file that is not ONNX
-        raise DrconvError(f"{path} is not an ONNX model; export one with `drconv export`") from None
+def _onnx_inputs(proto: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     initializers = {t.name for t in proto.graph.initializer}
     return {
         value.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
@@ -166,10 +160,9 @@ def _sidecar(engine: Path) -> Path:
 def _parse(parser, onnx_path: Path) -> bool:
     """Parse the file, its version-2 region-conv nodes lowered to version 1 (what the plugin runs) first."""
     from drconv.export import rewrite
-    from drconv.export.names import CUSTOM_DOMAIN, CUSTOM_OP
 
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    if rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP):
+    proto = onnx_file.load(onnx_path)
+    if rewrite.to_v1(proto, contract.DOMAIN, contract.REGION_CONV.name):
         return parser.parse(proto.SerializeToString(), str(onnx_path))  # the path finds external data
     return parser.parse_from_file(str(onnx_path))
 
@@ -181,9 +174,10 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, o
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     # The arguments first: a missing file or a bad shape is the user's to fix wherever TensorRT is.
-    if not onnx_path.is_file():
-        raise DrconvError(f"{onnx_path}: no such file")
-    inputs = _onnx_inputs(onnx_path)
+    proto = onnx_file.load(onnx_path)
+    # TensorRT's ONNX parser hands a plugin no version of the node's domain: checked here.
+    contract.check_versions(proto, str(onnx_path))
+    inputs = _onnx_inputs(proto)
     shapes = _profile_shapes(inputs, options)
     check_writable(engine_path, "-o")
     check_writable(_sidecar(engine_path), "-o")
@@ -207,7 +201,6 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, o
     if options.fp16:
         if strongly_typed:
             float16 = onnx.TensorProto.FLOAT16
-            proto = onnx.load(str(onnx_path), load_external_data=False)
             if proto.graph.input[0].type.tensor_type.elem_type != float16:
                 raise DrconvError(
                     "TensorRT >= 11 takes precision from the ONNX types: export a float16 model for --fp16"

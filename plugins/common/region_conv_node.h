@@ -5,19 +5,23 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
+#include "region_conv_contract.h"
 #include "region_conv_shape.h"
 
 namespace drconv {
 
+// The node's attributes, each at the contract's default until read.
 struct RegionConvAttrs {
-  std::vector<int64_t> strides{1, 1};
-  std::vector<int64_t> pads{0, 0, 0, 0};  // top, left, bottom, right (ONNX Conv order)
-  std::vector<int64_t> dilations{1, 1};
-  std::string filter_layout = "OIHW";  // or "IHWO": filters [N, R, C_in, kh, kw, C_out]
-  std::string activation;              // "" or "Relu", applied after the optional bias
+  std::vector<int64_t> strides{std::begin(contract::kDefaultStrides), std::end(contract::kDefaultStrides)};
+  // top, left, bottom, right (ONNX Conv order)
+  std::vector<int64_t> pads{std::begin(contract::kDefaultPads), std::end(contract::kDefaultPads)};
+  std::vector<int64_t> dilations{std::begin(contract::kDefaultDilations), std::end(contract::kDefaultDilations)};
+  std::string filter_layout = contract::kDefaultFilterLayout;  // or "IHWO": filters [N, R, C_in, kh, kw, C_out]
+  std::string activation = contract::kDefaultActivation;       // "" or "Relu", applied after the optional bias
 
   FilterLayout layout() const { return filter_layout == "IHWO" ? FilterLayout::kIHWO : FilterLayout::kOIHW; }
 

@@ -30,7 +30,7 @@ struct Registry {
         cuda_half(api, Provider::kCuda, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)
 #endif
   {
-    status = api->CreateCustomOpDomain("drconv", &domain);
+    status = api->CreateCustomOpDomain(drconv::contract::kDomain, &domain);
     for (OrtCustomOp* op : ops())
       if (status == nullptr) status = api->CustomOpDomain_Add(domain, op);
   }

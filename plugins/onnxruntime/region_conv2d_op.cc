@@ -11,11 +11,10 @@ namespace {
 
 const RegionConv2dOp& self(const OrtCustomOp* op) { return *static_cast<const RegionConv2dOp*>(op); }
 
-constexpr size_t kMaxInputs = 7;
-size_t input_count(bool mixture) { return mixture ? kMaxInputs : 4; }
-// RegionConv2d: X, filters, guide. MixtureRegionConv2d: X, basis, guide (the coefficients
-// are optional since the routing came, which replaces them).
-bool required_input(bool mixture, size_t i) { return mixture ? i == 0 || i == 2 || i == 3 : i < 3; }
+constexpr size_t kMaxInputs = contract::kMixtureInputs;
+const contract::NodeType& node_type(bool mixture) { return mixture ? contract::kMixture : contract::kRegionConv; }
+size_t input_count(bool mixture) { return node_type(mixture).inputs; }
+bool required_input(bool mixture, size_t i) { return node_type(mixture).required[i]; }
 
 OrtStatus* error(const OrtApi& api, const std::string& message) {
   return api.CreateStatus(ORT_INVALID_ARGUMENT, message.c_str());
@@ -24,11 +23,12 @@ OrtStatus* error(const OrtApi& api, const std::string& message) {
 OrtStatus* create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
   auto owned = new (std::nothrow) RegionConv2dKernel{api, self(op).provider, self(op).mixture, {}, nullptr};
   if (owned == nullptr) return api->CreateStatus(ORT_FAIL, "RegionConv2d: out of memory");
-  OrtStatus* status = ints_attribute(*api, info, "strides", owned->attrs.strides);
-  if (status == nullptr) status = ints_attribute(*api, info, "pads", owned->attrs.pads);
-  if (status == nullptr) status = ints_attribute(*api, info, "dilations", owned->attrs.dilations);
-  if (status == nullptr) status = string_attribute(*api, info, "filter_layout", owned->attrs.filter_layout);
-  if (status == nullptr) status = string_attribute(*api, info, "activation", owned->attrs.activation);
+  OrtStatus* status = ints_attribute(*api, info, contract::kStrides, owned->attrs.strides);
+  if (status == nullptr) status = ints_attribute(*api, info, contract::kPads, owned->attrs.pads);
+  if (status == nullptr) status = ints_attribute(*api, info, contract::kDilations, owned->attrs.dilations);
+  if (status == nullptr)
+    status = string_attribute(*api, info, contract::kFilterLayout, owned->attrs.filter_layout);
+  if (status == nullptr) status = string_attribute(*api, info, contract::kActivation, owned->attrs.activation);
   if (status == nullptr) {
     const std::string bad = owned->attrs.validate();
     if (!bad.empty()) status = error(*api, "RegionConv2d: " + bad);
@@ -67,13 +67,12 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
                                bool mixed)
     : OrtCustomOp{}, api(api_table), provider(where), type(element_type), mixture(mixed) {
   version = kApiVersion;
-  GetName = [](const OrtCustomOp* op) { return self(op).mixture ? "MixtureRegionConv2d" : "RegionConv2d"; };
+  GetName = [](const OrtCustomOp* op) { return node_type(self(op).mixture).name; };
   GetExecutionProviderType = [](const OrtCustomOp* op) -> const char* {
     return self(op).provider == Provider::kCuda ? "CUDAExecutionProvider" : "CPUExecutionProvider";
   };
   GetInputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
-  // X, filters, guide, optional B; a mixture: X, coefficients, basis, guide, optional B, and
-  // (version 4) routing and routing_bias, with the coefficients then absent.
+  // The contract's inputs (region_conv_contract.h), the optional ones as such.
   GetInputTypeCount = [](const OrtCustomOp* op) -> size_t { return input_count(self(op).mixture); };
   GetOutputType = [](const OrtCustomOp* op, size_t) { return self(op).type; };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
@@ -90,18 +89,18 @@ RegionConv2dOp::RegionConv2dOp(const OrtApi* api_table, Provider where, ONNXTens
   KernelComputeV2 = compute;
   KernelDestroy = destroy_kernel;
   InferOutputShapeFn = infer_output_shape;
-  // 2 added filter_layout, B and activation; 3 MixtureRegionConv2d; 4 its routing.
-  GetStartVersion = [](const OrtCustomOp* op) { return self(op).mixture ? 3 : 1; };
-  GetEndVersion = [](const OrtCustomOp*) { return 4; };
+  // ONNX Runtime matches these against the schema's since-version only: a model importing the
+  // domain at a version past kLatestVersion still reaches the kernel, which cannot see that
+  // version, so drconv's loaders refuse it (drconv.contract.check_versions).
+  GetStartVersion = [](const OrtCustomOp* op) { return static_cast<int>(node_type(self(op).mixture).since); };
+  GetEndVersion = [](const OrtCustomOp*) { return static_cast<int>(contract::kLatestVersion); };
 }
 
 OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
-  static const char* const kNames[2][kMaxInputs] = {{"X", "filters", "guide", "B", "", "", ""},
-                                                    {"X", "coefficients", "basis", "guide", "B", "routing",
-                                                     "routing_bias"}};
-  const char* const* names = kNames[mixture];
-  const char* op = mixture ? "MixtureRegionConv2d" : "RegionConv2d";
-  const size_t required = mixture ? 4 : 3, most = input_count(mixture);
+  const contract::NodeType& node = node_type(mixture);
+  const char* const* names = node.names;
+  const char* op = node.name;
+  const size_t required = node.min_inputs(), most = node.inputs;
   size_t count = 0;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetInputCount(context, &count));
   if (count < required || count > most)
@@ -121,15 +120,16 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
     if (given[i] != nullptr && given_infos[i].type != given_infos[0].type)
       return error(*api, std::string(op) + ": input " + names[i] + " is " + type_name(given_infos[i].type) +
                              " but X is " + type_name(given_infos[0].type) + "; all inputs must share one type");
-  // A mixture's coefficients come as an input or from its routing (version 4), never both.
-  const bool routed = mixture && given[5] != nullptr;
-  if (mixture && routed == (given[1] != nullptr))
-    return error(*api, routed ? "MixtureRegionConv2d: give the coefficients or the routing, not both"
-                              : "MixtureRegionConv2d: input coefficients is missing (and the node has no routing)");
-  if (mixture && !routed && given[6] != nullptr)
-    return error(*api, "MixtureRegionConv2d: input routing_bias needs the routing input");
+  if (mixture) {
+    const std::string bad = contract::mixture_inputs_error(given[contract::kCoefficients] != nullptr,
+                                                           given[contract::kRouting] != nullptr,
+                                                           given[contract::kRoutingBias] != nullptr);
+    if (!bad.empty()) return error(*api, bad);
+  }
   // The region conv's inputs X, filters (or coefficients), guide, B; a mixture's basis aside.
-  const size_t at[4] = {0, 1, mixture ? 3u : 2u, mixture ? 4u : 3u};
+  const size_t guide = mixture ? size_t{contract::kMixtureGuide} : size_t{contract::kGuide};
+  const size_t bias = mixture ? size_t{contract::kMixtureBias} : size_t{contract::kBias};
+  const size_t at[4] = {contract::kX, contract::kFilters, guide, bias};
   const OrtValue* inputs[4] = {};
   TensorInfo infos[4];
   for (size_t i = 0; i < 4; ++i) {
@@ -144,7 +144,8 @@ OrtStatus* RegionConv2dKernel::compute(OrtKernelContext* context) const {
                                                   dims(6), shape)
                                   : node_shape(attrs, dims(0), dims(1), dims(2), dims(3), shape);
   if (!bad.empty()) return error(*api, bad);
-  const Basis basis{mixture ? given[2] : nullptr, mixture ? given_infos[2].dims[0] : 0, given[5], given[6]};
+  const Basis basis{mixture ? given[contract::kBasis] : nullptr, mixture ? given_infos[contract::kBasis].dims[0] : 0,
+                    given[contract::kRouting], given[contract::kRoutingBias]};
 #ifdef DRCONV_WITH_CUDA
   if (provider == Provider::kCuda) return compute_cuda(context, inputs, infos, shape);
 #endif

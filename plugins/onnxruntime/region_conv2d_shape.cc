@@ -48,7 +48,7 @@ class InputShape {
 
 bool ihwo(const OrtApi& api, OrtShapeInferContext* context) {
   const OrtOpAttr* attr = nullptr;
-  OrtStatus* status = api.ShapeInferContext_GetAttribute(context, "filter_layout", &attr);
+  OrtStatus* status = api.ShapeInferContext_GetAttribute(context, contract::kFilterLayout, &attr);
   if (status != nullptr || attr == nullptr) {
     if (status != nullptr) api.ReleaseStatus(status);
     return false;  // absent: OIHW
@@ -68,7 +68,9 @@ bool ihwo(const OrtApi& api, OrtShapeInferContext* context) {
 OrtStatus* infer_output_shape(const OrtCustomOp* op, OrtShapeInferContext* context) {
   const auto& self = *static_cast<const RegionConv2dOp*>(op);
   const OrtApi& api = *self.api;
-  const size_t filters_at = self.mixture ? 2 : 1, guide_at = self.mixture ? 3 : 2;
+  // A mixture's C_out is in its basis, where RegionConv2d's is in its filters.
+  const size_t filters_at = self.mixture ? size_t{contract::kBasis} : size_t{contract::kFilters};
+  const size_t guide_at = self.mixture ? size_t{contract::kMixtureGuide} : size_t{contract::kGuide};
   InputShape x(api), filters(api), guide(api);
   if (!x.read(context, 0) || !filters.read(context, filters_at) || !guide.read(context, guide_at)) return nullptr;
   if (x.dims.size() != 4 || guide.dims.size() != 4 || filters.dims.size() != (self.mixture ? 5u : 6u)) return nullptr;

@@ -43,11 +43,11 @@ void read_attribute(const ov::frontend::NodeContext& node, const std::string& na
 // A node's attributes; those absent take the defaults of version 1, as in the other backends.
 RegionConvAttrs attributes(const ov::frontend::NodeContext& node) {
   RegionConvAttrs attrs;
-  read_attribute(node, "strides", "ints", attrs.strides);
-  read_attribute(node, "pads", "ints", attrs.pads);
-  read_attribute(node, "dilations", "ints", attrs.dilations);
-  read_attribute(node, "filter_layout", "a string", attrs.filter_layout);
-  read_attribute(node, "activation", "a string", attrs.activation);
+  read_attribute(node, drconv::contract::kStrides, "ints", attrs.strides);
+  read_attribute(node, drconv::contract::kPads, "ints", attrs.pads);
+  read_attribute(node, drconv::contract::kDilations, "ints", attrs.dilations);
+  read_attribute(node, drconv::contract::kFilterLayout, "a string", attrs.filter_layout);
+  read_attribute(node, drconv::contract::kActivation, "a string", attrs.activation);
   return attrs;
 }
 
@@ -69,15 +69,16 @@ ov::OutputVector region_conv2d_from_onnx(const ov::frontend::NodeContext& node) 
 // drconv::MixtureRegionConv2d: X, coefficients, basis, guide[, B[, routing[, routing_bias]]], the
 // inputs the node leaves out said by the operation's flags (OpenVINO has no empty inputs).
 ov::OutputVector mixture_region_conv2d_from_onnx(const ov::frontend::NodeContext& node) {
-  const ov::Output<ov::Node> coefficients = optional_input(node, 1), bias = optional_input(node, 4);
-  const ov::Output<ov::Node> routing = optional_input(node, 5), routing_bias = optional_input(node, 6);
+  namespace c = drconv::contract;
+  const ov::Output<ov::Node> coefficients = optional_input(node, c::kCoefficients);
+  const ov::Output<ov::Node> bias = optional_input(node, c::kMixtureBias), routing = optional_input(node, c::kRouting);
+  const ov::Output<ov::Node> routing_bias = optional_input(node, c::kRoutingBias);
   const MixtureRegionConv2d::Inputs which{routing.get_node() != nullptr, bias.get_node() != nullptr,
                                           routing_bias.get_node() != nullptr};
-  if (which.routed == (coefficients.get_node() != nullptr))
-    OPENVINO_THROW(which.routed ? "MixtureRegionConv2d: give the coefficients or the routing, not both"
-                                : "MixtureRegionConv2d: input coefficients is missing (and the node has no routing)");
-  ov::OutputVector inputs{node.get_input(0), which.routed ? routing : coefficients, node.get_input(2),
-                          node.get_input(3)};
+  const std::string bad = c::mixture_inputs_error(coefficients.get_node() != nullptr, which.routed, which.routing_bias);
+  if (!bad.empty()) OPENVINO_THROW(bad);
+  ov::OutputVector inputs{node.get_input(c::kMixtureX), which.routed ? routing : coefficients,
+                          node.get_input(c::kBasis), node.get_input(c::kMixtureGuide)};
   if (which.bias) inputs.push_back(bias);
   if (which.routing_bias) inputs.push_back(routing_bias);
   return std::make_shared<MixtureRegionConv2d>(inputs, attributes(node), which)->outputs();
@@ -88,7 +89,9 @@ ov::OutputVector mixture_region_conv2d_from_onnx(const ov::frontend::NodeContext
 OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({
     std::make_shared<ov::OpExtension<RegionConv2d>>(),  // OpenVINO IR (ov::save_model, read_model)
     std::make_shared<ov::OpExtension<MixtureRegionConv2d>>(),
-    std::make_shared<ov::frontend::onnx::ConversionExtension>("RegionConv2d", "drconv", region_conv2d_from_onnx),
-    std::make_shared<ov::frontend::onnx::ConversionExtension>("MixtureRegionConv2d", "drconv",
-                                                              mixture_region_conv2d_from_onnx),
+    // OpenVINO's ONNX frontend shows these no version of the domain: drconv's loader checks it.
+    std::make_shared<ov::frontend::onnx::ConversionExtension>(drconv::contract::kRegionConv.name,
+                                                              drconv::contract::kDomain, region_conv2d_from_onnx),
+    std::make_shared<ov::frontend::onnx::ConversionExtension>(
+        drconv::contract::kMixture.name, drconv::contract::kDomain, mixture_region_conv2d_from_onnx),
 }));

@@ -11,7 +11,10 @@
 namespace drconv::openvino {
 namespace {
 
-constexpr size_t kX = 0, kCoefficients = 1, kBasis = 2, kGuide = 3;  // then B, routing_bias as present
+// The ONNX node's first four positions (the coefficients' taken by the routing when routed),
+// then B and routing_bias as present: OpenVINO has no empty inputs.
+constexpr size_t kX = contract::kMixtureX, kCoefficients = contract::kCoefficients, kBasis = contract::kBasis,
+                 kGuide = contract::kMixtureGuide;
 
 }  // namespace
 

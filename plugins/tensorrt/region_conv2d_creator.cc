@@ -45,15 +45,15 @@ std::string parse_fields(nvinfer1::PluginFieldCollection const* fc, RegionConvAt
     PluginField const& field = fc->fields[i];
     if (field.name == nullptr) return "a field has no name";
     std::string bad;
-    if (std::strcmp(field.name, "strides") == 0)
+    if (std::strcmp(field.name, contract::kStrides) == 0)
       bad = read_ints(field, attrs.strides);
-    else if (std::strcmp(field.name, "pads") == 0)
+    else if (std::strcmp(field.name, contract::kPads) == 0)
       bad = read_ints(field, attrs.pads);
-    else if (std::strcmp(field.name, "dilations") == 0)
+    else if (std::strcmp(field.name, contract::kDilations) == 0)
       bad = read_ints(field, attrs.dilations);
-    else if (std::strcmp(field.name, "filter_layout") == 0)
+    else if (std::strcmp(field.name, contract::kFilterLayout) == 0)
       bad = read_string(field, attrs.filter_layout);
-    else if (std::strcmp(field.name, "activation") == 0)
+    else if (std::strcmp(field.name, contract::kActivation) == 0)
       bad = read_string(field, attrs.activation);
     else if (std::strcmp(field.name, "plugin_version") != 0 && std::strcmp(field.name, "plugin_namespace") != 0)
       log(nvinfer1::ILogger::Severity::kWARNING, std::string("RegionConv2d: ignoring unknown field ") + field.name);
@@ -75,9 +75,9 @@ std::string parse_fields(nvinfer1::PluginFieldCollection const* fc, RegionConvAt
 }
 
 RegionConv2dCreator::RegionConv2dCreator() {
-  fields_.emplace_back("strides", nullptr, PluginFieldType::kINT32, 2);
-  fields_.emplace_back("pads", nullptr, PluginFieldType::kINT32, 4);
-  fields_.emplace_back("dilations", nullptr, PluginFieldType::kINT32, 2);
+  fields_.emplace_back(contract::kStrides, nullptr, PluginFieldType::kINT32, 2);
+  fields_.emplace_back(contract::kPads, nullptr, PluginFieldType::kINT32, 4);
+  fields_.emplace_back(contract::kDilations, nullptr, PluginFieldType::kINT32, 2);
   field_names_.nbFields = static_cast<int32_t>(fields_.size());
   field_names_.fields = fields_.data();
 }

@@ -14,8 +14,8 @@
 
 namespace drconv::trt {
 
-constexpr char const* kPluginName = "RegionConv2d";
-constexpr char const* kPluginVersion = "1";
+constexpr char const* kPluginName = contract::kRegionConv.name;
+constexpr char const* kPluginVersion = contract::kPluginVersion;
 
 // Where the plugin and creator send their messages: TensorRT's logger once
 // setLoggerFinder has been called, else stderr.
