@@ -54,8 +54,9 @@ demo: setup plugins
 test: setup plugins
 	$(PY) -m pytest
 
-bench: setup
-	$(PY) benchmarks/bench_region_conv.py
+# One region conv against its dense bound in every backend (benchmarks/ has the sweeps).
+bench: setup plugins
+	$(VENV)/bin/drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --threads 2 --iters 200
 
 lint: setup
 	$(VENV)/bin/ruff check drconv tests benchmarks setup.py

@@ -24,7 +24,7 @@ SHAPES: list[tuple[str, int, int]] = [
     ("64x56x56", 3, 8),
     ("192x14x14", 3, 2),
 ]
-PAIRS = (("ort-custom", "ort-dense"), ("torch", "torch-dense"))
+PAIRS = (("ort-custom", "ort-dense"), ("torch", "torch-dense"), ("ov-custom", "ov-dense"))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

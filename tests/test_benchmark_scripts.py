@@ -1,0 +1,81 @@
+"""The scripts in benchmarks/ run, on tiny sizes: a refactor of drconv cannot break them silently.
+
+They measure; these runs only prove that each script still imports, runs end to end and
+writes what it says. The GPU scripts run under `-m gpu` (benchmarks/gpu_suite.sh) and are
+import-checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from drconv.libraries import plugin_path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "benchmarks"
+
+
+def _run(*args: str, timeout: int = 300) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{args[0]} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def test_every_script_is_covered_here():
+    covered = {"ab_ort_library", "bench_layers", "bench_scaling", "bench_torch_overhead", "bench_model_breakdown"}
+    covered |= {"bench_cuda", "profile_cuda", "_timing"}
+    assert {p.stem for p in SCRIPTS.glob("*.py")} == covered
+
+
+def test_bench_layers(tmp_path):
+    out = _run(str(SCRIPTS / "bench_layers.py"), "--out", str(tmp_path), "--iters", "3", "--only", "8x5x5:1:2",
+               "--backend", "ort-custom,ort-dense,torch,torch-dense")  # fmt: skip
+    written = list(tmp_path.glob("*.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text())["config"]["mode"] == "layer"
+    assert "8x5x5" in out
+
+
+def test_bench_scaling(tmp_path):
+    _run(str(SCRIPTS / "bench_scaling.py"), "--channels", "4", "--regions", "1", "2", "--sizes", "8", "--iters", "3",
+         "--warmup", "1", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.json"))  # fmt: skip
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "s.json").read_text())
+
+
+def test_bench_torch_overhead():
+    out = _run(str(SCRIPTS / "bench_torch_overhead.py"), "--iters", "5", "--warmup", "1")
+    assert "conv2d" in out
+
+
+def test_bench_model_breakdown():
+    out = _run(str(SCRIPTS / "bench_model_breakdown.py"), "--size", "64", "--iters", "3", "--warmup", "1")
+    assert "export" in out
+
+
+def test_ab_ort_library():
+    library = plugin_path("onnxruntime")
+    assert library is not None, "libdrconv_onnxruntime.so is not built (make plugins)"
+    out = _run(str(SCRIPTS / "ab_ort_library.py"), str(library), str(library), "--layer", "8x5x5", "--iters", "5")
+    assert "B / A" in out or "b/a" in out.lower()
+
+
+@pytest.mark.parametrize("script", ["bench_cuda", "profile_cuda"])
+def test_the_gpu_scripts_parse_their_arguments(script):
+    assert "usage" in _run(str(SCRIPTS / f"{script}.py"), "--help").lower()
+
+
+@pytest.mark.gpu
+def test_bench_cuda_runs_on_a_gpu(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available: torch.cuda.is_available() is False")
+    _run(str(SCRIPTS / "bench_cuda.py"), "--dtype", "float32", "--batch", "1", "--regions", "2", "--rounds", "2",
+         "--json", str(tmp_path / "b.json"))  # fmt: skip
+    assert json.loads((tmp_path / "b.json").read_text())["runs"]
