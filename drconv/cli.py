@@ -394,17 +394,25 @@ def export(
         typer.Option(
             "--filter-layout",
             help="Custom nodes' filters: IHWO (read by the CPU kernel without packing; drconv build and CUDA "
-            "sessions convert it) or OIHW (for trtexec and other tools that load the plugin themselves).",
+            "sessions convert it) or OIHW.",
         ),
     ] = FilterLayout.IHWO,
     fuse: Annotated[
         bool,
         flag(
             "--fuse/--no-fuse",
-            help="Fold the BatchNormalization and ReLU after each region conv, and a mixture's filter Gemm, into "
-            "its node (drconv build and CUDA sessions split them out again).",
+            help="Fold the BatchNormalization and ReLU after each region conv into its node (drconv build and CUDA "
+            "sessions split them out again).",
         ),
     ] = True,
+    plugin_v1: Annotated[
+        bool,
+        flag(
+            "--plugin-v1",
+            help="Write version 1 of the node only (RegionConv2d, OIHW, with standard ops around it), for trtexec "
+            "and other tools that load the TensorRT plugin themselves.",
+        ),
+    ] = False,
 ) -> None:
     """Export a model to ONNX: DRConv layers as custom nodes (custom) or standard ops (portable)."""
     import torch
@@ -430,6 +438,7 @@ def export(
             opset=opset,
             layout=filter_layout.value,
             fuse=fuse,
+            node_version=1 if plugin_v1 else None,
         )
     console.print("wrote ", end="")
     _print_onnx_summary(output)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drconv import ops  # registers torch.ops.drconv.region_conv, which the layers call
+from drconv import contract, ops  # ops registers torch.ops.drconv.region_conv, which the layers call
 from drconv._geometry import IntOrPair, conv_out_size, normalize_params, pair, shape_text
 
 __all__ = ["DRConv2d", "MixtureDRConv2d", "fit_guide"]
@@ -189,6 +189,10 @@ class MixtureDRConv2d(_RegionConvLayer):
     defaults to 0, as there and in nn.Conv2d.
     """
 
+    # The exported node's constant inputs, buffers while drconv.export traces the layer: the
+    # initializers then carry these names.
+    NODE_BUFFERS = ("node_basis", "node_routing", "node_routing_bias")
+
     def __init__(
         self,
         in_channels: int,
@@ -208,6 +212,9 @@ class MixtureDRConv2d(_RegionConvLayer):
         self.weight = nn.Parameter(torch.empty(out_channels * in_channels * kh * kw, num_basis))
         self.routing_fc = nn.Linear(in_channels, region_num * num_basis)
         self.reset_parameters()
+        # The filter layout, set only while drconv.export traces the layer: it then writes one
+        # MixtureRegionConv2d node whose constant inputs are buffers NODE_BUFFERS (`node_inputs`).
+        self._node_layout: str | None = None
 
     def reset_parameters(self) -> None:
         # The released model's initialisation: He-uniform basis filters, near-uniform routing.
@@ -232,7 +239,7 @@ class MixtureDRConv2d(_RegionConvLayer):
         """
         kh, kw = self.kernel_size
         if torch.jit.is_scripting() or not self._ihwo_inference(x):
-            # [N*R, M] times weight: the Gemm drconv.export.rewrite.fuse_mixture folds into the node.
+            # [N*R, M] times weight (the ONNX export writes the layer as one node: `_as_node`).
             filters = F.linear(self.mixture(x).reshape(-1, self.num_basis), self.weight)
             return filters.view(-1, self.region_num, self.out_channels, self.in_channels, kh, kw)
         return ops.mixed_filters(self.mixture(x).reshape(-1, self.region_num, self.num_basis), self._ihwo_basis())
@@ -265,6 +272,43 @@ class MixtureDRConv2d(_RegionConvLayer):
             self._ihwo_cache = cached
         return cached[2]
 
+    @torch.jit.unused
+    def node_inputs(self, layout: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The constant inputs of the drconv::MixtureRegionConv2d node this layer is (docs/region_conv_op.md):
+        basis [M, one filter] in `layout` ("OIHW" or "IHWO") with the mixture's 2 / M folded in,
+        routing [C_in, R * M] and routing_bias [R * M], the node computing sigmoid(mean_hw(x) @
+        routing + routing_bias) as this layer's `mixture` does before its 2 / M."""
+        kh, kw = self.kernel_size
+        with torch.no_grad():
+            weight = self.weight.detach()
+            basis = (weight * (2.0 / self.num_basis)).t()
+            basis = basis.reshape(self.num_basis, self.out_channels, self.in_channels, kh, kw)
+            if layout == "IHWO":
+                basis = basis.permute(0, 2, 3, 4, 1)
+            routing = self.routing_fc.weight.detach().t()
+            return basis.contiguous(), routing.contiguous(), self.routing_fc.bias.detach().clone()
+
+    @torch.jit.unused
+    def _as_node(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """The layer as one MixtureRegionConv2d node, for the ONNX exporter (drconv.export)."""
+        basis, routing, routing_bias = (getattr(self, name) for name in self.NODE_BUFFERS)
+        guide = self.fitted_guide(x, guide)
+        # In the contract's input order: X, coefficients (none: the node routes itself), basis,
+        # guide, B, routing, routing_bias.
+        return torch.onnx.ops.symbolic(
+            f"{contract.DOMAIN}::{contract.MIXTURE.name}",
+            (x, None, basis, guide, self.bias, routing, routing_bias),
+            {
+                "strides": list(self.stride),
+                "pads": [self.padding[0], self.padding[1], self.padding[0], self.padding[1]],
+                "dilations": list(self.dilation),
+                "filter_layout": self._node_layout,
+            },
+            dtype=x.dtype,
+            shape=(x.shape[0], self.out_channels, guide.shape[2], guide.shape[3]),
+            version=contract.MIXTURE.input_since[contract.MixtureInput.ROUTING],
+        )
+
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         _check_input("MixtureDRConv2d", x, self.in_channels)
         if guide.dim() != 4 or guide.shape[0] != x.shape[0] or guide.shape[1] != self.region_num:
@@ -272,6 +316,8 @@ class MixtureDRConv2d(_RegionConvLayer):
                 f"MixtureDRConv2d expects a guide [{x.shape[0]}, {self.region_num}, H, W], "
                 f"got shape {shape_text(guide)}"
             )
+        if not torch.jit.is_scripting() and getattr(self, "_node_layout", None) is not None:
+            return self._as_node(x, guide)
         if not torch.jit.is_scripting() and self._ihwo_inference(x):
             # The filters are mixed inside the CPU kernel, never written out as a tensor.
             y = torch.ops.drconv.mixture_region_conv(

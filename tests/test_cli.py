@@ -114,6 +114,11 @@ def test_export_filter_layout_and_fuse_flags(tmp_path):
     )
     assert v1.returncode == 0, v1.stderr
     assert "drconv 1" in v1.stdout and "ok" in v1.stdout
+    plugin = subprocess.run(
+        [DRCONV, *common, "-o", "plugin.onnx", "--plugin-v1"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert plugin.returncode == 0, plugin.stderr
+    assert "drconv 1" in plugin.stdout and "ok" in plugin.stdout  # folded BN and IHWO lowered again
     bad = run("export", "-o", str(tmp_path / "x.onnx"), "--filter-layout", "HWIO")
     assert bad.returncode == 2 and "HWIO" in bad.stderr
     assert not (tmp_path / "x.onnx").exists()

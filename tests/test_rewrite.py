@@ -1,5 +1,5 @@
-"""The node's rewrites: IHWO filters and the folded BatchNormalization + ReLU where they are free (version 2),
-the mixture folded into MixtureRegionConv2d (version 3) with its routing (version 4), the lowering to
+"""The export's nodes and passes: MixtureDRConv2d written as one routed MixtureRegionConv2d (version 4),
+IHWO filters and the folded BatchNormalization + ReLU where they are free (version 2), the lowering to
 version 1 for TensorRT and CUDA, and their parity with PyTorch."""
 
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from drconv import DRConv2d
+from drconv.errors import DrconvError
 from drconv.export import rewrite, to_onnx
 from drconv.export.onnx import CUSTOM_DOMAIN, CUSTOM_OP
 from drconv.models import create
@@ -37,8 +38,8 @@ def _scaled(model: torch.nn.Module) -> torch.nn.Module:
 def zoo(tmp_path_factory):
     """drconv-shufflenetv2-0.5x and three exports (exporting takes seconds: once).
 
-    v2: the default (BN + ReLU, the mixture and its routing folded in, IHWO; drconv version 4); oihw: folded, OIHW;
-    plain: version 1 (nothing folded).
+    v2: the default (routed mixture nodes, BN + ReLU folded in, IHWO; drconv version 4); oihw: folded, OIHW;
+    plain: OIHW, nothing folded (the mixture nodes still route themselves: version 4).
     """
     tmp = tmp_path_factory.mktemp("zoo")
     model = _scaled(create("drconv-shufflenetv2-0.5x"))
@@ -63,24 +64,25 @@ def _initializer(proto: onnx.ModelProto, name: str) -> np.ndarray:
     return next(onnx.numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == name)
 
 
-def test_zoo_export_folds_bn_relu_and_mixture_and_is_ihwo_matching_torch(zoo):
+def test_zoo_export_writes_routed_mixtures_folds_bn_relu_and_is_ihwo_matching_torch(zoo):
     model, v2, oihw, plain = zoo
     p_v2, p_oihw, p_plain = (onnx.load(str(p)) for p in (v2, oihw, plain))
     assert rewrite.layouts(p_v2, *LAYOUT_ARGS) == ["IHWO"] * 32
     assert rewrite.layouts(p_oihw, *LAYOUT_ARGS) == rewrite.layouts(p_plain, *LAYOUT_ARGS) == ["OIHW"] * 32
-    assert [_drconv_version(p) for p in (p_v2, p_oihw, p_plain)] == [4, 4, 1]
-    assert len(_mixtures(p_v2)) == len(_mixtures(p_oihw)) == 32 and not _region_convs(p_v2)
-    assert not _mixtures(p_plain) and len(_region_convs(p_plain)) == 32
+    assert [_drconv_version(p) for p in (p_v2, p_oihw, p_plain)] == [4, 4, 4]
+    for proto in (p_v2, p_oihw, p_plain):
+        assert len(_mixtures(proto)) == 32 and not _region_convs(proto)
+        assert not any(n.op_type in ("Mul", "Sigmoid", "MatMul") for n in proto.graph.node)
     for node in _mixtures(p_v2):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         # X, (no coefficients: routed), basis, guide, B, routing, routing_bias
         assert len(node.input) == 7 and node.input[1] == "" and all(node.input[2:]) and attrs["activation"] == b"Relu"
-    assert all(len(n.input) == 3 for n in _region_convs(p_plain))
-    # Per region conv: its BatchNormalization and ReLU, the Mul and Div of the mixture's
-    # 2 * sigmoid / M, the mixture Gemm and the filters' Reshape, and the routing's ReduceMean,
-    # Gemm, Sigmoid and Reshape are gone; IHWO only permuted weights.
-    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 10 * 32
-    assert not any(n.op_type in ("BatchNormalization", "Mul", "Sigmoid") for n in p_v2.graph.node)
+    for node in _mixtures(p_plain):  # no B, no activation: the BatchNormalization and ReLU follow
+        assert node.input[4] == "" and not any(a.name == "activation" for a in node.attribute)
+    # Per region conv its BatchNormalization and ReLU are folded in; IHWO only permuted the basis.
+    assert len(p_v2.graph.node) == len(p_oihw.graph.node) == len(p_plain.graph.node) - 2 * 32
+    assert not any(n.op_type == "BatchNormalization" for n in p_v2.graph.node)
+    assert sum(n.op_type == "BatchNormalization" for n in p_plain.graph.node) == 32
     # The basis is the mixture weight, scaled by 2 / M (and the BatchNormalization's scale).
     first = model.stage1_block1.conva_right
     layer, bn = first.conv, first.bn
@@ -182,24 +184,25 @@ def test_expand_routing_gives_version_3_nodes_with_the_same_outputs(zoo, tmp_pat
     np.testing.assert_allclose(_run(expanded, x), _run(path, x), atol=1e-5, rtol=1e-5)
 
 
-def test_to_ihwo_copies_a_weight_that_another_node_reads(zoo):
-    _, _, _, path = zoo
-    proto = onnx.load(str(path))
-    # A second reader of the first mixture weight (an Identity to a new output) must still see it unpermuted.
+def test_to_ihwo_copies_a_weight_that_another_node_reads(tmp_path):
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(DRConv2d(6, 10, 1, region_num=4)).eval()
+    proto = onnx.load(str(to_onnx(net, torch.randn(1, 6, 8, 8), tmp_path / "l.onnx", layout="OIHW", fuse=False)))
+    # A second reader of the generator's grouped-conv weight (an Identity to a new output) must still see it unpermuted.
     region = next(n for n in proto.graph.node if n.op_type == CUSTOM_OP)
     producer = {o: n for n in proto.graph.node for o in n.output}
-    gemm = producer[producer[region.input[1]].input[0]]
-    weight = gemm.input[1]
+    conv = producer[producer[region.input[1]].input[0]]
+    weight = conv.input[1]
     proto.graph.node.append(onnx.helper.make_node("Identity", [weight], ["weight_copy"]))
     proto.graph.output.append(onnx.helper.make_tensor_value_info("weight_copy", onnx.TensorProto.FLOAT, None))
     before = next(onnx.numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == weight)
-    assert rewrite.to_ihwo(proto, *LAYOUT_ARGS) == 32
+    assert rewrite.to_ihwo(proto, *LAYOUT_ARGS) == 1
     after = next(onnx.numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == weight)
     np.testing.assert_array_equal(before, after)
-    assert gemm.input[1] != weight
+    assert conv.input[1] != weight
 
 
-def test_trt_build_parses_the_lowered_graph(zoo):
+def test_trt_build_parses_the_lowered_graph(zoo, tmp_path):
     """build_engine's parse step hands TensorRT a version-1 graph; the plugin refuses version 2's additions."""
     from drconv.runtime import trt
 
@@ -214,16 +217,32 @@ def test_trt_build_parses_the_lowered_graph(zoo):
 
     _, v2, _, plain = zoo
     parser = Parser()
-    assert trt._parse(parser, v2)
-    assert parser.path == str(v2)
-    parsed = onnx.load_from_string(parser.data)
-    assert rewrite.layouts(parsed, *LAYOUT_ARGS) == ["OIHW"] * 32
-    assert trt._parse(parser, plain) and parser.data is None  # nothing to lower: the file as it is
+    for path in (v2, plain):  # routed mixtures, with and without B and Relu folded in
+        assert trt._parse(parser, path)
+        assert parser.path == str(path)
+        parsed = onnx.load_from_string(parser.data)
+        assert rewrite.layouts(parsed, *LAYOUT_ARGS) == ["OIHW"] * 32 and not _mixtures(parsed)
+        assert _drconv_version(parsed) == 1
+    v1 = to_onnx(torch.nn.Sequential(DRConv2d(3, 8, 1)).eval(), torch.randn(1, 3, 8, 8), tmp_path / "v1.onnx",
+                 layout="OIHW", fuse=False)  # fmt: skip
+    assert _drconv_version(onnx.load(str(v1))) == 1
+    assert trt._parse(parser, v1) and parser.data is None  # nothing to lower: the file as it is
 
 
 def test_bad_layout_is_a_clear_error(tmp_path):
-    from drconv.errors import DrconvError
-
     with pytest.raises(DrconvError, match="layout must be one of IHWO, OIHW"):
         to_onnx(DRConv2d(2, 2, 1, 2), torch.randn(1, 2, 4, 4), tmp_path / "m.onnx", layout="HWIO")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_node_version_1_lowers_the_export_for_the_tensorrt_plugin(zoo, tmp_path):
+    model, v2, _, _ = zoo
+    path = to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "v1.onnx", node_version=1)
+    proto = onnx.load(str(path))
+    assert _drconv_version(proto) == 1 and not _mixtures(proto)
+    assert rewrite.layouts(proto, *LAYOUT_ARGS) == ["OIHW"] * 32
+    assert all(len(n.input) == 3 and not any(a.name == "activation" for a in n.attribute) for n in _region_convs(proto))
+    x = torch.randn(1, 3, 64, 96)
+    np.testing.assert_allclose(_run(path, x), _run(v2, x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(DrconvError, match="node_version must be None"):
+        to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "v2.onnx", node_version=2)

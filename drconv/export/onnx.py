@@ -174,6 +174,26 @@ def _quiet(*loggers: str) -> Iterator[None]:
             log.setLevel(level)
 
 
+@contextlib.contextmanager
+def _mixture_nodes(model: torch.nn.Module, layout: str) -> Iterator[None]:
+    """While it lasts, each MixtureDRConv2d traces as one MixtureRegionConv2d node (routed,
+    version 4) whose basis, routing and routing bias are constants, its filters in `layout`."""
+    from drconv.nn import MixtureDRConv2d
+
+    layers = [m for m in model.modules() if isinstance(m, MixtureDRConv2d)]
+    for layer in layers:
+        for name, value in zip(layer.NODE_BUFFERS, layer.node_inputs(layout), strict=True):
+            layer.register_buffer(name, value, persistent=False)  # named initializers, not in state_dict
+        layer._node_layout = layout
+    try:
+        yield
+    finally:
+        for layer in layers:
+            for name in layer.NODE_BUFFERS:
+                del layer._buffers[name]
+            layer._node_layout = None
+
+
 def _trace(model: torch.nn.Module, sample: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
     if dynamic and sample.shape[0] == 1:
         # torch.export specializes a size of 1; a batch of 2 keeps the axis symbolic.
@@ -299,22 +319,28 @@ def to_onnx(
     opset: int = MIN_OPSET,
     layout: str = rewrite.IHWO,
     fuse: bool = True,
+    node_version: int | None = None,
 ) -> Path:
     """Export `model` to ONNX at `path` and return the path.
 
     Args:
-        model: any nn.Module whose forward takes one image batch; DRConv layers (or direct
-            `drconv.region_conv` calls) become `drconv::RegionConv2d` nodes in custom mode.
+        model: any nn.Module whose forward takes one image batch. In custom mode a
+            `DRConv2d` (or a direct `drconv.region_conv` call) becomes a `drconv::RegionConv2d`
+            node, a `MixtureDRConv2d` one `drconv::MixtureRegionConv2d` node that mixes its
+            filters and computes its routing itself.
         sample_input: an example input [N, C, H, W] on the model's device.
         mode: "custom" (one node per region conv) or "portable" (standard ops only).
         dynamic: batch, height and width symbolic (default); False fixes them to the sample's.
         opset: the default-domain opset (>= 18).
-        layout: the custom nodes' filter_layout: "IHWO" (default; applied where the filters
-            come straight from a constant weight, as in both DRConv layers, for free; the CPU
-            kernel then reads them without packing) or "OIHW".
-        fuse: fold the BatchNormalization (and ReLU) after each region conv into its node,
-            and a MixtureDRConv2d's mixture and routing (custom mode; where the filters come
-            from a constant weight, as in both layers).
+        layout: the custom nodes' filter_layout: "IHWO" (default: a mixture's basis, and a
+            1x1 DRConv2d's filters by permuting its generator's rows, for free; the CPU kernel
+            then reads them without packing) or "OIHW".
+        fuse: fold the BatchNormalization (and ReLU) after each region conv into its node
+            (custom mode; where the filters come from constants, as in both layers at 1x1
+            and the mixture at any size).
+        node_version: None for the lowest version of the drconv domain with what the nodes use
+            (docs/region_conv_op.md); 1 for version 1 only (RegionConv2d, OIHW, standard ops
+            around it: what the TensorRT plugin implements, for tools that load it themselves).
 
     The model is checked with onnx.checker and written to a temporary file that is then
     renamed, so a failure leaves nothing at `path`.
@@ -323,6 +349,8 @@ def to_onnx(
         DrconvError: on bad arguments, a model torch.export cannot trace, or an unwritable path.
     """
     _check_args(model, sample_input, mode, opset)
+    if node_version not in (None, 1):
+        raise DrconvError(f"node_version must be None (the latest a graph needs) or 1, got {node_version!r}")
     if layout not in rewrite.FILTER_LAYOUTS:
         raise DrconvError(f"layout must be one of {', '.join(rewrite.FILTER_LAYOUTS)}, got {layout!r}")
     path = Path(path)
@@ -332,7 +360,8 @@ def to_onnx(
     model.eval()
     try:
         with torch.no_grad(), _quiet("torch._export", "torch.export"):  # e.g. "0/1 specialized"
-            program = _trace(model, sample_input, dynamic)
+            with _mixture_nodes(model, layout) if mode == "custom" else contextlib.nullcontext():
+                program = _trace(model, sample_input, dynamic)
         proto = _translate(program, mode, opset, ["input"])
     finally:
         model.train(was_training)
@@ -344,12 +373,15 @@ def to_onnx(
     if mode == "custom":
         if fuse:
             rewrite.fuse_epilogue(proto, CUSTOM_DOMAIN, CUSTOM_OP)
-            rewrite.fold_mixture_scale(proto, CUSTOM_DOMAIN, CUSTOM_OP)
         if layout == rewrite.IHWO:
             rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
-        if fuse:  # last: it takes the weight rows as the rewrites above left them
-            rewrite.fuse_mixture(proto, CUSTOM_DOMAIN, CUSTOM_OP)
-            rewrite.fuse_routing(proto, CUSTOM_DOMAIN)
+        # The lowest version with what the nodes use, so that an older library refuses the
+        # graph rather than misread it (the tracer writes each node's own version).
+        needed = rewrite.required_version(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+        if needed is not None:
+            rewrite.set_opset(proto, CUSTOM_DOMAIN, needed)
+        if node_version == 1:
+            rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP)
     with atomic_path(path, "-o") as tmp:
         onnx.save(proto, str(tmp))
     return path

@@ -1,32 +1,23 @@
-"""Rewrites of the RegionConv2d node in an ONNX graph, between the node's two versions.
+"""Graph passes over drconv's nodes in an exported ONNX graph (the versions: docs/region_conv_op.md).
 
-Version 2 of the node (docs/region_conv_op.md) adds three things the CPU kernel uses:
+The exporter writes the nodes directly: a `DRConv2d` becomes a `RegionConv2d` whose filters
+its generator computes in the graph, a `MixtureDRConv2d` one `MixtureRegionConv2d` (version
+4) with its basis, routing and routing bias as constants (`MixtureDRConv2d.node_inputs`).
+Two passes then give the CPU kernel what it reads best, where that is free:
 
-- `filter_layout` IHWO: filters [N, R, C_in, kh, kw, C_out], output channel innermost,
-  the order the kernel reads, so it does not pack them (packing OIHW filters cost more
-  than the convolution at the zoo's deep 1x1 layers).
-- an optional bias input B [C_out] and `activation` "Relu", applied as the outputs are
-  stored: the BatchNormalization and ReLU after a region conv, folded in.
+- `fuse_epilogue`: the inference BatchNormalization (and a ReLU after it) that follows a
+  region conv folds into the node (version 2: bias input B and `activation` "Relu", applied
+  as the outputs are stored). Its scale goes into the mixture's basis, or into the
+  constant rows of a 1x1 DRConv2d's generator (a larger DRConv2d's taps are its Conv's
+  spatial axes: no rows to scale).
+- `to_ihwo`: a 1x1 DRConv2d's filters in `filter_layout` IHWO ([N, R, C_in, kh, kw, C_out],
+  output channel innermost, the order the kernel reads, so it does not pack them) by
+  permuting its generator's rows. A mixture's basis is written in the layout asked for.
 
-`to_ihwo` and `fuse_epilogue` get these for free where the filters come straight from a
-constant weight and a Reshape (the mixture Gemm of MixtureDRConv2d; the grouped 1x1 Conv
-of a 1x1 DRConv2d's generator; a larger DRConv2d's taps are its Conv's spatial axes): they
-permute or scale that weight's rows, so the graph computes the filters as needed and
-gains no node.
-
-Version 3 adds the node MixtureRegionConv2d, whose filters are mixed inside it from
-coefficients [N, R, M] and a constant basis [M, one filter]: `fuse_mixture` folds
-MixtureDRConv2d's mixture Gemm and Reshape into it (in ONNX Runtime the Gemm, its output
-and the hand-off cost more than the node's own mixing).
-
-Version 4 lets a MixtureRegionConv2d compute its coefficients itself (inputs `routing` and
-`routing_bias`, the coefficients input left empty): `fuse_routing` folds MixtureDRConv2d's
-routing, Reshape(Sigmoid(Gemm(ReduceMean(X)))), into the node (four nodes a region conv, each
-costing ONNX Runtime more in hand-offs than its arithmetic).
-
-`to_v1` goes back to version 1 with standard nodes (MatMul and Reshape for a mixture;
-Transpose, Add, Relu) for the kernels that implement only that: the TensorRT plugin and
-the CUDA op.
+`to_v1` goes back to version 1 with standard nodes for the kernels that implement only that
+(the TensorRT plugin and the CUDA op): `expand_mixture` (MatMul and Reshape, a routed node's
+`expand_routing`: ReduceMean, Gemm, Sigmoid, Reshape), then Transpose, Add, Relu.
+`required_version` says which version of the domain a graph needs.
 """
 
 from __future__ import annotations
@@ -52,11 +43,9 @@ __all__ = [
     "TO_OIHW",
     "expand_mixture",
     "expand_routing",
-    "fold_mixture_scale",
     "fuse_epilogue",
-    "fuse_mixture",
-    "fuse_routing",
     "layouts",
+    "required_version",
     "set_layout",
     "set_opset",
     "to_ihwo",
@@ -74,9 +63,10 @@ OPSET_V3 = MIXTURE.since
 OPSET_V4 = MIXTURE.input_since[MixtureInput.ROUTING]
 MIXTURE_OP = MIXTURE.name
 _FILTERS, _BIAS = RegionConvInput.FILTERS, RegionConvInput.B
-_COEFFICIENTS, _BASIS, _ROUTING, _ROUTING_BIAS = (
+_COEFFICIENTS, _BASIS, _MIXTURE_BIAS, _ROUTING, _ROUTING_BIAS = (
     MixtureInput.COEFFICIENTS,
     MixtureInput.BASIS,
+    MixtureInput.B,
     MixtureInput.ROUTING,
     MixtureInput.ROUTING_BIAS,
 )
@@ -208,11 +198,11 @@ class _Graph:
 
 @dataclass
 class _Filters:
-    """A node's filters, computed from constant weight rows: source(...) then Reshape to 6-D.
+    """A RegionConv2d node's filters, computed from constant weight rows: the grouped 1x1 Conv of a
+    1x1 DRConv2d's generator, then Reshape to 6-D.
 
-    `rows`: (source input index, transposed) of each array whose first axis (after .T when
-    transposed) runs over the filter's elements: groups x [C_out, patch] (OIHW) or
-    groups x [patch, C_out] (IHWO).
+    `rows`: the source's input index of each array whose first axis runs over the filter's
+    elements: groups x [C_out, patch] (OIHW) or groups x [patch, C_out] (IHWO).
     """
 
     reshape: onnx.NodeProto
@@ -225,18 +215,17 @@ class _Filters:
     kh: int
     kw: int
     ihwo: bool
-    rows: list[tuple[int, bool]]
+    rows: list[int]
 
     @property
     def patch(self) -> int:
         return self.c_in * self.kh * self.kw
 
-    def get(self, g: _Graph, index: int, transposed: bool) -> np.ndarray:
-        value = g.constant(self.source.input[index])
-        return value.T if transposed else value
+    def get(self, g: _Graph, index: int) -> np.ndarray:
+        return g.constant(self.source.input[index])
 
-    def put(self, g: _Graph, index: int, transposed: bool, rows: np.ndarray) -> None:
-        g.set_input(self.source, index, np.ascontiguousarray(rows.T if transposed else rows))
+    def put(self, g: _Graph, index: int, rows: np.ndarray) -> None:
+        g.set_input(self.source, index, np.ascontiguousarray(rows))
 
     def blocks(self, rows: np.ndarray) -> np.ndarray:
         """rows viewed as [groups, C_out, patch, ...] (OIHW) or [groups, patch, C_out, ...] (IHWO)."""
@@ -256,8 +245,9 @@ def _rewrite_each(
     g = _Graph(proto)
     count = sum(int(change(g, node)) for node in _nodes(proto, domain, op_type))
     if count:
-        if version is not None:
-            set_opset(proto, domain, version)
+        if version is not None:  # a rewrite never lowers the version the graph already needs
+            current = next((o.version for o in proto.opset_import if o.domain == domain), 0)
+            set_opset(proto, domain, max(version, current))
         g.prune()
     return count
 
@@ -279,22 +269,18 @@ def _filters(g: _Graph, node: onnx.NodeProto) -> _Filters | None:
         return None
     size = c_out * c_in * kh * kw
     attrs = _attributes(source)
-    if source.op_type == "Gemm" and attrs.get("transA", 0) == 0:
-        # [N*R, M] x B (+ C) -> [N*R, C_out*patch]: B's output axis is its rows when transB.
-        transposed = attrs.get("transB", 0) != 1
-        groups, rows = 1, [(1, transposed)]
-    elif source.op_type == "Conv" and int(attrs.get("group", 1)) == regions and kh * kw == 1:
+    if source.op_type == "Conv" and int(attrs.get("group", 1)) == regions and kh * kw == 1:
         # The grouped 1x1 conv to R * C_out * C_in channels, group r making region r's filter.
-        groups, rows = regions, [(1, False)]
+        groups, rows = regions, [1]
         size *= regions
     else:
         return None
     if len(source.input) > 2 and source.input[2]:
-        rows.append((2, False))
+        rows.append(2)
     found = _Filters(reshape, source, dims[0], groups, regions, c_out, c_in, kh, kw, ihwo, rows)
-    for index, transposed in rows:
+    for index in rows:
         value = g.constant(source.input[index])
-        if value is None or (value.T if transposed else value).shape[0] != size:
+        if value is None or value.shape[0] != size:
             return None
     return found
 
@@ -303,9 +289,9 @@ def _to_ihwo(g: _Graph, node: onnx.NodeProto) -> bool:
     f = _filters(g, node)
     if f is None or f.ihwo:
         return False
-    for index, transposed in f.rows:
-        rows = f.get(g, index, transposed)
-        f.put(g, index, transposed, f.blocks(rows).swapaxes(1, 2).reshape(rows.shape))
+    for index in f.rows:
+        rows = f.get(g, index)
+        f.put(g, index, f.blocks(rows).swapaxes(1, 2).reshape(rows.shape))
     g.set_input(f.reshape, 1, np.array([f.batch, f.regions, f.c_in, f.kh, f.kw, f.c_out], dtype=np.int64))
     g.drop_value_info(f.reshape.output[0])
     set_layout(node, IHWO)
@@ -343,24 +329,52 @@ def _absorb(g: _Graph, node: onnx.NodeProto, follower: onnx.NodeProto) -> None:
     g.producer[node.output[0]] = node
 
 
-def _fuse(g: _Graph, node: onnx.NodeProto) -> bool:
-    if len(node.input) > _BIAS or _attribute(node, "activation", ""):
-        return False
+def _scaled(values: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """values times scale along `axis` (its output channels), in values' dtype."""
+    shape = [1] * values.ndim
+    shape[axis] = scale.size
+    return (values * scale.reshape(shape)).astype(values.dtype)
+
+
+def _fold_scale(g: _Graph, node: onnx.NodeProto, scale: np.ndarray) -> np.dtype | None:
+    """Scale the node's output channels by `scale` where its filters come from: a mixture's
+    constant basis, or the constant rows of a RegionConv2d's generator. The weights' dtype, or
+    None where they are not constants."""
+    if node.op_type == MIXTURE_OP:
+        basis = g.constant(node.input[_BASIS])
+        if basis is None:
+            return None
+        g.set_input(node, _BASIS, _scaled(basis, scale, 4 if _attribute(node, "filter_layout", OIHW) == IHWO else 1))
+        return basis.dtype
     f = _filters(g, node)
-    found = _batch_norm(g, node) if f is not None else None
-    if f is None or found is None:
+    if f is None:
+        return None
+    for index in f.rows:
+        rows = f.get(g, index)
+        f.put(g, index, _scaled(f.blocks(rows), scale, 2 if f.ihwo else 1).reshape(rows.shape))
+    return f.get(g, f.rows[0]).dtype
+
+
+def _fuse(g: _Graph, node: onnx.NodeProto) -> bool:
+    bias_at = _MIXTURE_BIAS if node.op_type == MIXTURE_OP else _BIAS
+    if _attribute(node, "activation", ""):
+        return False
+    bias = node.input[bias_at] if len(node.input) > bias_at and node.input[bias_at] else None
+    given = g.constant(bias) if bias else None
+    found = _batch_norm(g, node)
+    if found is None or (bias and given is None):
         return False
     bn, scale, shift = found
-    axis = 2 if f.ihwo else 1
-    dtypes = []
-    for index, transposed in f.rows:
-        rows = f.get(g, index, transposed)
-        blocks = f.blocks(rows)
-        shape = [1] * blocks.ndim
-        shape[axis] = f.c_out
-        f.put(g, index, transposed, (blocks * scale.reshape(shape)).astype(rows.dtype).reshape(rows.shape))
-        dtypes.append(rows.dtype)
-    node.input.append(g.add_initializer(f"{bn.name or node.name}.bias", shift.astype(dtypes[0])))
+    dtype = _fold_scale(g, node, scale)
+    if dtype is None:
+        return False
+    if given is not None:  # BN(y + B) = scale * y + (scale * B + shift)
+        shift = scale * given.astype(np.float64) + shift
+    name = g.add_initializer(f"{bn.name or node.name}.bias", shift.astype(dtype))
+    inputs = list(node.input) + [""] * (bias_at + 1 - len(node.input))
+    inputs[bias_at] = name
+    del node.input[:]
+    node.input.extend(inputs)
     _absorb(g, node, bn)
     relu = g.only_consumer(node.output[0])
     if relu is not None and relu.op_type == "Relu":
@@ -372,167 +386,17 @@ def _fuse(g: _Graph, node: onnx.NodeProto) -> bool:
 def fuse_epilogue(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     """Fold the inference BatchNormalization (and a ReLU after it) that follows a region conv into it.
 
-    The BatchNormalization's scale goes into the constant weight rows its filters come from,
-    its shift becomes the node's bias input B, the ReLU its `activation`. Returns how many
-    nodes took one in; in place.
+    The BatchNormalization's scale goes into the constants the node's filters come from (a
+    MixtureRegionConv2d's basis; the weight rows of a 1x1 DRConv2d's generator), its shift
+    (plus the scaled bias the node had) becomes the node's bias input B, the ReLU its
+    `activation`. Returns how many nodes took one in; in place.
     """
-    return _rewrite_each(proto, domain, op_type, _fuse, OPSET_V2)
-
-
-def _scalar(g: _Graph, name: str) -> float | None:
-    value = g.constant(name)
-    return float(value.reshape(())) if value is not None and value.size == 1 else None
-
-
-def _fold_scale(g: _Graph, node: onnx.NodeProto) -> int:
-    """Fold scalar Mul/Div nodes on the way to the mixture Gemm's A into its alpha; how many."""
-    f = _filters(g, node)
-    if f is None or f.source.op_type != "Gemm":
-        return 0
-    gemm, factor, folded = f.source, 1.0, 0
-    reader = g.producer.get(gemm.input[0])  # the mixture coefficients are reshaped on the way
-    if reader is None or reader.op_type != "Reshape" or g.uses(gemm.input[0]) != 1:
-        reader = gemm
-    while True:
-        step = g.producer.get(reader.input[0])
-        if step is None or step.op_type not in ("Mul", "Div") or g.uses(reader.input[0]) != 1:
-            break
-        data, constant = step.input[0], _scalar(g, step.input[1])
-        if constant is None and step.op_type == "Mul":
-            data, constant = step.input[1], _scalar(g, step.input[0])
-        if constant is None or (step.op_type == "Div" and constant == 0):
-            break
-        factor = factor * constant if step.op_type == "Mul" else factor / constant
-        g.remove(step)
-        g.drop_value_info(reader.input[0])
-        reader.input[0] = data
-        g.consumers.setdefault(data, []).append(reader)
-        folded += 1
-    if folded:
-        attrs = _attributes(gemm)
-        for attribute in list(gemm.attribute):
-            if attribute.name == "alpha":
-                gemm.attribute.remove(attribute)
-        gemm.attribute.append(helper.make_attribute("alpha", float(attrs.get("alpha", 1.0)) * factor))
-    return folded
-
-
-def fold_mixture_scale(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
-    """Fold the scalar Mul/Div nodes before each mixture Gemm (MixtureDRConv2d's 2 * sigmoid / M)
-    into the Gemm's alpha, in place; returns how many nodes went."""
-    return _rewrite_each(proto, domain, op_type, _fold_scale, None)
-
-
-def _fuse_mixture(g: _Graph, node: onnx.NodeProto) -> bool:
-    f = _filters(g, node)
-    if f is None or f.source.op_type != "Gemm" or f.groups != 1 or len(f.rows) != 1:
-        return False
-    gemm, (index, transposed) = f.source, f.rows[0]
-    rows = f.get(g, index, transposed)  # [C_out * patch, M], in the node's layout
-    alpha = float(_attributes(gemm).get("alpha", 1.0))
-    one_filter = (f.c_in, f.kh, f.kw, f.c_out) if f.ihwo else (f.c_out, f.c_in, f.kh, f.kw)
-    basis = np.ascontiguousarray((rows * alpha).T.astype(rows.dtype)).reshape(-1, *one_filter)
-    coefficients = gemm.input[0]  # [N * R, M]
-    target = np.array([-1, f.regions, basis.shape[0]], dtype=np.int64)  # [N, R, M]
-    for gone in (gemm.output[0], f.reshape.output[0]):
-        g.drop_value_info(gone)
-    g.remove(f.reshape)
-    earlier = g.producer.get(coefficients)
-    if earlier is not None and earlier.op_type == "Reshape" and g.uses(coefficients) == 1:
-        # [N, R * M] reshaped to [N * R, M] for the Gemm: reshape it to [N, R, M] instead.
-        g.remove(gemm)
-        g.drop_value_info(coefficients)
-        g.set_input(earlier, 1, target)
-        reshaped = coefficients
-    else:
-        # The Gemm's place in the graph (after its input, before the node) takes the Reshape.
-        reshaped = g.fresh_name(f"{coefficients}.regions")
-        shape = g.add_initializer(f"{coefficients}.shape", target)
-        gemm.CopyFrom(helper.make_node("Reshape", [coefficients, shape], [reshaped], name=gemm.name))
-    node.op_type = MIXTURE_OP
-    basis_name = g.add_initializer(f"{node.name or node.output[0]}.basis", basis)
-    # RegionConv2d's X, filters, guide[, B] become the mixture's X, coefficients, basis, guide[, B].
-    inputs = [node.input[RegionConvInput.X], reshaped, basis_name, *node.input[RegionConvInput.GUIDE :]]
-    del node.input[:]
-    node.input.extend(inputs)
-    return True
-
-
-def fuse_mixture(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
-    """Fold each mixture Gemm (filters = Reshape(alpha * A @ W)) and its node into one
-    MixtureRegionConv2d (coefficients A as [N, R, M], basis alpha * W as [M, one filter]), in
-    place; returns how many. Run it after the rewrites that change W's rows."""
-    return _rewrite_each(proto, domain, op_type, _fuse_mixture, OPSET_V3)
-
-
-def _produced(g: _Graph, name: str, op_type: str) -> onnx.NodeProto | None:
-    """The node of `op_type` that makes `name`, if nothing else reads `name`."""
-    node = g.producer.get(name)
-    return node if node is not None and node.op_type == op_type and g.uses(name) == 1 else None
+    return sum(_rewrite_each(proto, domain, kind, _fuse, OPSET_V2) for kind in (op_type, MIXTURE_OP))
 
 
 def _routed(node: onnx.NodeProto) -> bool:
     """Whether a MixtureRegionConv2d computes its coefficients itself (version 4)."""
     return len(node.input) > _ROUTING and bool(node.input[_ROUTING])
-
-
-def _channel_mean(g: _Graph, mean: onnx.NodeProto | None, x: str) -> bool:
-    """Whether `mean` is ReduceMean(x) over the two spatial axes of a 4-D x, to [N, C_in]."""
-    if mean is None or mean.op_type != "ReduceMean" or mean.input[0] != x:
-        return False
-    attrs = _attributes(mean)
-    axes = attrs.get("axes")
-    if axes is None and len(mean.input) > 1 and mean.input[1]:
-        axes = g.constant(mean.input[1])
-    return attrs.get("keepdims", 1) == 0 and axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
-
-
-def _fuse_routing(g: _Graph, node: onnx.NodeProto) -> bool:
-    if _routed(node):
-        return False
-    reshape = _produced(g, node.input[_COEFFICIENTS], "Reshape")
-    sigmoid = reshape and _produced(g, reshape.input[0], "Sigmoid")
-    gemm = sigmoid and _produced(g, sigmoid.input[0], "Gemm")
-    basis = g.constant(node.input[_BASIS])
-    if gemm is None or basis is None or not _channel_mean(g, g.producer.get(gemm.input[0]), node.input[MixtureInput.X]):
-        return False
-    attrs = _attributes(gemm)
-    weight = g.constant(gemm.input[1])
-    if attrs.get("transA", 0) != 0 or weight is None or weight.ndim != 2:
-        return False
-    routing = (weight.T if attrs.get("transB", 0) == 1 else weight) * float(attrs.get("alpha", 1.0))  # [C_in, R*M]
-    width = routing.shape[1]
-    bias = None
-    if len(gemm.input) > 2 and gemm.input[2]:
-        bias = g.constant(gemm.input[2])
-        if bias is None or bias.size not in (1, width):
-            return False
-        bias = np.broadcast_to(bias.reshape(-1), (width,)) * float(attrs.get("beta", 1.0))
-    if width % basis.shape[0] != 0:
-        return False
-    inputs = list(node.input) + [""] * (_ROUTING + 1 - len(node.input))
-    inputs[_COEFFICIENTS] = ""
-    name = node.name or node.output[0]
-    inputs[_ROUTING] = g.add_initializer(f"{name}.routing", np.ascontiguousarray(routing.astype(weight.dtype)))
-    if bias is not None:
-        inputs.append(g.add_initializer(f"{name}.routing_bias", np.ascontiguousarray(bias.astype(weight.dtype))))
-    mean = g.producer[gemm.input[0]]
-    for gone in (reshape, sigmoid, gemm):
-        g.drop_value_info(gone.output[0])
-        g.remove(gone)
-    if g.uses(mean.output[0]) == 0:
-        g.drop_value_info(mean.output[0])
-        g.remove(mean)
-    del node.input[:]
-    node.input.extend(inputs)
-    return True
-
-
-def fuse_routing(proto: onnx.ModelProto, domain: str) -> int:
-    """Fold each MixtureRegionConv2d's routing, coefficients = Reshape(Sigmoid(Gemm(ReduceMean(X,
-    spatial axes)))) with constant Gemm weights, into the node (inputs routing [C_in, R * M] and
-    routing_bias [R * M], version 4), in place; returns how many. Run it after fuse_mixture."""
-    return _rewrite_each(proto, domain, MIXTURE_OP, _fuse_routing, OPSET_V4)
 
 
 def _expand_routing(proto: onnx.ModelProto, g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto]:
@@ -629,15 +493,29 @@ def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: st
     return expanded
 
 
+def required_version(proto: onnx.ModelProto, domain: str, op_type: str) -> int | None:
+    """The lowest version of `domain` that has every feature its nodes use (None: no such node)."""
+    needs = []
+    for node in proto.graph.node:
+        if node.domain != domain:
+            continue
+        if node.op_type == MIXTURE_OP:
+            needs.append(OPSET_V4 if _routed(node) else OPSET_V3)
+        elif node.op_type == op_type:
+            needs.append(OPSET_V2 if _is_v2(node) else 1)
+    return max(needs, default=None)
+
+
 def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     """Lower every version-2 region-conv node to version 1 plus standard nodes, in place.
 
     A MixtureRegionConv2d is expanded first (`expand_mixture`), IHWO filters get a Transpose
     to OIHW, a bias B an Add after the node, `activation` Relu a Relu after that. For the
     kernels that implement version 1 only: the TensorRT plugin and the CUDA op. Returns how
-    many nodes were lowered.
+    many of the graph's drconv nodes it changed (0: the graph was version 1 already).
     """
-    expand_mixture(proto, domain, op_type, OIHW)
+    mixtures = {n.output[0] for n in _nodes(proto, domain, MIXTURE_OP)}
+    expanded = expand_mixture(proto, domain, op_type, OIHW)
     g = _Graph(proto)
     lowered = 0
     nodes = list(proto.graph.node)
@@ -646,7 +524,7 @@ def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
         if not (node.domain == domain and node.op_type == op_type and _is_v2(node)):
             proto.graph.node.append(node)
             continue
-        lowered += 1
+        lowered += node.output[0] not in mixtures  # an expanded mixture counts once
         name = node.name or node.output[0]
         if _attribute(node, "filter_layout", OIHW) == IHWO:
             transposed = g.fresh_name(f"{node.input[_FILTERS]}.oihw")
@@ -669,6 +547,6 @@ def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
             last.output[0] = g.fresh_name(f"{output}.linear")
             tail.append(helper.make_node("Relu", [last.output[0]], [output]))
         proto.graph.node.extend([node, *tail])
-    if lowered:
+    if lowered or expanded:
         set_opset(proto, domain, 1)
-    return lowered
+    return expanded + lowered
