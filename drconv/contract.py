@@ -28,6 +28,7 @@ __all__ = [
     "RegionConvInput",
     "check_versions",
     "domain_version",
+    "has_nodes",
     "mixture_inputs_error",
     "table",
     "version_error",
@@ -120,6 +121,11 @@ def mixture_inputs_error(coefficients: bool, routing: bool, routing_bias: bool) 
     return None
 
 
+def has_nodes(model: Any) -> bool:
+    """Whether an onnx.ModelProto's graph has nodes in the drconv domain."""
+    return any(node.domain == DOMAIN for node in model.graph.node)
+
+
 def domain_version(model: Any) -> int | None:
     """The version at which an onnx.ModelProto imports the drconv domain; None where it does not."""
     for opset in model.opset_import:
@@ -137,10 +143,9 @@ def check_versions(model: Any, where: str) -> None:
     """
     from drconv.errors import DrconvError
 
-    uses = any(node.domain == DOMAIN for node in model.graph.node)
-    version = domain_version(model)
-    if not uses:
+    if not has_nodes(model):
         return
+    version = domain_version(model)
     if version is None:
         raise DrconvError(f"{where}: the model has {DOMAIN} nodes but no opset import for the {DOMAIN} domain")
     message = version_error(version)

@@ -246,3 +246,36 @@ def test_node_version_1_lowers_the_export_for_the_tensorrt_plugin(zoo, tmp_path)
     np.testing.assert_allclose(_run(path, x), _run(v2, x), atol=1e-5, rtol=1e-5)
     with pytest.raises(DrconvError, match="node_version must be None"):
         to_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "v2.onnx", node_version=2)
+
+
+class _MixtureNet(torch.nn.Module):
+    """A guide conv feeding a MixtureDRConv2d (3x3, stride 2, its own bias), then BatchNorm and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from drconv.nn import MixtureDRConv2d
+
+        self.guide = torch.nn.Conv2d(5, 4, 3, padding=1)
+        self.conv = MixtureDRConv2d(5, 7, 3, region_num=4, num_basis=3, stride=2, padding=1, bias=True)
+        self.bn = torch.nn.BatchNorm2d(7)
+        with torch.no_grad():
+            self.conv.bias.uniform_(-1, 1)
+            self.bn.running_mean.uniform_(-1, 1), self.bn.running_var.uniform_(0.5, 2), self.bn.weight.uniform_(0.5, 2)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x, self.guide(x))))
+
+
+@pytest.mark.parametrize(("layout", "fuse"), [("IHWO", True), ("OIHW", False)])
+def test_a_strided_3x3_mixture_with_its_own_bias_exports_as_one_node(layout, fuse, tmp_path):
+    torch.manual_seed(4)
+    net = _MixtureNet().eval()
+    path = to_onnx(net, torch.randn(1, 5, 12, 10), tmp_path / "m.onnx", layout=layout, fuse=fuse)
+    proto = onnx.load(str(path))
+    (node,) = _mixtures(proto)
+    assert rewrite.layouts(proto, *LAYOUT_ARGS) == [layout] and node.input[4]  # B: the layer's bias (and BN's)
+    assert any(n.op_type == "BatchNormalization" for n in proto.graph.node) != fuse
+    x = torch.randn(3, 5, 15, 9)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(_run(path, x), expected, atol=1e-4, rtol=1e-4)

@@ -25,7 +25,7 @@ def needs_custom_ops(model: str | os.PathLike | onnx.ModelProto) -> bool:
     """Whether the graph has nodes in the drconv domain."""
     if not isinstance(model, onnx.ModelProto):
         model = onnx_file.load(model)
-    return any(node.domain == contract.DOMAIN for node in model.graph.node)
+    return contract.has_nodes(model)
 
 
 def image_input(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, list[int | None]]:
