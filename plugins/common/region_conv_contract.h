@@ -67,6 +67,14 @@ inline constexpr NodeType kMixture{"MixtureRegionConv2d", 3, kMixtureInputs, kMi
                                    kMixtureInputSince};
 inline constexpr const NodeType* kNodeTypes[] = {&kRegionConv, &kMixture};
 
+// How many inputs a node of `type` has at `version` of the domain (inputs are only ever added
+// at the end): RegionConv2d version 1, which the TensorRT plugin implements, has 3.
+constexpr size_t inputs_at(const NodeType& type, int64_t version) {
+  size_t n = 0;
+  while (n < type.inputs && type.input_since[n] <= version) ++n;
+  return n;
+}
+
 // Attribute names and defaults (both node types; absent attributes take these).
 inline constexpr char kStrides[] = "strides";
 inline constexpr char kPads[] = "pads";

@@ -60,15 +60,16 @@ nvinfer1::IPluginV3* RegionConv2dPlugin::clone() noexcept {
 
 int32_t RegionConv2dPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
                                                int32_t nbInputs) const noexcept {
-  if (nbInputs != 3 || nbOutputs != 1) return -1;
-  outputTypes[0] = inputTypes[0];  // strongly typed: Y has X's type
+  if (nbInputs != kInputs || nbOutputs != 1) return -1;
+  outputTypes[0] = inputTypes[kX];  // strongly typed: Y has X's type
   return 0;
 }
 
 int32_t RegionConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
                                             nvinfer1::DimsExprs const*, int32_t, nvinfer1::DimsExprs* outputs,
                                             int32_t nbOutputs, nvinfer1::IExprBuilder&) noexcept {
-  if (nbInputs != 3 || nbOutputs != 1 || inputs[0].nbDims != 4 || inputs[1].nbDims != 6 || inputs[2].nbDims != 4) {
+  if (nbInputs != kInputs || nbOutputs != 1 || inputs[kX].nbDims != 4 || inputs[kFilters].nbDims != 6 ||
+      inputs[kGuide].nbDims != 4) {
     log(nvinfer1::ILogger::Severity::kERROR,
         "RegionConv2d: inputs must be X [N, C_in, H, W], filters [N, R, C_out, C_in, kh, kw], guide [N, R, H_out, "
         "W_out]");
@@ -77,16 +78,16 @@ int32_t RegionConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, i
   // Y [N, C_out, H_out, W_out]: the guide carries the output's spatial size (enqueue
   // checks it against the conv formula on every call).
   outputs[0].nbDims = 4;
-  outputs[0].d[0] = inputs[0].d[0];
-  outputs[0].d[1] = inputs[1].d[2];
-  outputs[0].d[2] = inputs[2].d[2];
-  outputs[0].d[3] = inputs[2].d[3];
+  outputs[0].d[0] = inputs[kX].d[0];
+  outputs[0].d[1] = inputs[kFilters].d[2];
+  outputs[0].d[2] = inputs[kGuide].d[2];
+  outputs[0].d[3] = inputs[kGuide].d[3];
   return 0;
 }
 
 bool RegionConv2dPlugin::supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut,
                                                    int32_t nbInputs, int32_t nbOutputs) noexcept {
-  if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos >= 4) return false;
+  if (nbInputs != kInputs || nbOutputs != 1 || pos < 0 || pos > kInputs) return false;
   nvinfer1::PluginTensorDesc const& desc = inOut[pos].desc;
   if (desc.format != TensorFormat::kLINEAR) return false;
   if (pos == 0) return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
@@ -95,17 +96,17 @@ bool RegionConv2dPlugin::supportsFormatCombination(int32_t pos, nvinfer1::Dynami
 
 int32_t RegionConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                             nvinfer1::DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept {
-  if (nbInputs != 3 || nbOutputs != 1) return -1;
+  if (nbInputs != kInputs || nbOutputs != 1) return -1;
   // The kernel's own limits, checked on the profile's largest shapes so that the engine
   // build fails with the reason instead of every enqueue. Shapes that do not fit each
   // other are onShapeChange's to report, with the runtime sizes.
-  nvinfer1::PluginTensorDesc largest[3];
-  for (int i = 0; i < 3; ++i) {
+  nvinfer1::PluginTensorDesc largest[kInputs];
+  for (int i = 0; i < kInputs; ++i) {
     largest[i] = in[i].desc;
     largest[i].dims = in[i].max;
   }
   RegionConvShape shape;
-  if (!check(largest, 3, shape).empty()) return 0;
+  if (!check(largest, kInputs, shape).empty()) return 0;
   std::string const unsupported = cuda_shape_error(shape);
   if (unsupported.empty()) return 0;
   log(nvinfer1::ILogger::Severity::kERROR, "RegionConv2d: " + unsupported);
@@ -116,24 +117,26 @@ size_t RegionConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc co
                                             nvinfer1::DynamicPluginTensorDesc const*, int32_t) const noexcept {
   // The kernel buckets pixels by region in scratch: sized for the profile's largest
   // batch, region count and guide (whose spatial size is the output's).
-  if (nbInputs != 3 || inputs[1].max.nbDims != 6 || inputs[2].max.nbDims != 4) return 0;
+  if (nbInputs != kInputs || inputs[kFilters].max.nbDims != 6 || inputs[kGuide].max.nbDims != 4) return 0;
   auto dim = [](int64_t v) { return v < 0 ? int64_t{0} : v; };
-  nvinfer1::Dims const& guide = inputs[2].max;
-  return region_conv_cuda_workspace_size(dim(guide.d[0]), dim(inputs[1].max.d[1]), dim(guide.d[2]) * dim(guide.d[3]));
+  nvinfer1::Dims const& guide = inputs[kGuide].max;
+  return region_conv_cuda_workspace_size(dim(guide.d[0]), dim(inputs[kFilters].max.d[1]),
+                                         dim(guide.d[2]) * dim(guide.d[3]));
 }
 
 std::string RegionConv2dPlugin::check(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
                                       RegionConvShape& shape) const {
-  if (nbInputs != 3)
-    return "RegionConv2d: expects 3 inputs (X, filters, guide), got " + std::to_string(nbInputs) +
+  if (nbInputs != kInputs)
+    return "RegionConv2d: expects " + std::to_string(kInputs) + " inputs (X, filters, guide), got " +
+           std::to_string(nbInputs) +
            " (a bias B is lowered to an Add by `drconv build`)";
-  int64_t dims[3][nvinfer1::Dims::MAX_DIMS] = {};
-  size_t ranks[3] = {};
-  for (int i = 0; i < 3; ++i) {
+  int64_t dims[kInputs][nvinfer1::Dims::MAX_DIMS] = {};
+  size_t ranks[kInputs] = {};
+  for (int i = 0; i < kInputs; ++i) {
     ranks[i] = static_cast<size_t>(in[i].dims.nbDims < 0 ? 0 : in[i].dims.nbDims);
     for (size_t d = 0; d < ranks[i]; ++d) dims[i][d] = in[i].dims.d[d];
   }
-  return make_shape(attrs_, dims[0], ranks[0], dims[1], ranks[1], dims[2], ranks[2], shape);
+  return make_shape(attrs_, dims[kX], ranks[kX], dims[kFilters], ranks[kFilters], dims[kGuide], ranks[kGuide], shape);
 }
 
 int32_t RegionConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
@@ -149,7 +152,7 @@ int32_t RegionConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
                                     void const* const* inputs, void* const* outputs, void* workspace,
                                     cudaStream_t stream) noexcept {
   RegionConvShape shape;  // read from this call's descriptors: shapes change within a profile
-  std::string bad = check(inputDesc, 3, shape);
+  std::string bad = check(inputDesc, kInputs, shape);
   if (bad.empty()) bad = cuda_shape_error(shape);
   if (!bad.empty()) {
     log(nvinfer1::ILogger::Severity::kERROR, bad);
@@ -157,13 +160,14 @@ int32_t RegionConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
   }
   cudaError_t err = cudaSuccess;
   if (inputDesc[0].type == DataType::kHALF) {
-    err = region_conv_cuda_forward<__half>(static_cast<__half const*>(inputs[0]), static_cast<__half const*>(inputs[1]),
-                                           static_cast<__half const*>(inputs[2]), static_cast<__half*>(outputs[0]),
-                                           shape, workspace, stream);
+    err = region_conv_cuda_forward<__half>(
+        static_cast<__half const*>(inputs[kX]), static_cast<__half const*>(inputs[kFilters]),
+        static_cast<__half const*>(inputs[kGuide]), static_cast<__half*>(outputs[0]), shape, workspace, stream);
   } else {
-    err = region_conv_cuda_forward<float>(static_cast<float const*>(inputs[0]), static_cast<float const*>(inputs[1]),
-                                          static_cast<float const*>(inputs[2]), static_cast<float*>(outputs[0]), shape,
-                                          workspace, stream);
+    err = region_conv_cuda_forward<float>(static_cast<float const*>(inputs[kX]),
+                                          static_cast<float const*>(inputs[kFilters]),
+                                          static_cast<float const*>(inputs[kGuide]), static_cast<float*>(outputs[0]),
+                                          shape, workspace, stream);
   }
   if (err == cudaSuccess) return 0;
   log(nvinfer1::ILogger::Severity::kERROR, std::string("RegionConv2d: kernel launch failed: ") + cudaGetErrorString(err));

@@ -16,6 +16,9 @@ namespace drconv::trt {
 
 constexpr char const* kPluginName = contract::kRegionConv.name;
 constexpr char const* kPluginVersion = contract::kPluginVersion;
+// The plugin is version 1 of RegionConv2d: X, filters, guide.
+constexpr int32_t kInputs = static_cast<int32_t>(contract::inputs_at(contract::kRegionConv, 1));
+constexpr int32_t kX = contract::kX, kFilters = contract::kFilters, kGuide = contract::kGuide;
 
 // Where the plugin and creator send their messages: TensorRT's logger once
 // setLoggerFinder has been called, else stderr.
