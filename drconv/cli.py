@@ -18,7 +18,7 @@ from rich.text import Text
 
 from drconv import defaults
 from drconv.errors import DrconvError, missing_dependency
-from drconv.model_names import DEFAULT_MODEL, TWINS
+from drconv.model_names import DEFAULT_MODEL
 
 app = typer.Typer(
     name="drconv",
@@ -557,116 +557,6 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-def _split_targets(targets: list[str]) -> tuple[list[str], list[Path]]:
-    """Model specs and exported files (.onnx, .engine), in the order given."""
-    specs, files = [], []
-    for target in targets:
-        path = Path(target)
-        if path.suffix in (".onnx", ".engine", ".plan", ".trt") or path.exists():
-            files.append(path)
-        else:
-            specs.append(target)
-    if len(specs) > 1:
-        raise DrconvError(f"benchmark one model at a time, got {', '.join(specs)}")
-    return specs, files
-
-
-def _check_layer_flags(layer, targets, model, input_shape, checkpoint, layer_sizes, baseline=None) -> None:
-    """Options that the chosen mode would silently ignore are mistakes: say so."""
-    if layer is not None:
-        given_flags = (
-            (targets, "TARGETs"),
-            (model, "--model"),
-            (input_shape, "--input-shape"),
-            (checkpoint, "--checkpoint"),
-            (baseline, "--baseline"),
-        )
-        for given, what in given_flags:
-            if given:
-                raise DrconvError(f"{what} is for models and files, not --layer (which takes CxHxW, with --batch)")
-    elif any(v is not None for v in layer_sizes):
-        raise DrconvError("--regions, --kernel and --out-channels describe a --layer: add --layer CxHxW")
-
-
-def _baseline(spec: str | None, name: str):
-    """(name, model) of --baseline for the model `name`; 'twin' is the plain twin of a zoo model."""
-    if spec is None:
-        return None
-    if spec == "twin":
-        if name not in TWINS:
-            twins = ", ".join(TWINS)
-            raise DrconvError(f"--baseline twin: {name} has no plain twin (models with one: {twins})")
-        spec = TWINS[name]
-    return spec, _models().load_model(spec, on_convert=_announce)
-
-
-def _benchmark_torch(layer: str | None, targets: list[str] | None, model: str | None, device: Device):
-    """torch where the benchmark needs it (a layer, a model, an engine, CUDA), else None; missing: one line."""
-    specs, files = _split_targets(targets or [])
-    engines = any(f.suffix != ".onnx" for f in files)
-    if layer is None and not specs and model is None and files and not engines and device == Device.cpu:
-        return None
-    import torch
-
-    return torch
-
-
-def _prepare_targets(
-    targets, model, checkpoint, shape, requested, device, threads, tmp, status, baseline=None, check_files=True
-):
-    """Backends for a model (a TARGET, --model, or the default when no file is given) and for files."""
-    from drconv.benchmark.files import FILE_BACKENDS
-
-    specs, files = _split_targets(targets)
-    if specs and model is not None:
-        raise DrconvError(f"give the model once: as a TARGET ({specs[0]}) or with --model ({model})")
-    name = specs[0] if specs else model
-    if name is None and not files:
-        name = DEFAULT_MODEL
-    # --backend ort,ov: the runtimes of the .onnx files; the other names are the model's backends.
-    runtimes = tuple(b for b in FILE_BACKENDS if b in (requested or []))
-    requested = [b for b in requested if b not in FILE_BACKENDS] if requested else None
-    if runtimes and not files:
-        raise DrconvError(f"--backend {', '.join(runtimes)}: those time .onnx files; give one")
-    if name is None and requested:
-        raise DrconvError(
-            "--backend chooses the backends of a model or --layer; .onnx files run in ort (default) or ov, "
-            ".engine files as given"
-        )
-    if name is None and baseline is not None:
-        raise DrconvError("--baseline compares a model (a TARGET or --model) with another; give the model")
-    if name is None and checkpoint is not None:
-        raise DrconvError("--checkpoint loads weights into a model (a TARGET or --model); exported files carry theirs")
-    prepared = None
-    if name is not None:
-        from drconv.benchmark import backends as bk
-
-        net = _models().load_model(name, checkpoint, on_convert=_announce)
-        prepared = bk.prepare_model(
-            name, net, shape, requested, device, threads, tmp, status, baseline=_baseline(baseline, name)
-        )
-    if files:
-        from drconv.benchmark.files import prepare_files
-
-        reference = None
-        if name is not None and check_files:  # the files must be this model's exports
-
-            def reference_run(x):
-                import torch
-
-                with torch.no_grad():
-                    return net(torch.from_numpy(x))
-
-            reference = (name, reference_run)
-        from_files = prepare_files(files, shape, device, threads, reference, runtimes or ("ort",))
-        if prepared is None:
-            return from_files, ", ".join(f.name for f in files)
-        prepared.backends += from_files.backends
-        prepared.errors |= from_files.errors
-        prepared.config["files"] = from_files.config["files"]
-    return prepared, ", ".join([name, *(f.name for f in files)])
-
-
 @app.command()
 @user_errors
 def benchmark(
@@ -763,83 +653,101 @@ def benchmark(
     ] = False,
 ) -> None:
     """Time backends side by side in one process, in alternating bursts; p50/p90/p99 and the ratio to the bound."""
-    import contextlib
-    import shlex
-    import sys
     import tempfile
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from drconv.benchmark.request import BenchmarkRequest
 
-    from drconv._atomic import check_writable
-    from drconv.benchmark import env as env_mod
-    from drconv.benchmark import report, timing
-
-    if iters is not None and seconds is not None:
-        raise DrconvError("give --iters or --seconds, not both")
-    _check_layer_flags(layer, targets, model, input_shape, checkpoint, (regions, kernel, out_channels), baseline)
-    if iters is None and seconds is None:
-        iters = 50
-    for path, flag in ((json_file, "--json"), (plot_file, "--plot")):
-        if path is not None:
-            check_writable(path, flag)
-    if plot_file is not None:
-        import matplotlib  # noqa: F401  (missing: one line now, not after the timing)
-    # torch only where something needs it: exported .onnx files time in ONNX Runtime alone.
-    torch = _benchmark_torch(layer, targets, model, device)
-    if torch is not None and device == Device.cuda and not torch.cuda.is_available():
-        raise DrconvError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)")
-    requested = [b.strip() for b in backend.split(",") if b.strip()] if backend else None
-    threads = threads or timing.default_threads()
+    request = BenchmarkRequest(
+        targets=targets or [],
+        model=model,
+        checkpoint=checkpoint,
+        baseline=baseline,
+        backends=[b.strip() for b in backend.split(",") if b.strip()] if backend else None,
+        device=device.value,
+        batch=batch,
+        input_shape=parse_shape(input_shape) if input_shape else None,
+        layer=layer,
+        regions=regions,
+        kernel=kernel,
+        out_channels=out_channels,
+        warmup=warmup,
+        iters=iters,
+        seconds=seconds,
+        json_file=json_file,
+        plot_file=plot_file,
+        check_files=not no_check,
+    ).checked()
+    if request.layer is None:
+        check_fits(request.shape, "--input-shape or --batch")
+    torch = _benchmark_torch(request)
+    threads = threads or _timing().default_threads()
     if torch is not None:
         torch.set_num_threads(threads)
 
+    def load_model(spec: str, weights: Path | None):
+        return _models().load_model(spec, weights, on_convert=_announce)
+
     with tempfile.TemporaryDirectory(prefix="drconv-bench-") as tmp:
         with err_console.status("preparing backends ...") as status:
-            if layer is not None:
-                from drconv.benchmark import backends as bk
-
-                spec = bk.LayerSpec.parse(
-                    layer,
-                    regions or defaults.LAYER_REGIONS,
-                    kernel or defaults.LAYER_KERNEL,
-                    out_channels,
-                    batch or defaults.LAYER_BATCH,
-                )
-                prepared = bk.prepare_layer(spec, requested, device.value, threads, Path(tmp))
-                title = f"region conv {spec.describe()}"
-            else:
-                shape = parse_shape(input_shape) if input_shape else defaults.INPUT_SHAPE
-                shape = (batch or shape[0], *shape[1:])
-                check_fits(shape, "--input-shape or --batch")
-                prepared, what = _prepare_targets(
-                    targets or [],
-                    model,
-                    checkpoint,
-                    shape,
-                    requested,
-                    device.value,
-                    threads,
-                    Path(tmp),
-                    status.update,
-                    baseline,
-                    check_files=not no_check,
-                )
-                title = f"{what} on input {'x'.join(map(str, shape))}"
+            prepared, title = request.prepare(threads, Path(tmp), status.update, load_model)
         if not prepared.backends:
             raise DrconvError(f"no backend can run here: {'; '.join(f'{k}: {v}' for k, v in prepared.skipped.items())}")
         title += f", {device.value}, {threads} thread{'s' if threads != 1 else ''}"
-        with Progress(
-            TextColumn("timing {task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task(", ".join(b.name for b in prepared.backends), total=1.0)
-            with torch.no_grad() if torch is not None else contextlib.nullcontext():
-                samples = timing.alternate(
-                    prepared.backends, warmup, iters, seconds, lambda done: progress.update(task, completed=done)
-                )
+        samples = _time_backends(prepared, request, torch)
+    _report(request, prepared, samples, title, threads)
+
+
+def _timing():
+    from drconv.benchmark import timing
+
+    return timing
+
+
+def _benchmark_torch(request):
+    """torch where the benchmark needs it (a layer, a model, an engine, CUDA), else None; missing: one line."""
+    if not request.needs_torch:
+        return None
+    import torch
+
+    if request.device == "cuda" and not torch.cuda.is_available():
+        raise DrconvError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)")
+    return torch
+
+
+def _time_backends(prepared, request, torch) -> list:
+    """The timed calls of every backend, in alternating bursts, with a progress bar on stderr."""
+    import contextlib
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    timing = _timing()
+    with Progress(
+        TextColumn("timing {task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(", ".join(b.name for b in prepared.backends), total=1.0)
+        with torch.no_grad() if torch is not None else contextlib.nullcontext():
+            return timing.alternate(
+                prepared.backends,
+                request.warmup,
+                request.iters,
+                request.seconds,
+                lambda done: progress.update(task, completed=done),
+            )
+
+
+def _report(request, prepared, samples, title: str, threads: int) -> None:
+    """The table, the skipped backends, a noise warning, and the JSON and plot files asked for."""
+    import shlex
+    import sys
+
+    from drconv.benchmark import env as env_mod
+    from drconv.benchmark import report
+
+    timing = _timing()
     rows = report.results(prepared.backends, samples, prepared.errors)
     calls = rows[0].stats.iters
     how = f"{calls} calls each, in alternating bursts of {min(calls, timing.BURST)}"
@@ -860,19 +768,19 @@ def benchmark(
         )
     config = prepared.config | {
         "threads": threads,
-        "warmup": warmup,
-        "iters": iters,
-        "seconds": seconds,
+        "warmup": request.warmup,
+        "iters": request.iters,
+        "seconds": request.seconds,
         "burst": timing.BURST,
         "pause_ms": timing.PAUSE_S * 1e3,
         "command": shlex.join(["drconv", *sys.argv[1:]]),
     }
-    if json_file is not None:
-        report.write_json(json_file, report.to_json(env_mod.collect(threads), config, rows, prepared.skipped))
-        console.print(f"wrote {json_file}")
-    if plot_file is not None:
-        report.plot(plot_file, title, rows)
-        console.print(f"wrote {plot_file}")
+    if request.json_file is not None:
+        report.write_json(request.json_file, report.to_json(env_mod.collect(threads), config, rows, prepared.skipped))
+        console.print(f"wrote {request.json_file}")
+    if request.plot_file is not None:
+        report.plot(request.plot_file, title, rows)
+        console.print(f"wrote {request.plot_file}")
 
 
 def main() -> None:

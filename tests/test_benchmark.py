@@ -266,3 +266,20 @@ def test_baseline_errors(args, message, tmp_path, monkeypatch):
     result = run("benchmark", *args, "--iters", "1")
     assert result.returncode != 0
     assert message in " ".join((result.stdout + result.stderr).split())
+
+
+def test_the_request_is_checked_before_anything_loads(tmp_path):
+    from drconv.benchmark.request import DEFAULT_ITERS, BenchmarkRequest
+
+    assert BenchmarkRequest().checked().iters == DEFAULT_ITERS
+    assert BenchmarkRequest(seconds=1.0).checked().iters is None
+    with pytest.raises(DrconvError, match="--model is for models and files, not --layer"):
+        BenchmarkRequest(layer="8x8x8", model="drconv-tiny").checked()
+    with pytest.raises(DrconvError, match="describe a --layer"):
+        BenchmarkRequest(kernel=3).checked()
+    with pytest.raises(DrconvError, match="one model at a time"):
+        BenchmarkRequest(targets=["drconv-tiny", "drconv-shufflenetv2-0.5x"]).checked()
+    onnx_only = BenchmarkRequest(targets=[str(tmp_path / "m.onnx")])
+    assert onnx_only.files == [tmp_path / "m.onnx"] and not onnx_only.specs and not onnx_only.needs_torch
+    assert BenchmarkRequest(targets=["drconv-tiny"]).needs_torch
+    assert BenchmarkRequest(input_shape=(1, 3, 64, 48), batch=4).shape == (4, 3, 64, 48)
