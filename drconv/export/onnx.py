@@ -306,7 +306,7 @@ def region_conv_graph(
         values = [d.dim_value for d in dims]
         for dim, axis in zip(dims, rewrite.TO_IHWO, strict=True):
             dim.dim_value = values[axis]
-        rewrite.set_opset(proto, CUSTOM_DOMAIN, rewrite.OPSET_V2)
+        rewrite.set_opset(proto, CUSTOM_DOMAIN, rewrite.required_version(proto, CUSTOM_DOMAIN, CUSTOM_OP))
     return proto
 
 

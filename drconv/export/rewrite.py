@@ -349,10 +349,12 @@ def _fold_scale(g: _Graph, node: onnx.NodeProto, scale: np.ndarray) -> np.dtype 
     f = _filters(g, node)
     if f is None:
         return None
+    dtypes = []
     for index in f.rows:
         rows = f.get(g, index)
         f.put(g, index, _scaled(f.blocks(rows), scale, 2 if f.ihwo else 1).reshape(rows.shape))
-    return f.get(g, f.rows[0]).dtype
+        dtypes.append(rows.dtype)
+    return dtypes[0]
 
 
 def _fuse(g: _Graph, node: onnx.NodeProto) -> bool:
