@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 DOMAIN = "drconv"
-FIRST_VERSION, LATEST_VERSION = 1, 4
+FIRST_VERSION, LATEST_VERSION = 1, 5
 # What each version of the domain added; a library implements every node of every version
 # from FIRST_VERSION to LATEST_VERSION.
 VERSIONS = {
@@ -43,6 +43,8 @@ VERSIONS = {
     2: "RegionConv2d: filter_layout (IHWO), bias input B, activation (Relu)",
     3: "MixtureRegionConv2d: filters mixed in the node from coefficients and a basis",
     4: "MixtureRegionConv2d: inputs routing and routing_bias (the node routes itself)",
+    5: "both: x_channel_block, y_channel_block (X, Y in ONNX Runtime's blocked NCHWc layout; "
+    "drconv's ONNX Runtime session writes them into its optimised graph, exports never do)",
 }
 # The TensorRT plugin's version, which its ONNX parser matches with the node's plugin_version:
 # the plugin implements version 1 of RegionConv2d (drconv.runtime.trt lowers the rest).
@@ -96,8 +98,18 @@ ATTRIBUTES: dict[str, Any] = {
     "dilations": [1, 1],
     "filter_layout": "OIHW",
     "activation": "",
+    "x_channel_block": 0,  # 0: NCHW; B: NCHWc, blocks of B channels (CPU, float32, IHWO, pads 0)
+    "y_channel_block": 0,
 }
-ATTRIBUTES_SINCE = {"strides": 1, "pads": 1, "dilations": 1, "filter_layout": 2, "activation": 2}
+ATTRIBUTES_SINCE = {
+    "strides": 1,
+    "pads": 1,
+    "dilations": 1,
+    "filter_layout": 2,
+    "activation": 2,
+    "x_channel_block": 5,
+    "y_channel_block": 5,
+}
 
 
 def version_error(version: int) -> str | None:

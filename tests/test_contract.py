@@ -44,7 +44,7 @@ def test_the_python_and_cpp_tables_agree(cpp_table):
 
 def test_the_messages_agree(cpp_table):
     assert cpp_table["version_error"] == contract.version_error(99)
-    assert "versions 1 to 4" in cpp_table["version_error"]
+    assert f"versions {contract.FIRST_VERSION} to {contract.LATEST_VERSION}" in cpp_table["version_error"]
     assert cpp_table["both_error"] == contract.mixture_inputs_error(True, True, False)
     assert cpp_table["neither_error"] == contract.mixture_inputs_error(False, False, False)
     assert cpp_table["bias_error"] == contract.mixture_inputs_error(True, False, True)

@@ -18,6 +18,10 @@ Two passes then give the CPU kernel what it reads best, where that is free:
 (the TensorRT plugin and the CUDA op): `expand_mixture` (MatMul and Reshape, a routed node's
 `expand_routing`: ReduceMean, Gemm, Sigmoid, Reshape), then Transpose, Add, Relu.
 `required_version` says which version of the domain a graph needs.
+
+`to_nchwc` is a runtime pass, not an export one: over ONNX Runtime's own optimised graph, it
+lets the nodes read and write ONNX Runtime's blocked NCHWc layout (version 5) instead of
+the reorders to and from NCHW that ONNX Runtime puts around every custom node.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "set_layout",
     "set_opset",
     "to_ihwo",
+    "to_nchwc",
     "to_v1",
 ]
 
@@ -62,6 +67,9 @@ OPSET_V3 = MIXTURE.since
 # The version whose MixtureRegionConv2d may route itself (inputs routing, routing_bias).
 OPSET_V4 = MIXTURE.input_since[MixtureInput.ROUTING]
 MIXTURE_OP = MIXTURE.name
+# The version with x_channel_block and y_channel_block (ONNX Runtime's NCHWc layout).
+OPSET_V5 = ATTRIBUTES_SINCE["x_channel_block"]
+NCHWC_DOMAIN = "com.microsoft.nchwc"  # ONNX Runtime's internal operators of its blocked layout
 _FILTERS, _BIAS = RegionConvInput.FILTERS, RegionConvInput.B
 _COEFFICIENTS, _BASIS, _MIXTURE_BIAS, _ROUTING, _ROUTING_BIAS = (
     MixtureInput.COEFFICIENTS,
@@ -552,3 +560,109 @@ def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     if lowered or expanded:
         set_opset(proto, domain, 1)
     return expanded + lowered
+
+
+def _reorder(node: onnx.NodeProto | None, op_type: str) -> bool:
+    """Whether `node` is ONNX Runtime's reorder `op_type` between NCHW and NCHWc (not channels-last)."""
+    if node is None or node.domain != NCHWC_DOMAIN or node.op_type != op_type:
+        return False
+    return not any(a.name == "channels_last" and a.i for a in node.attribute)
+
+
+def _blocked_input(g: _Graph, name: str) -> str | None:
+    """The NCHWc tensor that holds NCHW tensor `name` already, if the graph has one."""
+    producer = g.producer.get(name)
+    if _reorder(producer, "ReorderOutput"):
+        return producer.input[0]
+    for reader in g.consumers.get(name, []):
+        if _reorder(reader, "ReorderInput"):
+            return reader.output[0]
+    return None
+
+
+def _rename_input(g: _Graph, old: str, new: str) -> None:
+    for reader in g.consumers.pop(old, []):
+        for i, name in enumerate(reader.input):
+            if name == old:
+                reader.input[i] = new
+        g.consumers.setdefault(new, []).append(reader)
+
+
+def _topological(proto: onnx.ModelProto) -> None:
+    """Order the nodes so that each follows its inputs' producers (stable otherwise)."""
+    nodes = list(proto.graph.node)
+    produced = {out: i for i, n in enumerate(nodes) for out in n.output}
+    done: set[int] = set()
+    order: list[onnx.NodeProto] = []
+
+    def visit(i: int) -> None:
+        stack = [(i, False)]
+        while stack:
+            j, expanded = stack.pop()
+            if j in done:
+                continue
+            if expanded:
+                done.add(j)
+                order.append(nodes[j])
+                continue
+            stack.append((j, True))
+            stack.extend((produced[n], False) for n in reversed(nodes[j].input) if n in produced and produced[n] not in done)
+
+    for i in range(len(nodes)):
+        visit(i)
+    del proto.graph.node[:]
+    proto.graph.node.extend(order)
+
+
+def to_nchwc(proto: onnx.ModelProto, domain: str, op_type: str, block: int) -> int:
+    """Let the region-conv nodes of ONNX Runtime's optimised graph use its NCHWc layout, in place.
+
+    ONNX Runtime's NCHWc transformer runs its Convs in blocks of `block` channels and wraps
+    every node it does not know (ours) in reorders to and from NCHW. Here a node with IHWO
+    filters reads X from the NCHWc tensor the graph already has for it (a ReorderOutput's
+    input, or a ReorderInput of the same X) where its pads are 0, and writes Y straight into
+    the NCHWc tensor a ReorderInput made of it when that is all that reads Y; the reorders
+    left unread go. Returns how many nodes changed; the graph then imports version 5.
+    """
+    g = _Graph(proto)
+    changed = 0
+    for node in [n for n in proto.graph.node if n.domain == domain and n.op_type in (op_type, MIXTURE_OP)]:
+        if _attribute(node, "filter_layout", OIHW) != IHWO:
+            continue
+        x_block = y_block = 0
+        source = _blocked_input(g, node.input[0])
+        if source is not None and not any(_attributes(node).get("pads", ATTRIBUTES["pads"])):
+            g.consumers[node.input[0]].remove(node)
+            node.input[0] = source
+            g.consumers.setdefault(source, []).append(node)
+            x_block = block
+        y = node.output[0]
+        readers = g.consumers.get(y, [])
+        if readers and y not in g.outputs and all(_reorder(r, "ReorderInput") for r in readers):
+            blocked = readers[0].output[0]
+            for reader in readers:
+                g.remove(reader)
+                _rename_input(g, reader.output[0], blocked)
+                g.producer.pop(reader.output[0], None)
+            node.output[0] = blocked
+            g.producer[blocked] = node
+            g.drop_value_info(y)
+            y_block = block
+        for name, value in (("x_channel_block", x_block), ("y_channel_block", y_block)):
+            if value:
+                node.attribute.append(helper.make_attribute(name, value))
+        changed += bool(x_block or y_block)
+    if not changed:
+        return 0
+    # The ReorderOutputs no node reads any more.
+    removed = True
+    while removed:
+        removed = False
+        for node in list(proto.graph.node):
+            if _reorder(node, "ReorderOutput") and g.uses(node.output[0]) == 0:
+                g.remove(node)
+                g.drop_value_info(node.output[0])
+                removed = True
+    _topological(proto)
+    set_opset(proto, domain, max(OPSET_V5, next(o.version for o in proto.opset_import if o.domain == domain)))
+    return changed

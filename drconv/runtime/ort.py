@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
+from onnx import TensorProto, helper
 
 from drconv import contract, onnx_file
 from drconv.errors import DrconvError
 from drconv.export import rewrite
 from drconv.libraries import require_plugin
 
-__all__ = ["custom_op_library", "image_input", "needs_custom_ops", "session"]
+__all__ = ["custom_op_library", "image_input", "nchwc_block", "needs_custom_ops", "session"]
+
+# The NCHWc blocks the CPU kernel reads and writes (region_conv_shape.h, validate).
+_KERNEL_BLOCKS = (4, 8, 16)
 
 
 def custom_op_library() -> Path:
@@ -42,11 +48,58 @@ def image_input(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, list[i
     return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
+@functools.cache
+def nchwc_block() -> int:
+    """The channels per block of ONNX Runtime's NCHWc layout on this CPU; 0 where it has none.
+
+    MLAS picks it by the CPU (16 with AVX-512, 8 with AVX2) and no API tells it: a
+    tensor of 4 channels (its ReorderInput takes multiples of 4) comes back padded to one block.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    graph = helper.make_graph(
+        [helper.make_node("ReorderInput", ["x"], ["y"], domain=rewrite.NCHWC_DOMAIN)],
+        "nchwc_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid(rewrite.NCHWC_DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=9)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
+    try:
+        probe = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return int(probe.run(None, {"x": np.ones((1, 4, 1, 1), np.float32)})[0].shape[1])
+    except Exception:  # no NCHWc kernels in this build or on this CPU
+        return 0
+
+
+def _in_blocked_layout(model: str | bytes, block: int) -> bytes | None:
+    """ONNX Runtime's optimised graph of `model` with drconv's nodes in its NCHWc layout
+    (rewrite.to_nchwc), or None where no node could take it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(custom_op_library()))
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # its warning that the saved graph is for this CPU only: it is
+    with tempfile.TemporaryDirectory(prefix="drconv-ort-") as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath)
+    if not rewrite.to_nchwc(optimized, contract.DOMAIN, contract.REGION_CONV.name, block):
+        return None
+    return optimized.SerializeToString()
+
+
 def session(
     path: str | os.PathLike,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     spinning: bool = True,
+    blocked_layout: bool = True,
 ):
     """An onnxruntime.InferenceSession for `path`, with the drconv library registered when needed.
 
@@ -56,6 +109,11 @@ def session(
         threads: intra-op threads (default: ONNX Runtime's, one per physical core).
         spinning: let idle intra-op threads spin (ONNX Runtime's default, lowest latency);
             False when other work shares the cores, as in side-by-side benchmarks.
+        blocked_layout: on the CPU, let drconv's nodes read and write ONNX Runtime's blocked
+            NCHWc layout, as its own Convs do, instead of being wrapped in reorders to and from
+            NCHW: ONNX Runtime optimises the graph once, drconv rewrites the result
+            (`drconv.export.rewrite.to_nchwc`), and the session runs that. False: the file's
+            graph as ONNX Runtime optimises it.
     """
     import onnxruntime as ort
 
@@ -88,6 +146,12 @@ def session(
         if rewrite.to_v1(proto, contract.DOMAIN, contract.REGION_CONV.name):
             model = proto.SerializeToString()
     try:
+        block = nchwc_block() if custom and blocked_layout and providers == ["CPUExecutionProvider"] else 0
+        blocked = _in_blocked_layout(model, block) if block in _KERNEL_BLOCKS else None
+        if blocked is not None:
+            # Optimised already, NCHWc included: the levels below it only tidy up.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            model = blocked
         return ort.InferenceSession(model, options, providers=providers)
     except Exception as exc:
         raise DrconvError(f"ONNX Runtime cannot load {path}: {str(exc).strip().splitlines()[0]}") from None

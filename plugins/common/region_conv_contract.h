@@ -18,8 +18,10 @@ inline constexpr char kDomain[] = "drconv";
 //   2 RegionConv2d: filter_layout (IHWO), bias input B, activation (Relu)
 //   3 MixtureRegionConv2d: filters mixed in the node from coefficients and a basis
 //   4 MixtureRegionConv2d: inputs routing and routing_bias (the node routes itself)
+//   5 both: x_channel_block, y_channel_block (X, Y in ONNX Runtime's blocked NCHWc layout;
+//     drconv's ONNX Runtime session writes them into its optimised graph, exports never do)
 inline constexpr int64_t kFirstVersion = 1;
-inline constexpr int64_t kLatestVersion = 4;
+inline constexpr int64_t kLatestVersion = 5;
 inline constexpr char kPluginVersion[] = "1";  // the TensorRT plugin: version 1 of RegionConv2d
 
 struct NodeType {
@@ -81,12 +83,15 @@ inline constexpr char kPads[] = "pads";
 inline constexpr char kDilations[] = "dilations";
 inline constexpr char kFilterLayout[] = "filter_layout";
 inline constexpr char kActivation[] = "activation";
+inline constexpr char kXChannelBlock[] = "x_channel_block";
+inline constexpr char kYChannelBlock[] = "y_channel_block";
 inline constexpr int64_t kDefaultStrides[] = {1, 1};
 inline constexpr int64_t kDefaultPads[] = {0, 0, 0, 0};  // top, left, bottom, right
 inline constexpr int64_t kDefaultDilations[] = {1, 1};
 inline constexpr char kDefaultFilterLayout[] = "OIHW";
 inline constexpr char kDefaultActivation[] = "";
-inline constexpr int64_t kAttributesSince[] = {1, 1, 1, 2, 2};  // in the order above
+inline constexpr int64_t kDefaultChannelBlock = 0;  // NCHW; B: NCHWc (CPU, float32, IHWO, pads 0)
+inline constexpr int64_t kAttributesSince[] = {1, 1, 1, 2, 2, 5, 5};  // in the order above
 
 // Empty where `version` of the domain is implemented here, else the one line every backend
 // gives (drconv.contract.version_error writes the same).

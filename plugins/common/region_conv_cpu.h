@@ -33,8 +33,12 @@ constexpr int64_t kTilePixels = 256;
 // Below this many multiply-adds a call runs on the calling thread alone: handing work to a
 // pool costs microseconds, more than such a call's arithmetic (and on a VM a parked vCPU can
 // take a timer tick, ~4 ms, to wake: a 1x1x1x1 layer read p50 14 us, p99 4.7 ms, in
-// benchmarks/bench_torch_overhead.py before this rule).
-constexpr int64_t kSerialMultiplyAdds = int64_t{1} << 16;
+// benchmarks/bench_torch_overhead.py before this rule). At 2^16 the zoo's 7x7 to 28x28
+// layers (~450k) ran split over two ONNX Runtime threads without spinning, slower than on
+// one: each worker routes, assigns and buckets the whole map again, and a window of 24 or 48
+// channels wastes lanes (in a chain of 32 such nodes, 24x28x28: 39 us a node on two threads,
+// 31 on one; issue 24).
+constexpr int64_t kSerialMultiplyAdds = int64_t{1} << 20;
 
 // The workers a call of this shape uses, given `workers` available. The workspace sized for
 // `workers` (region_conv_workspace_size) holds what the fewer need.
@@ -63,7 +67,7 @@ inline int64_t routing_floats(const RegionConvShape& s, int64_t bases) { return 
 inline void route_sample(const float* x_n, const RegionConvShape& s, const Mixture& mixture,
                          const direct::Kernels& kernels, float* means, float* z) {
   const int64_t width = s.regions * mixture.bases;
-  kernels.route(x_n, s.c_in, s.h * s.w, mixture.routing, width, means, z);
+  kernels.route(x_n, s.c_in, s.h * s.w, s.x_block, mixture.routing, width, means, z);
   for (int64_t j = 0; j < width; ++j) {
     const float v = z[j] + (mixture.routing_bias != nullptr ? mixture.routing_bias[j] : 0.0f);
     z[j] = 1.0f / (1.0f + std::exp(-v));
@@ -114,11 +118,13 @@ inline void bucket_pixels(const int32_t* region, int64_t regions, int64_t pixels
 }
 
 // Where each output pixel of rows [row_begin, row_end) finds its receptive field's first tap in
-// one (padded, Wp wide) input plane: saves two integer divisions per pixel in the block loop.
-inline void pixel_offsets(const RegionConvShape& s, int64_t row_begin, int64_t row_end, int64_t* offset) {
+// one (padded, Wp wide) input plane, in floats `scale` apart per pixel (1, or x's NCHWc block):
+// saves two integer divisions per pixel in the block loop.
+inline void pixel_offsets(const RegionConvShape& s, int64_t row_begin, int64_t row_end, int64_t* offset,
+                          int64_t scale = 1) {
   const int64_t wp = s.w + 2 * s.pad_w, w_out = s.w_out();
   for (int64_t oh = row_begin, p = row_begin * w_out; oh < row_end; ++oh)
-    for (int64_t ow = 0; ow < w_out; ++ow, ++p) offset[p] = oh * s.stride_h * wp + ow * s.stride_w;
+    for (int64_t ow = 0; ow < w_out; ++ow, ++p) offset[p] = (oh * s.stride_h * wp + ow * s.stride_w) * scale;
 }
 
 // x[n] (C, H, W) -> zero-padded channels-last (Hp, Wp, C). Transposed in blocks of
@@ -264,6 +270,14 @@ struct LocalLayout {
 
   enum class Split { kSamples, kChannels, kRows };
 
+  // The first output channel of window `part` of `parts`: an even split, moved to the nearest
+  // block of y's NCHWc layout where y has one (a window must store whole blocks).
+  static int64_t window_start(const RegionConvShape& s, int64_t parts, int64_t part) {
+    const int64_t c = s.c_out * part / parts;
+    if (s.y_block == 0 || part == 0 || part == parts) return c;
+    return std::min(s.c_out, (c + s.y_block / 2) / s.y_block * s.y_block);
+  }
+
   bool usable = false;
   Split split = Split::kSamples;
   // A worker's output vectors, and a mixed filter's floats per row and in all (0: read as given).
@@ -286,7 +300,10 @@ struct LocalLayout {
       tail = mixture ? 0 : tail_filters(s);
     } else {
       parts = std::min(workers, (s.c_out + 7) / 8);  // windows of at least 8 channels
-      const int64_t widest = (s.c_out + parts - 1) / parts, whole = (s.c_out + direct::kLanes - 1) / direct::kLanes;
+      int64_t widest = 0;
+      for (int64_t part = 0; part < parts; ++part)
+        widest = std::max(widest, window_start(s, parts, part + 1) - window_start(s, parts, part));
+      const int64_t whole = (s.c_out + direct::kLanes - 1) / direct::kLanes;
       vectors = (widest + direct::kLanes - 1) / direct::kLanes;
       // A window's whole vectors lie within a row: C_out >= 16 * vectors.
       const bool windows = s.pixels() <= (mixture ? kMaxPixels : kMaxPixelsAsGiven) &&
@@ -335,6 +352,10 @@ void region_conv_forward_local(const float* x, const float* filters, const float
   const int64_t pixels = s.pixels(), w_out = s.w_out(), rows = s.c_in * s.kh * s.kw, size = s.c_out * rows;
   const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w, keys = s.n * s.regions;
   const bool pad = DirectLayout::pads(s);
+  // Floats between x's pixels, and where its channels lie (NCHW, or NCHWc unpadded).
+  const int64_t scale = s.x_block > 0 ? s.x_block : 1;
+  const direct::Channels in =
+      s.x_block > 0 ? direct::Channels{1, s.x_block, s.h * s.w * s.x_block} : direct::Channels{hp * wp, s.c_in, 0};
   parallel_for(layout.parts, [&](int64_t part) {
     char* mine = static_cast<char*>(workspace) + part * layout.stride;
     float* x_padded = reinterpret_cast<float*>(mine + layout.x_padded);
@@ -353,8 +374,8 @@ void region_conv_forward_local(const float* x, const float* filters, const float
                by_rows = layout.split == Split::kRows;
     const int64_t n0 = by_sample ? s.n * part / layout.parts : 0;
     const int64_t n1 = by_sample ? s.n * (part + 1) / layout.parts : s.n;
-    const int64_t c0 = windows ? s.c_out * part / layout.parts : 0;
-    const int64_t c1 = windows ? s.c_out * (part + 1) / layout.parts : s.c_out;
+    const int64_t c0 = windows ? LocalLayout::window_start(s, layout.parts, part) : 0;
+    const int64_t c1 = windows ? LocalLayout::window_start(s, layout.parts, part + 1) : s.c_out;
     const int64_t first = windows ? std::min(c0, s.c_out - layout.vectors * direct::kLanes) : 0;
     // Output rows [oh0, oh1), pixels [p0, p1); and the input rows they read, [i0, i1).
     const int64_t oh0 = by_rows ? s.h_out() * part / layout.parts : 0;
@@ -373,12 +394,12 @@ void region_conv_forward_local(const float* x, const float* filters, const float
       const int64_t key = n * s.regions + r;
       return (key >= first_tail ? scratch + (key - first_tail) * size : filters + key * size) + first;
     };
-    pixel_offsets(s, oh0, oh1, pixel_offset);
+    pixel_offsets(s, oh0, oh1, pixel_offset, scale);
     if (mixture != nullptr && !windows)  // the slack after each whole filter, read (never stored)
       for (int64_t r = 0; r < s.regions; ++r)
         std::fill(scratch + r * layout.filter + size, scratch + (r + 1) * layout.filter, 0.0f);
     for (int64_t n = n0; n < n1; ++n) {
-      const float* x_n = x + n * s.c_in * s.h * s.w;
+      const float* x_n = x + n * s.x_sample();
       if (pad) kernels.pad_rows(x_n, s.c_in, s.h, s.w, s.pad_h, s.pad_w, x_padded, i0, i1);
       kernels.assign(guide + n * s.regions * pixels, s.regions, pixels, p0, p1, region);
       bucket_pixels(region + p0, s.regions, p1 - p0, order + p0, start, p0);
@@ -402,9 +423,9 @@ void region_conv_forward_local(const float* x, const float* filters, const float
           for (int64_t j = 0; j < count; ++j) offset[j] = pixel_offset[order[b + j]];
           const direct::Block block{pad ? x_padded : x_n,
                                     offset,
-                                    s.dil_h * wp,
-                                    s.dil_w,
-                                    hp * wp,
+                                    s.dil_h * wp * scale,
+                                    s.dil_w * scale,
+                                    in,
                                     s.kh,
                                     s.kw,
                                     s.c_in,
@@ -414,12 +435,15 @@ void region_conv_forward_local(const float* x, const float* filters, const float
                                     layout.vectors,
                                     acc,
                                     order + b,
-                                    y + (n * s.c_out + c0) * pixels,
+                                    s.y_block > 0 ? y + n * s.y_sample() : y + (n * s.c_out + c0) * pixels,
                                     c1 - c0,
                                     pixels,
                                     epilogue.bias == nullptr ? nullptr : epilogue.bias + c0,
                                     epilogue.relu,
-                                    c0 - first};
+                                    c0 - first,
+                                    s.y_block,
+                                    c0,
+                                    s.c_out};
           kernels.convolve(block);
         }
     }
@@ -432,7 +456,9 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 const RegionConvShape& s, const ParallelFor& parallel_for, int64_t workers,
                                 void* workspace, const direct::Kernels& kernels,
                                 const direct::Epilogue& epilogue = {}, const Mixture* mixture = nullptr) {
-  const LocalLayout local(s, workers, mixture != nullptr ? mixture->bases : 0);
+  LocalLayout local(s, workers, mixture != nullptr ? mixture->bases : 0);
+  // The phased path reads NCHW only: a blocked call that fits no split runs on one worker.
+  if (!local.usable && (s.x_block > 0 || s.y_block > 0)) local = LocalLayout(s, 1, mixture != nullptr ? mixture->bases : 0);
   if (local.usable)
     return region_conv_forward_local(x, filters, guide, y, s, parallel_for, local, workspace, kernels, epilogue,
                                      mixture);
@@ -537,7 +563,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
                                 offset,
                                 s.dil_h * wp,
                                 s.dil_w,
-                                (s.h + 2 * s.pad_h) * wp,
+                                direct::Channels{(s.h + 2 * s.pad_h) * wp, s.c_in, 0},
                                 s.kh,
                                 s.kw,
                                 s.c_in,

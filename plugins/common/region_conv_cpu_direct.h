@@ -159,25 +159,35 @@ template <int B, int kRound>
   }
 }
 
-// acc[p][v] = sum_{c, t} x[offset[p] + taps[t] + c * plane] * w[c * c_step + t * w_step + v],
-// for P pixels and NB vectors.
+// How a sample's input channels lie: channel c of pixel p at p * pixel_step + (c / lanes) *
+// block_step + (c % lanes) * lane_step. NCHW is one block of every channel, lane_step the
+// plane; ONNX Runtime's NCHWc is blocks of `lanes` channels, contiguous per pixel.
+struct Channels {
+  int64_t lane_step, lanes, block_step;
+};
+
+// acc[p][v] = sum_{c, t} x[offset[p] + taps[t] + at(c)] * w[c * c_step + t * w_step + v],
+// for P pixels and NB vectors, at(c) as Channels says.
 // NT > 0: n_taps == NT, known to the compiler, which then unrolls the tap loop.
 template <int P, int NB, int NT = 0>
 [[gnu::always_inline]] inline void micro(const float* x, const int64_t* offset, const int64_t* taps, int64_t n_taps,
-                                         int64_t plane, const float* w, int64_t w_step, int64_t c_step,
+                                         Channels in, const float* w, int64_t w_step, int64_t c_step,
                                          int64_t channels, float* acc, int64_t acc_step) {
   Vec a[P][NB] = {};
   const float* px[P];
   for (int p = 0; p < P; ++p) px[p] = x + offset[p];
   if constexpr (NT > 0) n_taps = NT;
-  for (int64_t c = 0; c < channels; ++c, w += c_step) {
-    for (int64_t t = 0; t < n_taps; ++t) {
-      const int64_t at = taps[t] + c * plane;
-      Vec wv[NB];
-      for (int v = 0; v < NB; ++v) std::memcpy(&wv[v], w + t * w_step + v * kLanes, sizeof(Vec));
-      for (int p = 0; p < P; ++p) {
-        const float xs = px[p][at];
-        for (int v = 0; v < NB; ++v) a[p][v] += wv[v] * xs;
+  for (int64_t c0 = 0, block = 0; c0 < channels; c0 += in.lanes, block += in.block_step) {
+    const int64_t lanes = std::min(in.lanes, channels - c0);
+    for (int64_t l = 0; l < lanes; ++l, w += c_step) {
+      for (int64_t t = 0; t < n_taps; ++t) {
+        const int64_t at = taps[t] + block + l * in.lane_step;
+        Vec wv[NB];
+        for (int v = 0; v < NB; ++v) std::memcpy(&wv[v], w + t * w_step + v * kLanes, sizeof(Vec));
+        for (int p = 0; p < P; ++p) {
+          const float xs = px[p][at];
+          for (int v = 0; v < NB; ++v) a[p][v] += wv[v] * xs;
+        }
       }
     }
   }
@@ -187,22 +197,25 @@ template <int P, int NB, int NT = 0>
 
 // One block's inputs: `pixels` output pixels of one sample and one region.
 struct Block {
-  const float* x;         // the sample's zero-padded input [C_in][Hp][Wp]
+  const float* x;         // the sample's input: zero-padded [C_in][Hp][Wp], or blocked (unpadded)
   const int64_t* offset;  // per pixel: where its tap (0, 0) starts in channel 0 of x
-  int64_t row_step;     // floats between taps one dilation apart vertically (dil_h * Wp)
-  int64_t col_step;     // floats between taps one dilation apart horizontally (dil_w)
-  int64_t plane_in;     // floats between channels of x (Hp * Wp)
+  int64_t row_step;     // floats between taps one dilation apart vertically (dil_h * Wp, times the block)
+  int64_t col_step;     // floats between taps one dilation apart horizontally (dil_w, times the block)
+  Channels in;          // where x's channels lie
   int64_t kh, kw, c_in, pixels;
   const float* w;       // the region's filter: packed (pack_filter), or IHWO as given
   int64_t w_row;        // 0: w is packed; else floats between its (C_in, tap) rows (IHWO: C_out)
   int64_t vectors;      // output vectors (ceil(C_out / 16))
   float* acc;           // [kBlockRows][vectors * 16] scratch (and 16 floats of slack with skip), overwritten
   const int32_t* pixel; // the block's output pixels (indices into H_out * W_out), ascending
-  float* y;             // the sample's output [C_out, H_out * W_out]
-  int64_t c_out, plane; // C_out, H_out * W_out
-  const float* bias;    // [C_out] added to y, or null
+  float* y;             // NCHW: the sample's output at its first stored channel; blocked: the sample's output
+  int64_t c_out, plane; // the channels stored (from the window's first), H_out * W_out
+  const float* bias;    // [C_out] added to y (from the first stored channel), or null
   bool relu;            // then y = max(y, 0), NaN kept (as torch.relu)
   int64_t skip = 0;     // accumulator channels before the first one stored (a window that starts before c_out's)
+  // y in ONNX Runtime's NCHWc layout: its block (0: NCHW), the first stored channel (a multiple
+  // of the block) and every channel of y (the padding lanes after the last are stored as 0).
+  int64_t y_block = 0, y_first = 0, y_channels = 0;
 };
 
 // What the node applies to its outputs as it stores them (the BatchNormalization and ReLU
@@ -212,9 +225,51 @@ struct Epilogue {
   bool relu = false;
 };
 
+// acc [pixel][channel] -> y in NCHWc: a pixel's channels of one block are contiguous, so each
+// accumulator vector goes out as it is, 16 / B stores of B floats (in NCHW each channel is a
+// store of its own: at scattered regions that was a fifth of the kernel). Lanes past the
+// node's last channel are stored as 0: they are the layout's padding, which ONNX Runtime's
+// own NCHWc kernels read. A window starts on a block and ends on one or at C_out, so no two
+// workers store into one block.
+template <int64_t B>
+[[gnu::always_inline]] inline void store_blocked(const Block& s) {
+  const int64_t acc_step = s.vectors * kLanes, last = s.y_first + s.c_out;
+  const int64_t end = last == s.y_channels ? (last + B - 1) / B * B : last;  // padding included
+  const Vec zero = {}, lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  for (int64_t k0 = 0; s.y_first + k0 < end; k0 += kLanes) {
+    const Vec real = lane < static_cast<float>(s.c_out - k0) ? lane - lane + 1 : zero;  // 1 on y's channels
+    Vec bias = {};
+    if (s.bias != nullptr) {
+      if (k0 + kLanes <= s.c_out)
+        std::memcpy(&bias, s.bias + k0, sizeof(Vec));
+      else
+        for (int64_t l = 0; k0 + l < s.c_out; ++l) bias[l] = s.bias[k0 + l];
+    }
+    const int64_t stores = std::min(kLanes, end - s.y_first - k0) / B;
+    float* y = s.y + (s.y_first + k0) / B * s.plane * B;
+    for (int64_t i = 0; i < s.pixels; ++i) {
+      Vec r;
+      std::memcpy(&r, s.acc + i * acc_step + s.skip + k0, sizeof(Vec));
+      r += bias;
+      if (s.relu) r = r < zero ? zero : r;
+      r = real > zero ? r : zero;
+      float* at = y + s.pixel[i] * B;
+      if (stores * B == kLanes && B == kLanes) {
+        std::memcpy(at, &r, sizeof(Vec));
+      } else {
+        for (int64_t h = 0; h < stores; ++h)
+          std::memcpy(at + h * s.plane * B, reinterpret_cast<const float*>(&r) + h * B, B * sizeof(float));
+      }
+    }
+  }
+}
+
 // acc [pixel][channel] -> y [channel][pixel], 16 x 16 at a time: a run of 16 consecutive
 // pixels (the common case: regions are coherent) is one 16-float store per channel.
 [[gnu::always_inline]] inline void store_block(const Block& s) {
+  if (s.y_block == 16) return store_blocked<16>(s);
+  if (s.y_block == 8) return store_blocked<8>(s);
+  if (s.y_block == 4) return store_blocked<4>(s);
   const int64_t acc_step = s.vectors * kLanes;
   for (int64_t j0 = 0; j0 < s.pixels; j0 += kLanes) {
     const int64_t rows = std::min(kLanes, s.pixels - j0);
@@ -246,7 +301,7 @@ struct Epilogue {
 // The last `count` (< Q + 1) pixels of a block: one micro-kernel instantiation per length.
 template <int Q, int NB>
 [[gnu::always_inline]] inline void tail(int64_t count, const float* x, const int64_t* offset, const int64_t* taps,
-                                        int64_t n_taps, int64_t plane, const float* w, int64_t w_step,
+                                        int64_t n_taps, Channels plane, const float* w, int64_t w_step,
                                         int64_t c_step, int64_t c_in, float* acc, int64_t acc_step) {
   if constexpr (Q > 0) {
     if (count == Q) return micro<Q, NB>(x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
@@ -257,13 +312,15 @@ template <int Q, int NB>
 // micro<rows, nb> for run-time rows <= P and nb <= MAX_NB.
 template <int P, int MAX_NB, int NB = MAX_NB>
 [[gnu::always_inline]] inline void micro_any(int64_t rows, int64_t nb, const float* x, const int64_t* offset,
-                                             const int64_t* taps, int64_t n_taps, int64_t plane, const float* w,
+                                             const int64_t* taps, int64_t n_taps, Channels plane, const float* w,
                                              int64_t w_step, int64_t c_step, int64_t c_in, float* acc,
                                              int64_t acc_step) {
   if constexpr (NB >= 1) {
     if (nb == NB) {
       if (rows == P && n_taps == 9)  // 3 x 3, the common kernel: the full tile with its tap loop unrolled
         return micro<P, NB, 9>(x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
+      if (rows == P && n_taps == 1)  // 1 x 1, the mixture models' kernel: no tap loop at all
+        return micro<P, NB, 1>(x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
       if (rows == P) return micro<P, NB>(x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
       return tail<P - 1, NB>(rows, x, offset, taps, n_taps, plane, w, w_step, c_step, c_in, acc, acc_step);
     }
@@ -298,12 +355,12 @@ template <int P, int MAX_NB>
           const int64_t rows = std::min<int64_t>(P, s.pixels - p);
           if (t0 > 0) {  // a kernel with more than 64 taps: add this piece to the last one
             float partial[P * MAX_NB * kLanes];
-            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, s.plane_in, w, w_step, c_step, s.c_in,
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, s.in, w, w_step, c_step, s.c_in,
                                  partial, MAX_NB * kLanes);
             for (int64_t i = 0; i < rows; ++i)
               for (int64_t l = 0; l < nb * kLanes; ++l) acc[i * acc_step + l] += partial[i * MAX_NB * kLanes + l];
           } else {
-            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, s.plane_in, w, w_step, c_step, s.c_in, acc,
+            micro_any<P, MAX_NB>(rows, nb, s.x, s.offset + p, taps, count, s.in, w, w_step, c_step, s.c_in, acc,
                                  acc_step);
           }
         }
@@ -341,38 +398,49 @@ __attribute__((target("avx512f"))) inline void assign_avx512(const float* guide,
 
 // One sample's mixed filters (the MixtureRegionConv2d node, docs/region_conv_op.md):
 // f[r * stride + l] = sum over m of z[r][m] * basis[m * size + l], for l in [begin, end).
-// Per 16 l, H regions' sums are held in registers while the M basis vectors stream past, one
-// load each: H independent FMA chains keep the FMA units busy (summing one region at a time
-// made every FMA wait on the one before: 2.6x slower at a 96x96 1x1 filter, M = R = 8).
-template <int H>
+// Per V vectors of l, H regions' sums are held in registers while the M basis rows stream
+// past: H independent FMA chains keep the FMA units busy (summing one region at a time made
+// every FMA wait on the one before: 2.6x slower at a 96x96 1x1 filter, M = R = 8), and each
+// z[r][m] broadcast serves V FMAs. With V = 1 the broadcasts outnumbered the FMAs' other
+// loads eight to one and the M rows, a filter apart, were read one vector per visit.
+template <int H, int V>
 [[gnu::always_inline]] inline void mix_regions(const float* z, const float* basis, float* f, int64_t held,
                                                int64_t bases, int64_t size, int64_t stride) {
-  Vec acc[H] = {};
+  Vec acc[H][V] = {};
   for (int64_t m = 0; m < bases; ++m) {
-    const Vec b = *reinterpret_cast<const Vec*>(basis + m * size);
+    Vec b[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) b[v] = *reinterpret_cast<const Vec*>(basis + m * size + v * kLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < H; ++r)
-      if (H == held || r < held) acc[r] += z[r * bases + m] * b;
+      if (H == held || r < held) {
+        const float zr = z[r * bases + m];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) acc[r][v] += zr * b[v];
+      }
   }
 #pragma GCC unroll 16
   for (int r = 0; r < H; ++r)
-    if (H == held || r < held) *reinterpret_cast<Vec*>(f + r * stride) = acc[r];
+    if (H == held || r < held)
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) *reinterpret_cast<Vec*>(f + r * stride + v * kLanes) = acc[r][v];
 }
 
-// One vector (16 floats at basis + m * size) of every region's mixed filter, stored at f + r * stride.
-template <int H>
+// V vectors (16 V floats at basis + m * size) of every region's mixed filter, stored at f + r * stride.
+template <int H, int V = 1>
 [[gnu::always_inline]] inline void mix_vector(const float* z, const float* basis, float* f, int64_t regions,
                                               int64_t bases, int64_t size, int64_t stride) {
   for (int64_t r0 = 0; r0 < regions; r0 += H) {
     const int64_t held = std::min<int64_t>(H, regions - r0);
     if (held == H)
-      mix_regions<H>(z + r0 * bases, basis, f + r0 * stride, H, bases, size, stride);
+      mix_regions<H, V>(z + r0 * bases, basis, f + r0 * stride, H, bases, size, stride);
     else
-      mix_regions<H>(z + r0 * bases, basis, f + r0 * stride, held, bases, size, stride);
+      mix_regions<H, V>(z + r0 * bases, basis, f + r0 * stride, held, bases, size, stride);
   }
 }
 
-template <int H>
+// V: vectors mixed per pass where the range allows (registers: H x V accumulators).
+template <int H, int V>
 [[gnu::always_inline]] inline void mix_impl(const float* z, const float* basis, float* f, int64_t regions,
                                             int64_t bases, int64_t size, int64_t stride, int64_t begin,
                                             int64_t end) {
@@ -380,7 +448,10 @@ template <int H>
   // before (the sums are recomputed, not added to, so writing them twice is harmless): a
   // scalar tail cost as much as the rest at 232 output channels split over two workers.
   const bool overlap = end - begin >= kLanes;
-  for (int64_t l = begin; l < end; l += kLanes) {
+  int64_t l = begin;
+  if constexpr (V > 1)
+    for (; l + V * kLanes <= end; l += V * kLanes) mix_vector<H, V>(z, basis + l, f + l, regions, bases, size, stride);
+  for (; l < end; l += kLanes) {
     if (l + kLanes > end) {
       if (!overlap) break;
       l = end - kLanes;
@@ -388,7 +459,7 @@ template <int H>
     mix_vector<H>(z, basis + l, f + l, regions, bases, size, stride);
   }
   if (overlap) return;
-  for (int64_t l = begin + (end - begin) / kLanes * kLanes; l < end; ++l)
+  for (l = begin + (end - begin) / kLanes * kLanes; l < end; ++l)
     for (int64_t r = 0; r < regions; ++r) {
       float acc = 0.0f;
       for (int64_t m = 0; m < bases; ++m) acc += z[r * bases + m] * basis[m * size + l];
@@ -437,13 +508,41 @@ template <int H>
   }
 }
 
+// channel_means of x in ONNX Runtime's NCHWc layout, blocks of `block` channels.
+[[gnu::always_inline]] inline void channel_means_blocked(const float* x, int64_t channels, int64_t count,
+                                                         int64_t block, float* means) {
+  const float scale = 1.0f / static_cast<float>(count);
+  for (int64_t c0 = 0; c0 < channels; c0 += block, x += block * count) {
+    float sum[kLanes] = {};
+    if (block == kLanes) {  // a pixel's block is one vector: two sums (one would wait on itself)
+      Vec a = {}, b = {};
+      int64_t i = 0;
+      for (; i + 2 <= count; i += 2) {
+        a += *reinterpret_cast<const Vec*>(x + i * kLanes);
+        b += *reinterpret_cast<const Vec*>(x + (i + 1) * kLanes);
+      }
+      if (i < count) a += *reinterpret_cast<const Vec*>(x + i * kLanes);
+      a += b;
+      std::memcpy(sum, &a, sizeof(Vec));
+    } else {
+      for (int64_t i = 0; i < count; ++i)
+        for (int64_t l = 0; l < block; ++l) sum[l] += x[i * block + l];
+    }
+    for (int64_t l = 0; l < std::min(block, channels - c0); ++l) means[c0 + l] = sum[l] * scale;
+  }
+}
+
 // A routed MixtureRegionConv2d's linear step (before the sigmoid), for one sample:
 // out[l] = sum over c of means[c] * routing[c * width + l], with means the channel means of
 // x [channels, count]. Four vectors of l at a time, two FMA chains each (even and odd c): one
 // chain waited on itself, and the step cost more than the means.
-[[gnu::always_inline]] inline void route_impl(const float* x, int64_t channels, int64_t count, const float* routing,
-                                              int64_t width, float* means, float* out) {
-  channel_means(x, channels, count, means);
+// `block`: x's NCHWc block, 0 where x is NCHW.
+[[gnu::always_inline]] inline void route_impl(const float* x, int64_t channels, int64_t count, int64_t block,
+                                              const float* routing, int64_t width, float* means, float* out) {
+  if (block > 0)
+    channel_means_blocked(x, channels, count, block, means);
+  else
+    channel_means(x, channels, count, means);
   constexpr int64_t kHeld = 4;
   const int64_t whole = width / kLanes * kLanes;
   for (int64_t l0 = 0; l0 < whole; l0 += kHeld * kLanes) {
@@ -485,8 +584,8 @@ struct Kernels {
               int64_t stride, int64_t begin, int64_t end);
   void (*mix_window)(const float* z, const float* basis, float* f, int64_t regions, int64_t bases, int64_t size,
                      int64_t stride, int64_t rows, int64_t columns, int64_t first, int64_t vectors);
-  void (*route)(const float* x, int64_t channels, int64_t count, const float* routing, int64_t width, float* means,
-                float* out);
+  void (*route)(const float* x, int64_t channels, int64_t count, int64_t block, const float* routing, int64_t width,
+                float* means, float* out);
 };
 
 #define DRCONV_DIRECT_KERNELS(NAME, TARGET, P, MAX_NB)                                                         \
@@ -500,16 +599,16 @@ struct Kernels {
   }                                                                                                             \
   TARGET inline void mix_##NAME(const float* z, const float* basis, float* f, int64_t regions, int64_t bases,   \
                                 int64_t size, int64_t stride, int64_t begin, int64_t end) {                     \
-    mix_impl<2 * MAX_NB>(z, basis, f, regions, bases, size, stride, begin, end);                               \
+    mix_impl<2 * MAX_NB, (MAX_NB > 2 ? 2 : 1)>(z, basis, f, regions, bases, size, stride, begin, end);         \
   }                                                                                                             \
   TARGET inline void mix_window_##NAME(const float* z, const float* basis, float* f, int64_t regions,           \
                                        int64_t bases, int64_t size, int64_t stride, int64_t rows,               \
                                        int64_t columns, int64_t first, int64_t vectors) {                       \
     mix_window_impl<2 * MAX_NB>(z, basis, f, regions, bases, size, stride, rows, columns, first, vectors);       \
   }                                                                                                             \
-  TARGET inline void route_##NAME(const float* x, int64_t channels, int64_t count, const float* routing,        \
-                                  int64_t width, float* means, float* out) {                                    \
-    route_impl(x, channels, count, routing, width, means, out);                                                 \
+  TARGET inline void route_##NAME(const float* x, int64_t channels, int64_t count, int64_t block,              \
+                                  const float* routing, int64_t width, float* means, float* out) {              \
+    route_impl(x, channels, count, block, routing, width, means, out);                                          \
   }
 
 #if defined(__x86_64__) && defined(__GNUC__)

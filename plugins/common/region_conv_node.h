@@ -22,6 +22,8 @@ struct RegionConvAttrs {
   std::vector<int64_t> dilations{std::begin(contract::kDefaultDilations), std::end(contract::kDefaultDilations)};
   std::string filter_layout = contract::kDefaultFilterLayout;  // or "IHWO": filters [N, R, C_in, kh, kw, C_out]
   std::string activation = contract::kDefaultActivation;       // "" or "Relu", applied after the optional bias
+  // 0: X (Y) NCHW; B: ONNX Runtime's NCHWc with blocks of B channels (version 5, CPU only).
+  int64_t x_channel_block = contract::kDefaultChannelBlock, y_channel_block = contract::kDefaultChannelBlock;
 
   FilterLayout layout() const { return filter_layout == "IHWO" ? FilterLayout::kIHWO : FilterLayout::kOIHW; }
 
@@ -45,6 +47,10 @@ struct RegionConvAttrs {
       return "attribute filter_layout must be \"OIHW\" or \"IHWO\", got \"" + filter_layout + "\"";
     if (!activation.empty() && activation != "Relu")
       return "attribute activation must be \"\" or \"Relu\", got \"" + activation + "\"";
+    for (const int64_t block : {x_channel_block, y_channel_block})
+      if (block != 0 && block != 4 && block != 8 && block != 16)
+        return "attributes x_channel_block and y_channel_block must be 0 (NCHW), 4, 8 or 16, got " +
+               std::to_string(block);
     return {};
   }
 };
@@ -87,15 +93,20 @@ inline std::string make_shape(const RegionConvAttrs& attrs, const int64_t* x, si
     return "RegionConv2d: X, filters and guide must have the same batch size" + shapes();
   // Where C_out, C_in, kh, kw sit in filters.
   const size_t d_out = ihwo ? 5 : 2, d_in = ihwo ? 2 : 3, d_kh = ihwo ? 3 : 4, d_kw = ihwo ? 4 : 5;
-  if (f[d_in] != x[1])
-    return "RegionConv2d: filters dim " + std::to_string(d_in) + " (C_in) must equal X dim 1" + shapes();
+  // Blocked, X's dim 1 is C_in padded to whole blocks.
+  const int64_t x_channels = RegionConvShape::padded_channels(f[d_in], attrs.x_channel_block);
+  if (x_channels != x[1])
+    return "RegionConv2d: filters dim " + std::to_string(d_in) + " (C_in) must equal X dim 1" +
+           (attrs.x_channel_block > 0 ? " padded to whole blocks of x_channel_block" : "") + shapes();
   if (g[1] != f[1]) return "RegionConv2d: guide dim 1 must equal the number of regions, filters dim 1" + shapes();
   std::string bad = attrs.validate();
   if (!bad.empty()) return "RegionConv2d: " + bad;
 
   shape = RegionConvShape{};
   shape.n = x[0];
-  shape.c_in = x[1];
+  shape.c_in = f[d_in];
+  shape.x_block = attrs.x_channel_block;
+  shape.y_block = attrs.y_channel_block;
   shape.h = x[2];
   shape.w = x[3];
   shape.regions = f[1];
@@ -141,9 +152,10 @@ inline std::string mixture_filter_dims(const int64_t* z, size_t z_rank, const in
 // routing [C_in, R * M] and routing_bias [R * M] (null when absent) against X [N, C_in, H, W],
 // the guide's R and the basis' M. On success fills `coefficients` with [N, R, M], the dims the
 // coefficients input would have, for mixture_filter_dims, and returns an empty string.
-inline std::string routing_dims(const int64_t* x, size_t x_rank, const int64_t* g, size_t g_rank, const int64_t* b,
-                                size_t b_rank, const int64_t* w, size_t w_rank, const int64_t* bias, size_t bias_rank,
-                                int64_t (&coefficients)[3]) {
+// `c_in`: X's channels (dim 1, less the padding of a blocked layout).
+inline std::string routing_dims(const int64_t* x, size_t x_rank, int64_t c_in, const int64_t* g, size_t g_rank,
+                                const int64_t* b, size_t b_rank, const int64_t* w, size_t w_rank, const int64_t* bias,
+                                size_t bias_rank, int64_t (&coefficients)[3]) {
   auto shapes = [&] {
     return " (X " + dims_to_string(x, x_rank) + ", basis " + dims_to_string(b, b_rank) + ", guide " +
            dims_to_string(g, g_rank) + ", routing " + dims_to_string(w, w_rank) +
@@ -153,8 +165,8 @@ inline std::string routing_dims(const int64_t* x, size_t x_rank, const int64_t* 
   if (g_rank != 4) return "MixtureRegionConv2d: input guide must be 4-D [N, R, H_out, W_out]" + shapes();
   if (b_rank < 1) return "MixtureRegionConv2d: input basis must be 5-D [M, one filter]" + shapes();
   const int64_t width = g[1] * b[0];
-  if (w_rank != 2 || w[0] != x[1] || w[1] != width)
-    return "MixtureRegionConv2d: input routing must be 2-D [C_in, R * M] = [" + std::to_string(x[1]) + ", " +
+  if (w_rank != 2 || w[0] != c_in || w[1] != width)
+    return "MixtureRegionConv2d: input routing must be 2-D [C_in, R * M] = [" + std::to_string(c_in) + ", " +
            std::to_string(width) + "] (C_in from X, R from the guide, M from the basis)" + shapes();
   if (bias != nullptr && (bias_rank != 1 || bias[0] != width))
     return "MixtureRegionConv2d: input routing_bias must be 1-D [R * M] = [" + std::to_string(width) + "]" + shapes();
@@ -189,8 +201,13 @@ inline std::string mixture_shape(const RegionConvAttrs& attrs, InputDims x, Inpu
                                  RegionConvShape& shape) {
   int64_t routed[3] = {};
   if (routing.present()) {
-    const std::string bad = routing_dims(x.dims, x.rank, guide.dims, guide.rank, basis.dims, basis.rank, routing.dims,
-                                         routing.rank, routing_bias.dims, routing_bias.rank, routed);
+    // C_in from the basis where X is blocked (make_shape checks the two against each other).
+    const bool ihwo = attrs.layout() == FilterLayout::kIHWO;
+    const int64_t c_in = attrs.x_channel_block > 0 && basis.rank == 5 ? basis.dims[ihwo ? 1 : 2]
+                         : x.rank == 4                              ? x.dims[1]
+                                                                    : -1;
+    const std::string bad = routing_dims(x.dims, x.rank, c_in, guide.dims, guide.rank, basis.dims, basis.rank,
+                                         routing.dims, routing.rank, routing_bias.dims, routing_bias.rank, routed);
     if (!bad.empty()) return bad;
     coefficients = {routed, 3};
   }

@@ -31,11 +31,19 @@ struct RegionConvShape {
   int64_t regions = 0, c_out = 0, kh = 0, kw = 0;  // filters [N, R, C_out, C_in, kh, kw] (OIHW)
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
   FilterLayout layout = FilterLayout::kOIHW;  // IHWO: filters [N, R, C_in, kh, kw, C_out]
+  // 0: x, y NCHW. B > 0: ONNX Runtime's blocked NCHWc layout, [N, ceil(C / B), H, W, B] with
+  // the channels past C zero (attributes x_channel_block, y_channel_block; CPU float32 only).
+  int64_t x_block = 0, y_block = 0;
 
   int64_t h_out() const { return conv_out_size(h, kh, stride_h, pad_h, dil_h); }
   int64_t w_out() const { return conv_out_size(w, kw, stride_w, pad_w, dil_w); }
   int64_t pixels() const { return h_out() * w_out(); }
   int64_t patch() const { return kh * kw * c_in; }  // one im2col row
+  // Floats of one sample of x and of y, as laid out (a blocked layout pads C to whole blocks).
+  int64_t x_sample() const { return padded_channels(c_in, x_block) * h * w; }
+  int64_t y_sample() const { return padded_channels(c_out, y_block) * pixels(); }
+
+  static int64_t padded_channels(int64_t c, int64_t block) { return block > 0 ? (c + block - 1) / block * block : c; }
 };
 
 // Empty when the shape is valid, else one line naming what is wrong.
@@ -55,6 +63,13 @@ inline std::string validate(const RegionConvShape& s) {
   int64_t pixels = 0;
   if (__builtin_mul_overflow(s.h_out(), s.w_out(), &pixels))
     return "the output size " + str(s.h_out()) + "x" + str(s.w_out()) + " overflows int64";
+  for (const int64_t block : {s.x_block, s.y_block})
+    if (block != 0 && block != 4 && block != 8 && block != 16)
+      return "channel blocks must be 0 (NCHW), 4, 8 or 16, got " + str(block);
+  if ((s.x_block > 0 || s.y_block > 0) && s.layout != FilterLayout::kIHWO)
+    return "the blocked layout (x_channel_block, y_channel_block) needs filter_layout IHWO";
+  if (s.x_block > 0 && (s.pad_h > 0 || s.pad_w > 0))
+    return "X in the blocked layout (x_channel_block) needs pads 0, got " + str(s.pad_h) + "," + str(s.pad_w);
   if (s.h_out() < 1 || s.w_out() < 1)
     return "x spatial size " + str(s.h) + "x" + str(s.w) + " gives an empty output " + str(s.h_out()) + "x" +
            str(s.w_out()) + " for kernel " + str(s.kh) + "x" + str(s.kw);

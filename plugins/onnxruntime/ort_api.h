@@ -73,6 +73,15 @@ inline OrtStatus* ints_attribute(const OrtApi& api, const OrtKernelInfo* info, c
   return api.KernelInfoGetAttributeArray_int64(info, name, value.data(), &size);
 }
 
+// An int64 attribute, or `value` unchanged when the node does not have it.
+inline OrtStatus* int_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name, int64_t& value) {
+  int64_t read = 0;
+  OrtStatus* status = api.KernelInfoGetAttribute_int64(info, name, &read);
+  if (status != nullptr) return absent(api, status) ? nullptr : mistyped(api, name, "an int");
+  value = read;
+  return nullptr;
+}
+
 // A string attribute, or `value` unchanged when the node does not have it. A node whose
 // attribute has another type gets ONNX Runtime's error, not the default.
 inline OrtStatus* string_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name,

@@ -43,7 +43,8 @@ OrtStatus* RegionConv2dKernel::compute_cpu(OrtKernelContext* context, const OrtV
                                                     type_name(infos[0].type) +
                                                     "; export the model in float32 or run it on CUDAExecutionProvider")
                                                        .c_str());
-  const int64_t out_dims[4] = {shape.n, shape.c_out, shape.h_out(), shape.w_out()};
+  const int64_t out_dims[4] = {shape.n, RegionConvShape::padded_channels(shape.c_out, shape.y_block), shape.h_out(),
+                               shape.w_out()};
   OrtValue* output = nullptr;
   DRCONV_ORT_RETURN_IF_ERROR(api->KernelContext_GetOutput(context, 0, out_dims, 4, &output));
   void* data[4] = {};  // read only; API 21 has no const accessor (GetTensorData came in 1.22)

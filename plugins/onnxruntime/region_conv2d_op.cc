@@ -29,6 +29,11 @@ OrtStatus* create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKern
   if (status == nullptr)
     status = string_attribute(*api, info, contract::kFilterLayout, owned->attrs.filter_layout);
   if (status == nullptr) status = string_attribute(*api, info, contract::kActivation, owned->attrs.activation);
+  if (status == nullptr) status = int_attribute(*api, info, contract::kXChannelBlock, owned->attrs.x_channel_block);
+  if (status == nullptr) status = int_attribute(*api, info, contract::kYChannelBlock, owned->attrs.y_channel_block);
+  if (status == nullptr && self(op).provider == Provider::kCuda &&
+      (owned->attrs.x_channel_block > 0 || owned->attrs.y_channel_block > 0))
+    status = error(*api, "RegionConv2d: the blocked layout (x_channel_block, y_channel_block) is the CPU kernel's");
   if (status == nullptr) {
     const std::string bad = owned->attrs.validate();
     if (!bad.empty()) status = error(*api, "RegionConv2d: " + bad);

@@ -46,6 +46,20 @@ class InputShape {
   OrtTensorTypeAndShapeInfo* info_ = nullptr;
 };
 
+// y_channel_block, 0 where absent or unreadable (the run-time checks then report it).
+int64_t y_block(const OrtApi& api, OrtShapeInferContext* context) {
+  const OrtOpAttr* attr = nullptr;
+  OrtStatus* status = api.ShapeInferContext_GetAttribute(context, contract::kYChannelBlock, &attr);
+  int64_t value = 0;
+  size_t size = 0;
+  if (status == nullptr && attr != nullptr) status = api.ReadOpAttr(attr, ORT_OP_ATTR_INT, &value, sizeof(value), &size);
+  if (status != nullptr) {
+    api.ReleaseStatus(status);
+    return 0;
+  }
+  return value;
+}
+
 bool ihwo(const OrtApi& api, OrtShapeInferContext* context) {
   const OrtOpAttr* attr = nullptr;
   OrtStatus* status = api.ShapeInferContext_GetAttribute(context, contract::kFilterLayout, &attr);
@@ -77,8 +91,12 @@ OrtStatus* infer_output_shape(const OrtCustomOp* op, OrtShapeInferContext* conte
   // Where C_out sits: filters [N, R, C_out, ...] or [N, R, ..., C_out]; a basis has no N, R but M.
   const bool last = ihwo(api, context);
   const size_t c_out = self.mixture ? (last ? 4 : 1) : (last ? 5 : 2);
-  const int64_t dims[4] = {x.dims[0], filters.dims[c_out], guide.dims[2], guide.dims[3]};
-  const char* names[4] = {x.names[0], filters.names[c_out], guide.names[2], guide.names[3]};
+  // In the blocked layout, C_out padded to whole blocks (a symbolic C_out stays as it is).
+  const int64_t block = y_block(api, context), channels = filters.dims[c_out];
+  const bool padded = block > 0 && channels > 0;
+  const int64_t dims[4] = {x.dims[0], padded ? RegionConvShape::padded_channels(channels, block) : channels,
+                           guide.dims[2], guide.dims[3]};
+  const char* names[4] = {x.names[0], padded ? "" : filters.names[c_out], guide.names[2], guide.names[3]};
   OrtTensorTypeAndShapeInfo* out = nullptr;
   DRCONV_ORT_RETURN_IF_ERROR(api.CreateTensorTypeAndShapeInfo(&out));
   OrtStatus* status = api.SetTensorElementType(out, x.type);

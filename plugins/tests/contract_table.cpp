@@ -37,13 +37,14 @@ std::string node(const c::NodeType& t) {
 
 int main(int argc, char** argv) {
   const long long version = argc > 1 ? std::atoll(argv[1]) : 0;
-  const char* names[] = {c::kStrides, c::kPads, c::kDilations, c::kFilterLayout, c::kActivation};
+  const char* names[] = {c::kStrides, c::kPads,       c::kDilations,    c::kFilterLayout,
+                         c::kActivation, c::kXChannelBlock, c::kYChannelBlock};
   std::string since = "{";
-  for (size_t i = 0; i < 5; ++i) since += (i ? ", " : "") + quoted(names[i]) + ": " + std::to_string(c::kAttributesSince[i]);
+  for (size_t i = 0; i < 7; ++i) since += (i ? ", " : "") + quoted(names[i]) + ": " + std::to_string(c::kAttributesSince[i]);
   std::printf(
       "{\"domain\": %s, \"first_version\": %lld, \"latest_version\": %lld, \"plugin_version\": %s,\n"
       " \"nodes\": [%s, %s],\n"
-      " \"attributes\": {%s: %s, %s: %s, %s: %s, %s: %s, %s: %s},\n"
+      " \"attributes\": {%s: %s, %s: %s, %s: %s, %s: %s, %s: %s, %s: %lld, %s: %lld},\n"
       " \"attributes_since\": %s},\n"
       " \"version_error\": %s, \"both_error\": %s, \"neither_error\": %s, \"bias_error\": %s}\n",
       quoted(c::kDomain).c_str(), static_cast<long long>(c::kFirstVersion), static_cast<long long>(c::kLatestVersion),
@@ -51,7 +52,9 @@ int main(int argc, char** argv) {
       quoted(c::kStrides).c_str(), ints(c::kDefaultStrides).c_str(), quoted(c::kPads).c_str(),
       ints(c::kDefaultPads).c_str(), quoted(c::kDilations).c_str(), ints(c::kDefaultDilations).c_str(),
       quoted(c::kFilterLayout).c_str(), quoted(c::kDefaultFilterLayout).c_str(), quoted(c::kActivation).c_str(),
-      quoted(c::kDefaultActivation).c_str(), since.c_str(), quoted(c::version_error(version)).c_str(),
+      quoted(c::kDefaultActivation).c_str(), quoted(c::kXChannelBlock).c_str(),
+      static_cast<long long>(c::kDefaultChannelBlock), quoted(c::kYChannelBlock).c_str(),
+      static_cast<long long>(c::kDefaultChannelBlock), since.c_str(), quoted(c::version_error(version)).c_str(),
       quoted(c::mixture_inputs_error(true, true, false)).c_str(),
       quoted(c::mixture_inputs_error(false, false, false)).c_str(),
       quoted(c::mixture_inputs_error(true, false, true)).c_str());

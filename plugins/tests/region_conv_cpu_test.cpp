@@ -218,6 +218,76 @@ int check_mixture(const drconv::RegionConvShape& s, int64_t bases, int64_t worke
   return ok ? 0 : 1;
 }
 
+// X and Y in ONNX Runtime's NCHWc layout (x_block, y_block), with a bias and ReLU, plain
+// filters or a routed mixture: against the NCHW call on the same inputs, in every instruction
+// set, the padding lanes of Y stored as 0 (they hold NaN before the call).
+int check_blocked(drconv::RegionConvShape s, int64_t x_block, int64_t y_block, int64_t bases, int64_t workers,
+                  std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  s.layout = drconv::FilterLayout::kIHWO;
+  const int64_t filter = s.c_out * s.c_in * s.kh * s.kw, width = s.regions * bases, plane_in = s.h * s.w;
+  std::vector<float> x(static_cast<size_t>(s.n * s.c_in * plane_in)), g(static_cast<size_t>(s.n * s.regions * s.pixels()));
+  std::vector<float> f(static_cast<size_t>((bases > 0 ? bases : s.n * s.regions) * filter)), bias(static_cast<size_t>(s.c_out));
+  std::vector<float> routing(static_cast<size_t>(s.c_in * width)), routing_bias(static_cast<size_t>(width));
+  for (auto* v : {&x, &g, &f, &bias, &routing, &routing_bias})
+    for (auto& e : *v) e = normal(rng);
+  const drconv::Mixture mixture{nullptr, f.data(), bases, routing.data(), routing_bias.data()};
+  const drconv::Mixture* mixed = bases > 0 ? &mixture : nullptr;
+  const drconv::direct::Epilogue epilogue{bias.data(), true};
+  auto run = [&](const drconv::RegionConvShape& t, const std::vector<float>& input, std::vector<float>& y,
+                 drconv::direct::Isa isa) {
+    std::vector<char> workspace(static_cast<size_t>(drconv::region_conv_workspace_size<float>(t, workers, bases)) + 64);
+    void* aligned = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
+    drconv::detail::region_conv_forward_direct(input.data(), bases > 0 ? nullptr : f.data(), g.data(), y.data(), t,
+                                               SerialFor{}, workers, aligned, drconv::direct::kernels_for(isa),
+                                               epilogue, mixed);
+  };
+  drconv::RegionConvShape b = s;
+  b.x_block = x_block, b.y_block = y_block;
+  const int64_t cx = drconv::RegionConvShape::padded_channels(s.c_in, x_block);
+  const int64_t cy = drconv::RegionConvShape::padded_channels(s.c_out, y_block), pixels = s.pixels();
+  // x blocked: channel c of pixel p at (c / B * HW + p) * B + c % B, padding lanes 0.
+  std::vector<float> xb(x);
+  if (x_block > 0) {
+    xb.assign(static_cast<size_t>(s.n * cx * plane_in), 0.0f);
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t c = 0; c < s.c_in; ++c)
+        for (int64_t p = 0; p < plane_in; ++p)
+          xb[static_cast<size_t>(n * cx * plane_in + (c / x_block * plane_in + p) * x_block + c % x_block)] =
+              x[static_cast<size_t>((n * s.c_in + c) * plane_in + p)];
+  }
+  auto y_at = [&](int64_t n, int64_t c, int64_t p) {
+    return y_block > 0 ? n * cy * pixels + (c / y_block * pixels + p) * y_block + c % y_block
+                       : (n * s.c_out + c) * pixels + p;
+  };
+  double worst = 0;
+  bool padding_zero = true;
+  using drconv::direct::Isa;
+  for (const Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline}) {
+    if (!drconv::direct::supported(isa)) continue;
+    std::vector<float> want(static_cast<size_t>(s.n * s.c_out * pixels)), y(static_cast<size_t>(s.n * cy * pixels), std::nanf(""));
+    run(s, x, want, isa);
+    run(b, xb, y, isa);
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t p = 0; p < pixels; ++p) {
+        for (int64_t c = 0; c < s.c_out; ++c)
+          worst = std::max(worst, double(std::fabs(y[static_cast<size_t>(y_at(n, c, p))] -
+                                                    want[static_cast<size_t>((n * s.c_out + c) * pixels + p)])));
+        for (int64_t c = s.c_out; c < cy; ++c) padding_zero = padding_zero && y[static_cast<size_t>(y_at(n, c, p))] == 0.0f;
+      }
+  }
+  const bool ok = worst < 1e-4 && padding_zero;
+  std::printf("%s blocked x=%lld y=%lld N=%lld C=%lld %lldx%lld R=%lld M=%lld K=%lld k=%lldx%lld s=%lld workers=%lld "
+              "max_err %.3g padding %s\n",
+              ok ? "ok  " : "FAIL", static_cast<long long>(x_block), static_cast<long long>(y_block),
+              static_cast<long long>(s.n), static_cast<long long>(s.c_in), static_cast<long long>(s.h),
+              static_cast<long long>(s.w), static_cast<long long>(s.regions), static_cast<long long>(bases),
+              static_cast<long long>(s.c_out), static_cast<long long>(s.kh), static_cast<long long>(s.kw),
+              static_cast<long long>(s.stride_h), static_cast<long long>(workers), worst,
+              padding_zero ? "zero" : "NOT ZERO");
+  return ok ? 0 : 1;
+}
+
 drconv::RegionConvShape shape(int64_t n, int64_t c, int64_t h, int64_t w, int64_t r, int64_t k_out, int64_t kh,
                               int64_t kw, int64_t s, int64_t p, int64_t d) {
   drconv::RegionConvShape out;
@@ -280,6 +350,25 @@ int main() {
   failures += check_mixture(shape(1, 24, 27, 29, 8, 24, 1, 1, 1, 0, 1), 8, 2, rng, true);
   failures += check_mixture(shape(4, 20, 5, 5, 4, 20, 3, 3, 2, 1, 1), 8, 3, rng, true);
   failures += check_mixture(shape(1, 10, 5, 5, 3, 12, 1, 1, 1, 0, 1), 3, 2, rng, true);
+  // ONNX Runtime's NCHWc layout (blocks of 16 with AVX-512, 8 with AVX2; 4 for a block shorter
+  // than a vector's half): the zoo's 1x1 layers, whose C is no multiple of the block, on every
+  // split (channel windows, bands of rows, samples, one worker), x or y alone blocked, a
+  // stride-2 1x1 and a 3x3 without padding; plain filters and routed mixtures.
+  const int64_t blocks[][2] = {{16, 16}, {8, 8}, {16, 0}, {0, 16}, {4, 8}};
+  int blocked = 0;
+  for (const auto& xy : blocks) {
+    for (const int64_t bases : {int64_t{0}, int64_t{8}}) {
+      failures += check_blocked(shape(1, 24, 28, 28, 8, 24, 1, 1, 1, 0, 1), xy[0], xy[1], bases, 2, rng);
+      failures += check_blocked(shape(1, 58, 7, 7, 8, 58, 1, 1, 1, 0, 1), xy[0], xy[1], bases, 2, rng);
+      failures += check_blocked(shape(2, 48, 9, 11, 8, 40, 1, 1, 1, 0, 1), xy[0], xy[1], bases, 3, rng);
+      failures += check_blocked(shape(1, 17, 40, 40, 4, 33, 1, 1, 1, 0, 1), xy[0], xy[1], bases, 2, rng);
+      failures += check_blocked(shape(1, 12, 6, 6, 8, 12, 1, 1, 1, 0, 1), xy[0], xy[1], bases, 2, rng);
+      blocked += 5;
+    }
+    failures += check_blocked(shape(1, 20, 11, 9, 3, 24, 1, 1, 2, 0, 1), xy[0], xy[1], 0, 2, rng);
+    failures += check_blocked(shape(2, 20, 10, 9, 3, 18, 3, 3, 1, 0, 1), xy[0], xy[1], 4, 1, rng);
+    blocked += 2;
+  }
   if (!drconv::validate(shape(1, 1, 2, 2, 1, 1, 5, 5, 1, 0, 1)).empty()) {
     std::printf("ok   validate rejects an empty output\n");
   } else {
@@ -287,8 +376,8 @@ int main() {
     ++failures;
   }
   // A layer of fewer multiply-adds than kSerialMultiplyAdds runs on one worker, a larger one on all.
-  const drconv::RegionConvShape tiny = shape(1, 4, 8, 8, 2, 4, 1, 1, 1, 0, 1);
-  const drconv::RegionConvShape zoo = shape(1, 96, 7, 7, 8, 96, 1, 1, 1, 0, 1);
+  const drconv::RegionConvShape tiny = shape(1, 96, 7, 7, 8, 96, 1, 1, 1, 0, 1);
+  const drconv::RegionConvShape zoo = shape(1, 96, 14, 14, 8, 96, 1, 1, 1, 0, 1);
   if (drconv::useful_workers(tiny, 4) == 1 && drconv::useful_workers(zoo, 4) == 4 &&
       drconv::useful_workers(zoo, 0) == 1) {
     std::printf("ok   useful_workers: one for a tiny layer, all for a zoo layer\n");
@@ -296,7 +385,7 @@ int main() {
     std::printf("FAIL useful_workers\n");
     ++failures;
   }
-  // 19 shapes, 13 mixtures, 4 routed mixtures, two unit checks
-  std::printf("%d passed, %d failed\n", 38 - failures, failures);
+  // 19 shapes, 13 mixtures, 4 routed mixtures, two unit checks, the blocked layouts
+  std::printf("%d passed, %d failed\n", 38 + blocked - failures, failures);
   return failures == 0 ? 0 : 1;
 }
