@@ -697,6 +697,133 @@ def benchmark(
     _report(request, prepared, samples, title, threads)
 
 
+@app.command()
+@user_errors
+def profile(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="An .onnx file, or a model (built-in name or package.module:factory), exported here first "
+            "(custom mode).",
+            show_default=False,
+        ),
+    ],
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Profile this too and show the difference: an .onnx file, a model, or 'twin' (the plain twin of "
+            "a zoo model).",
+        ),
+    ] = None,
+    runtime: Annotated[
+        Runtime, typer.Option(help="ONNX Runtime (ort) or OpenVINO (openvino, CPU, float32), with drconv's library.")
+    ] = Runtime.ort,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input-shape",
+            help=f"Input N,C,H,W, default {defaults.shape_text(defaults.INPUT_SHAPE)} (a file's symbolic axes "
+            "take it).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Inference threads (default: one per core).", min=1, max=1024)
+    ] = None,
+    runs: Annotated[int, typer.Option(help="Profiled runs, after 10 unprofiled ones.", min=1)] = 100,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.", dir_okay=False)] = None,
+) -> None:
+    """Time per operator type from the runtime's own profiler: nodes and µs per run, beside a baseline's."""
+    import tempfile
+
+    from drconv._atomic import check_writable
+    from drconv.benchmark import profile as prof
+
+    if json_file is not None:
+        check_writable(json_file, "--json")
+    shape = parse_shape(input_shape) if input_shape else defaults.INPUT_SHAPE
+    check_fits(shape)
+    threads = threads or _timing().default_threads()
+    with tempfile.TemporaryDirectory(prefix="drconv-profile-") as tmp:
+        with err_console.status("profiling ...") as status:
+            path = _profiled_file(target, shape, Path(tmp) / "model.onnx", status.update)
+            base = None
+            if baseline is not None:
+                spec = _twin(target) if baseline == "twin" else baseline
+                base = _profiled_file(spec, shape, Path(tmp) / "baseline.onnx", status.update)
+            status.update(f"profiling {target} in {runtime.value} ...")
+            mine = prof.profile_file(path, runtime.value, shape, threads, runs)
+            theirs = None
+            if base is not None:
+                status.update(f"profiling {baseline} in {runtime.value} ...")
+                theirs = prof.profile_file(base, runtime.value, shape, threads, runs)
+    rows = prof.compare(mine, theirs)
+    title = f"{target} in {runtime.value}, input {'x'.join(map(str, shape))}, {threads} threads: µs per run"
+    console.print(_profile_table(title, rows, mine, theirs, baseline))
+    console.print(
+        "from the runtime's profiler, which adds its own cost to every node: read the shares and the differences"
+    )
+    if json_file is not None:
+        from drconv.benchmark import report
+
+        totals = {"total_us": round(prof.totals(mine).us, 2)}
+        if theirs is not None:
+            totals["baseline_total_us"] = round(prof.totals(theirs).us, 2)
+        document = {"target": target, "baseline": baseline, "runtime": runtime.value, "input_shape": list(shape),
+                    "threads": threads, "runs": runs, **totals, "ops": rows}  # fmt: skip
+        report.write_json(json_file, document)
+        console.print(f"wrote {json_file}")
+
+
+def _twin(target: str) -> str:
+    from drconv.model_names import TWINS
+
+    if target not in TWINS:
+        raise DrconvError(f"--baseline twin: {target} has no plain twin (models with one: {', '.join(TWINS)})")
+    return TWINS[target]
+
+
+def _profiled_file(target: str, shape: tuple[int, ...], out: Path, status: Callable[[str], None]) -> Path:
+    """`target` itself where it is an .onnx file, else the model it names exported to `out`."""
+    path = Path(target)
+    if path.suffix == ".onnx" or path.is_file():
+        if not path.is_file():
+            raise DrconvError(f"{path}: no such file")
+        return path
+    import torch
+
+    from drconv.export import to_onnx
+
+    net = _models().load_model(target, None, on_convert=_announce)
+    status(f"exporting {target} ...")
+    return to_onnx(net, torch.randn(shape), out)
+
+
+def _profile_table(title: str, rows: list[dict], mine, theirs, baseline: str | None) -> Table:
+    from drconv.benchmark import profile as prof
+
+    caption = f"baseline: {baseline}" if theirs is not None else None
+    table = Table(title=title, caption=caption, box=None)
+    table.add_column("op", no_wrap=True, min_width=max(len(r["op"]) for r in [*rows, {"op": "total"}]))
+    for column in ("nodes", "µs"):
+        table.add_column(column, justify="right", no_wrap=True)
+    if theirs is not None:
+        for column in ("baseline nodes", "baseline µs", "difference µs"):
+            table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        cells = [row["op"], str(row["nodes"]), f"{row['us']:.1f}"]
+        if theirs is not None:
+            cells += [str(row["baseline_nodes"]), f"{row['baseline_us']:.1f}", f"{row['diff_us']:+.1f}"]
+        table.add_row(*cells)
+    total = prof.totals(mine)
+    cells = ["total", str(total.nodes), f"{total.us:.1f}"]
+    if theirs is not None:
+        base = prof.totals(theirs)
+        cells += [str(base.nodes), f"{base.us:.1f}", f"{total.us - base.us:+.1f}"]
+    table.add_row(*cells, style="bold")
+    return table
+
+
 def _timing():
     from drconv.benchmark import timing
 

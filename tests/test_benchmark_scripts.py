@@ -31,6 +31,7 @@ def _run(*args: str, timeout: int = 300) -> str:
 
 def test_every_script_is_covered_here():
     covered = {"ab_ort_library", "bench_layers", "bench_scaling", "bench_torch_overhead", "bench_model_breakdown"}
+    covered |= {"bench_coherent"}
     covered |= {"bench_cuda", "profile_cuda", "_timing"}
     assert {p.stem for p in SCRIPTS.glob("*.py")} == covered
 
@@ -58,6 +59,22 @@ def test_bench_torch_overhead():
 def test_bench_model_breakdown():
     out = _run(str(SCRIPTS / "bench_model_breakdown.py"), "--size", "64", "--iters", "3", "--warmup", "1")
     assert "export" in out
+
+
+def test_bench_coherent(tmp_path):
+    out = tmp_path / "coherent.json"
+    _run(str(SCRIPTS / "bench_coherent.py"), "--size", "64", "--iters", "3", "--threads", "1", "--json", str(out))
+    document = json.loads(out.read_text())
+    assert set(document["p50_ms"]) == {"random-init", "coherent", "twin"}
+    assert all(0.0 <= share <= 1.0 for share in document["same_region_as_right_neighbour"].values())
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from bench_coherent import pattern
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    # R = 8: two rows of four rectangles, each region one block of pixels
+    regions = pattern(8, 16, 16)[0].argmax(axis=0)
+    assert (regions[:8, :4] == 0).all() and (regions[:8, 12:] == 3).all() and (regions[8:, 4:8] == 5).all()
 
 
 def test_ab_ort_library():

@@ -96,6 +96,13 @@ def _fill(dims: list[int | None], shape: tuple[int, ...], where: str) -> tuple[i
     return shape
 
 
+def fitted_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` for the image input of the .onnx file `path`: its symbolic axes take it, its fixed ones must agree."""
+    from drconv.runtime.ort import image_input
+
+    return _fill(image_input(path)[1], shape, str(path))
+
+
 def _onnx_backend(
     path: Path,
     shape: tuple[int, ...],
@@ -106,8 +113,8 @@ def _onnx_backend(
 ) -> Backend:
     from drconv.runtime.ort import image_input, needs_custom_ops
 
-    name, dims = image_input(path)
-    x = np.random.default_rng(0).standard_normal(_fill(dims, shape, str(path)), dtype=np.float32)
+    name = image_input(path)[0]
+    x = np.random.default_rng(0).standard_normal(fitted_shape(path, shape), dtype=np.float32)
     run: Callable[[], object]
     if runtime == "ov":
         request = ov_compiled(path, threads, extension=needs_custom_ops(path)).create_infer_request()

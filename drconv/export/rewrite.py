@@ -606,7 +606,9 @@ def _topological(proto: onnx.ModelProto) -> None:
                 order.append(nodes[j])
                 continue
             stack.append((j, True))
-            stack.extend((produced[n], False) for n in reversed(nodes[j].input) if n in produced and produced[n] not in done)
+            stack.extend(
+                (produced[n], False) for n in reversed(nodes[j].input) if n in produced and produced[n] not in done
+            )
 
     for i in range(len(nodes)):
         visit(i)

@@ -68,6 +68,7 @@ def compile(
     threads: int | None = None,
     precision: str | None = "f32",
     extension: bool = True,
+    profile: bool = False,
 ) -> Any:
     """An openvino.CompiledModel for the ONNX file `path`, with the drconv extension added.
 
@@ -78,6 +79,7 @@ def compile(
         precision: the CPU plugin's inference precision, one of PRECISIONS, or None for
             OpenVINO's default (bf16 where the CPU has it). The extension runs float32.
         extension: add the extension (False reads the graph without it, for portable graphs).
+        profile: count every operation's time (PERF_COUNT), for InferRequest.profiling_info.
     """
     path = Path(path)
     # OpenVINO's ONNX frontend shows a conversion extension no version of its domain: checked here.
@@ -102,6 +104,8 @@ def compile(
         config["INFERENCE_NUM_THREADS"] = threads
     if precision is not None and device.upper().startswith("CPU"):
         config["INFERENCE_PRECISION_HINT"] = precision
+    if profile:
+        config["PERF_COUNT"] = True
     try:
         compiled = ov_core.compile_model(model, device, config)
     except Exception as exc:

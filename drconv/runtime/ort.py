@@ -100,6 +100,7 @@ def session(
     threads: int | None = None,
     spinning: bool = True,
     blocked_layout: bool = True,
+    profile: str | os.PathLike | None = None,
 ):
     """An onnxruntime.InferenceSession for `path`, with the drconv library registered when needed.
 
@@ -114,6 +115,8 @@ def session(
             NCHW: ONNX Runtime optimises the graph once, drconv rewrites the result
             (`drconv.export.rewrite.to_nchwc`), and the session runs that. False: the file's
             graph as ONNX Runtime optimises it.
+        profile: a file prefix: ONNX Runtime's profiler records every node's time, into a
+            JSON file beginning so that InferenceSession.end_profiling() names.
     """
     import onnxruntime as ort
 
@@ -126,6 +129,9 @@ def session(
         options.inter_op_num_threads = 1
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile)
     proto = onnx_file.load(path)
     # ONNX Runtime's C API shows a custom op's kernel no version of its domain: checked here.
     contract.check_versions(proto, str(path))

@@ -47,11 +47,7 @@ struct RegionConvAttrs {
       return "attribute filter_layout must be \"OIHW\" or \"IHWO\", got \"" + filter_layout + "\"";
     if (!activation.empty() && activation != "Relu")
       return "attribute activation must be \"\" or \"Relu\", got \"" + activation + "\"";
-    for (const int64_t block : {x_channel_block, y_channel_block})
-      if (block != 0 && block != 4 && block != 8 && block != 16)
-        return "attributes x_channel_block and y_channel_block must be 0 (NCHW), 4, 8 or 16, got " +
-               std::to_string(block);
-    return {};
+    return blocked_layout_error(x_channel_block, y_channel_block, layout() == FilterLayout::kIHWO, pads[0], pads[1]);
   }
 };
 

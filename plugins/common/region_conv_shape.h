@@ -46,6 +46,19 @@ struct RegionConvShape {
   static int64_t padded_channels(int64_t c, int64_t block) { return block > 0 ? (c + block - 1) / block * block : c; }
 };
 
+// Empty where X and Y may take these NCHWc blocks (0: NCHW), else one line naming the rule.
+inline std::string blocked_layout_error(int64_t x_block, int64_t y_block, bool ihwo, int64_t pad_h, int64_t pad_w) {
+  for (const int64_t block : {x_block, y_block})
+    if (block != 0 && block != 4 && block != 8 && block != 16)
+      return "x_channel_block and y_channel_block must be 0 (NCHW), 4, 8 or 16, got " + std::to_string(block);
+  if ((x_block > 0 || y_block > 0) && !ihwo)
+    return "the blocked layout (x_channel_block, y_channel_block) needs filter_layout IHWO";
+  if (x_block > 0 && (pad_h > 0 || pad_w > 0))
+    return "X in the blocked layout (x_channel_block) needs pads 0, got " + std::to_string(pad_h) + "," +
+           std::to_string(pad_w);
+  return {};
+}
+
 // Empty when the shape is valid, else one line naming what is wrong.
 inline std::string validate(const RegionConvShape& s) {
   auto str = [](int64_t v) { return std::to_string(v); };
@@ -63,13 +76,9 @@ inline std::string validate(const RegionConvShape& s) {
   int64_t pixels = 0;
   if (__builtin_mul_overflow(s.h_out(), s.w_out(), &pixels))
     return "the output size " + str(s.h_out()) + "x" + str(s.w_out()) + " overflows int64";
-  for (const int64_t block : {s.x_block, s.y_block})
-    if (block != 0 && block != 4 && block != 8 && block != 16)
-      return "channel blocks must be 0 (NCHW), 4, 8 or 16, got " + str(block);
-  if ((s.x_block > 0 || s.y_block > 0) && s.layout != FilterLayout::kIHWO)
-    return "the blocked layout (x_channel_block, y_channel_block) needs filter_layout IHWO";
-  if (s.x_block > 0 && (s.pad_h > 0 || s.pad_w > 0))
-    return "X in the blocked layout (x_channel_block) needs pads 0, got " + str(s.pad_h) + "," + str(s.pad_w);
+  const std::string blocked =
+      blocked_layout_error(s.x_block, s.y_block, s.layout == FilterLayout::kIHWO, s.pad_h, s.pad_w);
+  if (!blocked.empty()) return blocked;
   if (s.h_out() < 1 || s.w_out() < 1)
     return "x spatial size " + str(s.h) + "x" + str(s.w) + " gives an empty output " + str(s.h_out()) + "x" +
            str(s.w_out()) + " for kernel " + str(s.kh) + "x" + str(s.kw);
