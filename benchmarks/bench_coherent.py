@@ -6,10 +6,12 @@ coherent blobs instead of the near pixel-by-pixel routing of default initialisat
 
 The custom export is timed twice: as it is (random init: the conservative figure) and with
 every guide made coherent. The guide a node reads becomes its masknet's output scaled by
-1e-3 plus a fixed pattern (a grid of R rectangles, 2 rows of R / 2), so the masknet
-convolutions still run and only a Mul and an Add per guide are added. Both graphs and the twin run through drconv.runtime.ort.session, timed in
+1e-3 plus a fixed pattern (a grid of R rectangles, 2 rows of R / 2; a stride-2 block's
+resized guide follows), so the masknet convolutions still run and only a Mul and an Add per
+guide are added. Both graphs and the twin run through drconv.runtime.ort.session, timed in
 alternation; the table gives p50s and the ratios to the twin, and for both graphs the share
-of pixels routed to the region of their right neighbour, averaged over the guides.
+of pixels routed to the region of their right neighbour, averaged over the guides (at the
+7x7 maps of 224x224 a rectangle is one or two pixels wide).
 """
 
 from __future__ import annotations
