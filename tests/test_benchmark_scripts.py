@@ -84,6 +84,17 @@ def test_ab_ort_library():
     assert "B / A" in out or "b/a" in out.lower()
 
 
+def test_ab_ort_library_blocked_model(tmp_path):
+    from drconv.export import to_onnx
+    from drconv.models import create
+
+    library = plugin_path("onnxruntime")
+    model = to_onnx(create("drconv-shufflenetv2-0.5x").eval(), torch.randn(1, 3, 64, 64), tmp_path / "zoo.onnx")
+    args = ("--model", str(model), "--size", "64", "--iters", "3", "--b-blocked")
+    out = _run(str(SCRIPTS / "ab_ort_library.py"), str(library), str(library), *args)
+    assert "B blocked" in out and "B/A" in out  # the outputs were checked equal before timing
+
+
 @pytest.mark.parametrize("script", ["bench_cuda", "profile_cuda"])
 def test_the_gpu_scripts_parse_their_arguments(script):
     assert "usage" in _run(str(SCRIPTS / f"{script}.py"), "--help").lower()

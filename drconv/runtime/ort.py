@@ -87,7 +87,10 @@ def _in_blocked_layout(model: str | bytes, block: int) -> bytes | None:
     options.log_severity_level = 3  # its warning that the saved graph is for this CPU only: it is
     with tempfile.TemporaryDirectory(prefix="drconv-ort-") as tmp:
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception:  # e.g. a process on global thread pools: the session proper says what is wrong
+            return None
         optimized = onnx.load(options.optimized_model_filepath)
     if not rewrite.to_nchwc(optimized, contract.DOMAIN, contract.REGION_CONV.name, block):
         return None

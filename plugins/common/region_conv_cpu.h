@@ -33,12 +33,10 @@ constexpr int64_t kTilePixels = 256;
 // Below this many multiply-adds a call runs on the calling thread alone: handing work to a
 // pool costs microseconds, more than such a call's arithmetic (and on a VM a parked vCPU can
 // take a timer tick, ~4 ms, to wake: a 1x1x1x1 layer read p50 14 us, p99 4.7 ms, in
-// benchmarks/bench_torch_overhead.py before this rule). At 2^16 the zoo's 7x7 to 28x28
-// layers (~450k) ran split over two ONNX Runtime threads without spinning, slower than on
-// one: each worker routes, assigns and buckets the whole map again, and a window of 24 or 48
-// channels wastes lanes (in a chain of 32 such nodes, 24x28x28: 39 us a node on two threads,
-// 31 on one; issue 24).
-constexpr int64_t kSerialMultiplyAdds = int64_t{1} << 20;
+// benchmarks/bench_torch_overhead.py before this rule). 2^20 (the zoo's 7x7 to 28x28 layers on
+// one thread) read 2% faster in the model without spinning, but 5% slower with ONNX Runtime's
+// default spinning and up to 1.36x slower as a lone layer (issue 24, A/B).
+constexpr int64_t kSerialMultiplyAdds = int64_t{1} << 16;
 
 // The workers a call of this shape uses, given `workers` available. The workspace sized for
 // `workers` (region_conv_workspace_size) holds what the fewer need.

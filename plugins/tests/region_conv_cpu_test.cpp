@@ -376,8 +376,8 @@ int main() {
     ++failures;
   }
   // A layer of fewer multiply-adds than kSerialMultiplyAdds runs on one worker, a larger one on all.
-  const drconv::RegionConvShape tiny = shape(1, 96, 7, 7, 8, 96, 1, 1, 1, 0, 1);
-  const drconv::RegionConvShape zoo = shape(1, 96, 14, 14, 8, 96, 1, 1, 1, 0, 1);
+  const drconv::RegionConvShape tiny = shape(1, 4, 8, 8, 2, 4, 1, 1, 1, 0, 1);
+  const drconv::RegionConvShape zoo = shape(1, 96, 7, 7, 8, 96, 1, 1, 1, 0, 1);
   if (drconv::useful_workers(tiny, 4) == 1 && drconv::useful_workers(zoo, 4) == 4 &&
       drconv::useful_workers(zoo, 0) == 1) {
     std::printf("ok   useful_workers: one for a tiny layer, all for a zoo layer\n");
