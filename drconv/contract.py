@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "ATTRIBUTES",
     "ATTRIBUTES_SINCE",
+    "CHANNEL_BLOCKS",
     "DOMAIN",
     "FIRST_VERSION",
     "LATEST_VERSION",
@@ -98,7 +99,7 @@ ATTRIBUTES: dict[str, Any] = {
     "dilations": [1, 1],
     "filter_layout": "OIHW",
     "activation": "",
-    "x_channel_block": 0,  # 0: NCHW; B: NCHWc, blocks of B channels (CPU, float32, IHWO, pads 0)
+    "x_channel_block": 0,  # 0: NCHW; B in CHANNEL_BLOCKS: NCHWc (CPU, float32, IHWO, pads 0)
     "y_channel_block": 0,
 }
 ATTRIBUTES_SINCE = {
@@ -110,6 +111,11 @@ ATTRIBUTES_SINCE = {
     "x_channel_block": 5,
     "y_channel_block": 5,
 }
+
+
+# The NCHWc blocks the CPU kernel reads and writes (ONNX Runtime's MLAS uses 16 with AVX-512,
+# 8 with AVX2).
+CHANNEL_BLOCKS = (4, 8, 16)
 
 
 def version_error(version: int) -> str | None:
@@ -184,4 +190,5 @@ def table() -> dict[str, Any]:
         ],
         "attributes": ATTRIBUTES,
         "attributes_since": ATTRIBUTES_SINCE,
+        "channel_blocks": list(CHANNEL_BLOCKS),
     }

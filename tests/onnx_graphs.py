@@ -80,3 +80,54 @@ def routed_mixture_node_model(strides=(1, 1), pads=(0, 0, 0, 0), filter_layout="
     del graph.input[:]
     graph.input.extend(kept)
     return node
+
+
+def to_blocked(x: np.ndarray, block: int) -> np.ndarray:
+    """[N, C, H, W] -> ONNX Runtime's NCHWc as a [N, ceil(C / B) * B, H, W] buffer, padding zero."""
+    n, c, h, w = x.shape
+    padded = -(-c // block) * block
+    out = np.zeros((n, padded, h, w), x.dtype)
+    out[:, :c] = x
+    # channel c of pixel p at ((c // B) * H * W + p) * B + c % B
+    return np.ascontiguousarray(out.reshape(n, padded // block, block, h * w).transpose(0, 1, 3, 2)).reshape(
+        n, padded, h, w
+    )
+
+
+def from_blocked(y: np.ndarray, channels: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of to_blocked: ([N, C, H, W], the padding channels)."""
+    n, padded, h, w = y.shape
+    planar = y.reshape(n, padded // block, h * w, block).transpose(0, 1, 3, 2).reshape(n, padded, h, w)
+    return planar[:, :channels], planar[:, channels:]
+
+
+def blocked_mixture_node_model(x_block: int, y_block: int, **extra):
+    """One routed MixtureRegionConv2d (IHWO, bias, ReLU) with its X and Y blocked as asked."""
+    names = ["X", "", "basis", "guide", "B", "routing", "routing_bias"]
+    attributes = {"filter_layout": "IHWO", "activation": "Relu", **extra}
+    if x_block:
+        attributes["x_channel_block"] = x_block
+    if y_block:
+        attributes["y_channel_block"] = y_block
+    node = helper.make_node("MixtureRegionConv2d", names, ["Y"], domain="drconv", **attributes)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n]
+    graph = helper.make_graph([node], "blocked", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    version = 5 if x_block or y_block else 4
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("drconv", version)])
+
+
+def blocked_mixture_feeds(n, channels, out, h, w, regions, bases, seed=0):
+    """Inputs of blocked_mixture_node_model, X in NCHW."""
+    rng = np.random.default_rng(seed)
+
+    def draw(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    return {
+        "X": draw(n, channels, h, w),
+        "basis": draw(bases, channels, 1, 1, out) / np.float32(channels),
+        "guide": draw(n, regions, h, w),
+        "B": draw(out),
+        "routing": draw(channels, regions * bases),
+        "routing_bias": draw(regions * bases),
+    }

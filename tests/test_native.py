@@ -100,6 +100,18 @@ SANITIZED_RUN = textwrap.dedent(
                 pass
             else:
                 raise SystemExit("no error for " + str(list(bad)))
+    # ONNX Runtime's NCHWc layout (issue 24): a routed mixture with X and Y blocked against the
+    # same node in NCHW, both under the sanitizers; the zoo's 24 channels, no multiple of 16.
+    from onnx_graphs import blocked_mixture_feeds, blocked_mixture_node_model, from_blocked, to_blocked
+
+    for n, c, hw, block in ((1, 24, 28, 16), (2, 20, 9, 8)):
+        feeds = blocked_mixture_feeds(n, c, c, hw, hw, 8, 8)
+        want = ort_session(blocked_mixture_node_model(0, 0), {library!r}).run(None, feeds)[0]
+        sess = ort_session(blocked_mixture_node_model(block, block), {library!r})
+        got = sess.run(None, dict(feeds, X=to_blocked(feeds["X"], block)))[0]
+        got, padding = from_blocked(got, c, block)
+        if padding.any() or not np.allclose(got, want, rtol=1e-5, atol=1e-5):
+            raise SystemExit(f"blocked node differs from the NCHW node at n={{n}} c={{c}} block={{block}}")
     np.savez({out!r}, **outputs)
     print("done")
     """

@@ -12,7 +12,9 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from onnx_graphs import ort_session
+from onnx_graphs import blocked_mixture_feeds as _feeds
+from onnx_graphs import blocked_mixture_node_model as _mixture_model
+from onnx_graphs import from_blocked, ort_session, to_blocked
 
 from drconv import contract
 from drconv.export import rewrite, to_onnx
@@ -24,25 +26,6 @@ LIBRARY = plugin_path("onnxruntime")
 NCHWC = rewrite.NCHWC_DOMAIN
 
 
-def to_blocked(x: np.ndarray, block: int) -> np.ndarray:
-    """[N, C, H, W] -> ONNX Runtime's NCHWc as a [N, ceil(C / B) * B, H, W] buffer, padding zero."""
-    n, c, h, w = x.shape
-    padded = -(-c // block) * block
-    out = np.zeros((n, padded, h, w), x.dtype)
-    out[:, :c] = x
-    # channel c of pixel p at ((c // B) * H * W + p) * B + c % B
-    return np.ascontiguousarray(out.reshape(n, padded // block, block, h * w).transpose(0, 1, 3, 2)).reshape(
-        n, padded, h, w
-    )
-
-
-def from_blocked(y: np.ndarray, channels: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """The inverse of to_blocked: ([N, C, H, W], the padding channels)."""
-    n, padded, h, w = y.shape
-    planar = y.reshape(n, padded // block, h * w, block).transpose(0, 1, 3, 2).reshape(n, padded, h, w)
-    return planar[:, :channels], planar[:, channels:]
-
-
 def test_blocked_layout_helpers_are_inverse():
     x = np.arange(2 * 20 * 3 * 5, dtype=np.float32).reshape(2, 20, 3, 5)
     blocked = to_blocked(x, 16)
@@ -52,39 +35,6 @@ def test_blocked_layout_helpers_are_inverse():
     planar, padding = from_blocked(blocked, 20, 16)
     np.testing.assert_array_equal(planar, x)
     assert not padding.any()
-
-
-def _mixture_model(x_block: int, y_block: int, channels: int, out: int, regions: int, bases: int, **extra):
-    """One routed MixtureRegionConv2d (IHWO, bias, ReLU) with its X and Y blocked as asked."""
-    names = ["X", "", "basis", "guide", "B", "routing", "routing_bias"]
-    attributes = {"filter_layout": "IHWO", "activation": "Relu", **extra}
-    if x_block:
-        attributes["x_channel_block"] = x_block
-    if y_block:
-        attributes["y_channel_block"] = y_block
-    node = helper.make_node("MixtureRegionConv2d", names, ["Y"], domain=contract.DOMAIN, **attributes)
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n]
-    graph = helper.make_graph([node], "blocked", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
-    version = rewrite.OPSET_V5 if x_block or y_block else 4
-    return helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(contract.DOMAIN, version)]
-    )
-
-
-def _feeds(n, channels, out, h, w, regions, bases, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def draw(*shape):
-        return rng.standard_normal(shape).astype(np.float32)
-
-    return {
-        "X": draw(n, channels, h, w),
-        "basis": draw(bases, channels, 1, 1, out) / np.float32(channels),
-        "guide": draw(n, regions, h, w),
-        "B": draw(out),
-        "routing": draw(channels, regions * bases),
-        "routing_bias": draw(regions * bases),
-    }
 
 
 # (N, C_in, C_out, H, W): the zoo's channel counts (C no multiple of the block), batches that
@@ -99,9 +49,9 @@ def test_blocked_node_matches_the_nchw_node(case, block, x_blocked, y_blocked):
     n, channels, out, h, w = case
     regions, bases = 8, 8
     feeds = _feeds(n, channels, out, h, w, regions, bases)
-    (want,) = ort_session(_mixture_model(0, 0, channels, out, regions, bases), LIBRARY).run(None, feeds)
+    (want,) = ort_session(_mixture_model(0, 0), LIBRARY).run(None, feeds)
     blocked_feeds = dict(feeds, X=to_blocked(feeds["X"], block) if x_blocked else feeds["X"])
-    model = _mixture_model(block if x_blocked else 0, block if y_blocked else 0, channels, out, regions, bases)
+    model = _mixture_model(block if x_blocked else 0, block if y_blocked else 0)
     sess = ort_session(model, LIBRARY)
     (got,) = sess.run(None, blocked_feeds)
     if y_blocked:
@@ -112,7 +62,7 @@ def test_blocked_node_matches_the_nchw_node(case, block, x_blocked, y_blocked):
 
 
 def test_blocked_output_shape_is_inferred_padded():
-    model = _mixture_model(16, 16, 24, 24, 8, 8)
+    model = _mixture_model(16, 16)
     del model.graph.input[:]
     shapes = {"X": [2, 32, 8, 8], "basis": [8, 24, 1, 1, 24], "guide": [2, 8, 8, 8], "B": [24], "routing": [24, 64],
               "routing_bias": [64]}  # fmt: skip
@@ -132,7 +82,7 @@ def test_blocked_output_shape_is_inferred_padded():
 )
 def test_bad_blocked_nodes_give_one_clear_error(extra, message):
     feeds = _feeds(1, 24, 24, 6, 6, 8, 8)
-    model = _mixture_model(0, 0, 24, 24, 8, 8, **extra)
+    model = _mixture_model(0, 0, **extra)
     with pytest.raises(Exception, match=message):
         ort_session(model, LIBRARY).run(None, feeds)
 

@@ -18,9 +18,6 @@ from drconv.libraries import require_plugin
 
 __all__ = ["custom_op_library", "image_input", "nchwc_block", "needs_custom_ops", "session"]
 
-# The NCHWc blocks the CPU kernel reads and writes (region_conv_shape.h, validate).
-_KERNEL_BLOCKS = (4, 8, 16)
-
 
 def custom_op_library() -> Path:
     """The built libdrconv_onnxruntime.so, or a DrconvError saying how to build it."""
@@ -156,7 +153,7 @@ def session(
             model = proto.SerializeToString()
     try:
         block = nchwc_block() if custom and blocked_layout and providers == ["CPUExecutionProvider"] else 0
-        blocked = _in_blocked_layout(model, block) if block in _KERNEL_BLOCKS else None
+        blocked = _in_blocked_layout(model, block) if block in contract.CHANNEL_BLOCKS else None
         if blocked is not None:
             # Optimised already, NCHWc included: the levels below it only tidy up.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "region_conv_contract.h"
+
 namespace drconv {
 
 // How one (sample, region) filter is laid out in the filters tensor (docs/region_conv_op.md,
@@ -48,9 +50,12 @@ struct RegionConvShape {
 
 // Empty where X and Y may take these NCHWc blocks (0: NCHW), else one line naming the rule.
 inline std::string blocked_layout_error(int64_t x_block, int64_t y_block, bool ihwo, int64_t pad_h, int64_t pad_w) {
-  for (const int64_t block : {x_block, y_block})
-    if (block != 0 && block != 4 && block != 8 && block != 16)
+  for (const int64_t block : {x_block, y_block}) {
+    bool known = block == 0;
+    for (const int64_t b : contract::kChannelBlocks) known = known || block == b;
+    if (!known)
       return "x_channel_block and y_channel_block must be 0 (NCHW), 4, 8 or 16, got " + std::to_string(block);
+  }
   if ((x_block > 0 || y_block > 0) && !ihwo)
     return "the blocked layout (x_channel_block, y_channel_block) needs filter_layout IHWO";
   if (x_block > 0 && (pad_h > 0 || pad_w > 0))

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
       " \"nodes\": [%s, %s],\n"
       " \"attributes\": {%s: %s, %s: %s, %s: %s, %s: %s, %s: %s, %s: %lld, %s: %lld},\n"
       " \"attributes_since\": %s},\n"
+      " \"channel_blocks\": %s,\n"
       " \"version_error\": %s, \"both_error\": %s, \"neither_error\": %s, \"bias_error\": %s}\n",
       quoted(c::kDomain).c_str(), static_cast<long long>(c::kFirstVersion), static_cast<long long>(c::kLatestVersion),
       quoted(c::kPluginVersion).c_str(), node(c::kRegionConv).c_str(), node(c::kMixture).c_str(),
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
       quoted(c::kFilterLayout).c_str(), quoted(c::kDefaultFilterLayout).c_str(), quoted(c::kActivation).c_str(),
       quoted(c::kDefaultActivation).c_str(), quoted(c::kXChannelBlock).c_str(),
       static_cast<long long>(c::kDefaultChannelBlock), quoted(c::kYChannelBlock).c_str(),
-      static_cast<long long>(c::kDefaultChannelBlock), since.c_str(), quoted(c::version_error(version)).c_str(),
+      static_cast<long long>(c::kDefaultChannelBlock), since.c_str(), ints(c::kChannelBlocks).c_str(), quoted(c::version_error(version)).c_str(),
       quoted(c::mixture_inputs_error(true, true, false)).c_str(),
       quoted(c::mixture_inputs_error(false, false, false)).c_str(),
       quoted(c::mixture_inputs_error(true, false, true)).c_str());
