@@ -267,9 +267,6 @@ template <int64_t B>
 // acc [pixel][channel] -> y [channel][pixel], 16 x 16 at a time: a run of 16 consecutive
 // pixels (the common case: regions are coherent) is one 16-float store per channel.
 [[gnu::always_inline]] inline void store_block(const Block& s) {
-  if (s.y_block == 16) return store_blocked<16>(s);
-  if (s.y_block == 8) return store_blocked<8>(s);
-  if (s.y_block == 4) return store_blocked<4>(s);
   const int64_t acc_step = s.vectors * kLanes;
   for (int64_t j0 = 0; j0 < s.pixels; j0 += kLanes) {
     const int64_t rows = std::min(kLanes, s.pixels - j0);
@@ -368,7 +365,14 @@ template <int P, int MAX_NB>
     }
     if (s.w_row == 0) w_group += n_taps * s.c_in * w_step;
   }
-  store_block(s);
+  if (s.y_block == 16)
+    store_blocked<16>(s);
+  else if (s.y_block == 8)
+    store_blocked<8>(s);
+  else if (s.y_block == 4)
+    store_blocked<4>(s);
+  else
+    store_block(s);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
