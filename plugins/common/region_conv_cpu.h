@@ -442,7 +442,7 @@ void region_conv_forward_local(const float* x, const float* filters, const float
                                     s.y_block,
                                     c0,
                                     s.c_out};
-          kernels.convolve(block);
+          (s.x_block > 0 ? kernels.convolve_blocked : kernels.convolve)(block);
         }
     }
   });
