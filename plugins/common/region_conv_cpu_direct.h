@@ -12,11 +12,16 @@
 // order, so packing is a plain 16 x 16 block transpose with both sides contiguous, and
 // the weights stream in order. IHWO filters ([C_in][tap][C_out]) are read as they are,
 // a 64-channel window of each row: at small maps packing cost more than the convolution.
-// The block's outputs go to y through 16 x 16 register transposes. The multiply-adds are those of one dense convolution, whether the regions
-// are coherent blobs or scattered pixels.
+// The block's outputs go to y through 16 x 16 register transposes. The multiply-adds are
+// those of one dense convolution, whether the regions are coherent blobs or scattered pixels.
 //
-// Portable C++ with GNU vector types (16 floats); compiled three times, for AVX-512,
-// AVX2+FMA and the baseline, and picked at run time by the CPU's features.
+// x and y may also be in ONNX Runtime's blocked NCHWc layout (RegionConvShape::x_block,
+// y_block): the micro-kernel then walks x's channels block by block (a pixel's channels of
+// a block are contiguous), and each accumulator vector is stored whole at its pixel.
+//
+// Portable C++ with GNU vector types (16 floats); compiled for AVX-512, AVX2+FMA and the
+// baseline (the block kernel twice each: x in NCHW, x in NCHWc), and picked at run time by
+// the CPU's features.
 #pragma once
 
 #include <algorithm>
