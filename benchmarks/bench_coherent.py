@@ -31,7 +31,7 @@ from _timing import alternate, print_table
 
 from drconv import contract
 from drconv.benchmark.report import write_json
-from drconv.export import to_onnx
+from drconv.export import rewrite, to_onnx
 from drconv.model_names import TWINS
 from drconv.models import create
 from drconv.runtime.ort import session
@@ -106,24 +106,7 @@ def coherent(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx
         for i, name in enumerate(node.input):
             if name in renamed and node.op_type not in ("Mul", "Add"):
                 node.input[i] = renamed[name]
-    # Topological order again: each Mul/Add right after its guide's producer is where ORT puts it anyway.
-    order, placed = [], set()
-    producers = {o: n for n in graph.node for o in n.output}
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-
-    def place(node: onnx.NodeProto) -> None:
-        if id(node) in placed:
-            return
-        for name in node.input:
-            if name and name not in known and name in producers:
-                place(producers[name])
-        placed.add(id(node))
-        order.append(node)
-
-    for node in list(graph.node):
-        place(node)
-    del graph.node[:]
-    graph.node.extend(order)
+    rewrite.topological_sort(out)  # the Muls and Adds were appended after their readers
     return out
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from drconv.contract import ATTRIBUTES, ATTRIBUTES_SINCE, MIXTURE, MixtureInput, RegionConvInput
+from drconv.contract import ATTRIBUTES, ATTRIBUTES_SINCE, MIXTURE, MixtureInput, RegionConvInput, domain_version
 
 __all__ = [
     "FILTER_LAYOUTS",
@@ -55,6 +55,7 @@ __all__ = [
     "to_ihwo",
     "to_nchwc",
     "to_v1",
+    "topological_sort",
 ]
 
 OIHW, IHWO = ATTRIBUTES["filter_layout"], "IHWO"
@@ -588,7 +589,7 @@ def _rename_input(g: _Graph, old: str, new: str) -> None:
         g.consumers.setdefault(new, []).append(reader)
 
 
-def _topological(proto: onnx.ModelProto) -> None:
+def topological_sort(proto: onnx.ModelProto) -> None:
     """Order the nodes so that each follows its inputs' producers (stable otherwise)."""
     nodes = list(proto.graph.node)
     produced = {out: i for i, n in enumerate(nodes) for out in n.output}
@@ -665,6 +666,6 @@ def to_nchwc(proto: onnx.ModelProto, domain: str, op_type: str, block: int) -> i
                 g.remove(node)
                 g.drop_value_info(node.output[0])
                 removed = True
-    _topological(proto)
-    set_opset(proto, domain, max(OPSET_V5, next(o.version for o in proto.opset_import if o.domain == domain)))
+    topological_sort(proto)
+    set_opset(proto, domain, max(OPSET_V5, domain_version(proto) or OPSET_V5))
     return changed
