@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -15,8 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from drconv import defaults
+from drconv import defaults, model_names
 from drconv.errors import DrconvError, missing_dependency
 from drconv.model_names import DEFAULT_MODEL
 
@@ -30,8 +33,19 @@ app = typer.Typer(
 # User text (model specs, paths, node names, error messages) prints literally: no rich
 # markup, no emoji codes (":factory" must not become an emoji), no highlighting; our own
 # styles come as Text with a style.
-console = Console(markup=False, emoji=False, highlight=False)
-err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+# Output that is not a terminal (a file, a pipe) is as wide as it needs, within reason, so that
+# names are never cut; text columns fold rather than end in "…" where even that is too narrow.
+_PIPED_WIDTH = 240
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty()  # (COLUMNS too is ignored there: test runners and CI set it to 80)
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, width=_PIPED_WIDTH if piped else None)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
 
@@ -39,6 +53,26 @@ F = TypeVar("F", bound=Callable)
 def flag(*names: str, **kwargs: Any) -> Any:
     """typer.Option for a bool flag: no `<bool>` metavar in the help (a flag takes no value)."""
     return typer.Option(*names, metavar="", **kwargs)
+
+
+def output_file(text: str) -> Path:
+    """An output file's path as typed: one that ends in a separator names a folder, not a file."""
+    if text.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{text!r} ends in {text[-1]!r}, so it names a folder: give a file name")
+    return Path(text)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """Refuse more threads than this process may run on: the timings would measure the oversubscription."""
+    from drconv.benchmark.timing import available_cores
+
+    cores = available_cores()
+    if threads is not None and threads > cores:
+        raise DrconvError(
+            f"--threads {threads}: this process may run on {cores} CPU core{'s' if cores != 1 else ''}; "
+            f"give --threads {cores} or fewer"
+        )
+    return threads
 
 
 def _models():
@@ -53,7 +87,8 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A built-in model name (see `drconv models`) or package.module:factory returning an nn.Module.",
+        help="A built-in model name (see `drconv models`), or package.module:factory or path/to/file.py:factory "
+        "returning an nn.Module.",
     ),
 ]
 CheckpointOption = Annotated[
@@ -84,14 +119,15 @@ def user_errors(fn: F) -> F:
         except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator raises RuntimeError
             if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc):
                 raise
-            _fail(DrconvError("out of memory on this input; give a smaller --input-shape, --batch or --size"))
+            flags = "--layer or --batch" if kwargs.get("layer") else "--input-shape, --batch or --size"
+            _fail(DrconvError(f"out of memory on this input; give a smaller {flags}"))
 
     return wrapper  # type: ignore[return-value]
 
 
 def _announce(line: str) -> None:
     """Tell the user on stderr what loading their model changed (stdout may carry JSON)."""
-    err_console.print(line)
+    err_console.print(line, soft_wrap=True)
 
 
 def _memory_gib() -> tuple[float, float]:
@@ -104,17 +140,21 @@ def _memory_gib() -> tuple[float, float]:
     return available, total
 
 
-def check_fits(shape: tuple[int, ...], flag: str = "--input-shape") -> None:
-    """Refuse, before anything is allocated, an input that alone is larger than this machine's free memory."""
-    need = math.prod(shape) * 4 / 2**30  # float32
+def check_fits(shape: tuple[int, ...], flag: str = "--input-shape", floats: int | None = None) -> None:
+    """Refuse, before anything is allocated, an input that alone is larger than this machine's free memory.
+
+    `floats`: the float32 values the work holds, where more than the input (a --layer's filters).
+    """
+    need = (floats or math.prod(shape)) * 4 / 2**30
     available, total = _memory_gib()
     if need > available:
 
         def gib(x: float) -> str:
             return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
+        what = "x".join(map(str, shape))
         raise DrconvError(
-            f"input {'x'.join(map(str, shape))} needs ~{gib(need)} GiB as float32, this machine has "
+            f"{'input ' if floats is None else ''}{what} needs ~{gib(need)} GiB as float32, this machine has "
             f"{gib(available)} GiB available ({gib(total)} GiB in all); give a smaller {flag}"
         )
 
@@ -154,13 +194,13 @@ def _main(
 def models() -> None:
     """List the built-in models (use one with --model NAME)."""
     table = Table(title="built-in models")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for name in _models().names():
+    table.add_column("name", style="bold", overflow="fold")
+    table.add_column("description", overflow="fold")
+    for name in model_names.names():  # no torch: a machine that only runs exports lists them too
         default = " (default)" if name == DEFAULT_MODEL else ""
-        table.add_row(name + default, _models().describe(name))
+        table.add_row(name + default, model_names.describe(name))
     console.print(table)
-    console.print("Your own: --model package.module:factory [--checkpoint weights.pt]")
+    console.print("Your own: --model package.module:factory or path/to/file.py:factory [--checkpoint weights.pt]")
 
 
 @app.command()
@@ -176,8 +216,8 @@ def info(
         typer.echo(json.dumps(data, indent=2))
         return
     table = Table(title="drconv environment", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("key", style="bold", overflow="fold")
+    table.add_column("value", overflow="fold")
     for key, value in data.items():
         if key == "plugins":
             for backend, path in value.items():
@@ -284,7 +324,7 @@ def _print_onnx_summary(path: Path) -> None:
 def _print_verify(report) -> None:
     table = Table(title=f"{report.runtime} vs PyTorch on input {report.input_shape}")
     for col in ("output", "shape", "max abs err", "max rel err", f"atol {report.atol:g} + rtol {report.rtol:g}"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for out in report.outputs:
         verdict = Text("ok", style="green") if out.ok else Text("FAIL", style="bold red")
         table.add_row(out.name, "x".join(map(str, out.shape)), f"{out.max_abs:.3g}", f"{out.max_rel:.3g}", verdict)
@@ -292,7 +332,7 @@ def _print_verify(report) -> None:
     if report.regions:
         regions = Table(title="region agreement: pixels routed to the region PyTorch chose")
         for col in ("DRConv layer", "node", "pixels", "agreement", "min top-2 margin", f">= {report.min_agreement:g}"):
-            regions.add_column(col)
+            regions.add_column(col, overflow="fold")
         for r in report.regions:
             ok = r.agreement >= report.min_agreement
             verdict = Text("ok", style="green") if ok else Text("FAIL", style="bold red")
@@ -318,6 +358,8 @@ class FilterLayout(str, Enum):  # drconv.export.rewrite.FILTER_LAYOUTS
     OIHW = "OIHW"
 
 
+# verify's random input where the file's axes are symbolic
+VERIFY_BATCH, VERIFY_SIZE = 2, 64
 AtolOption = Annotated[float, typer.Option("--atol", help="Absolute tolerance.", min=0)]
 RtolOption = Annotated[float, typer.Option("--rtol", help="Relative tolerance (numpy.allclose's rule).", min=0)]
 
@@ -367,7 +409,9 @@ def _run_verify(
 @app.command()
 @user_errors
 def export(
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", dir_okay=False)],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The .onnx file to write.", parser=output_file, metavar="FILE")
+    ],
     model: ModelOption = DEFAULT_MODEL,
     checkpoint: CheckpointOption = None,
     mode: Annotated[
@@ -458,7 +502,8 @@ def verify_cmd(
     batch: Annotated[
         int | None,
         typer.Option(
-            help="Batch size of the random input (where the batch axis is symbolic). [default: 2]",
+            # typer's help is rich markup: a bracket is escaped to show
+            help=f"Batch size of the random input (where the batch axis is symbolic). \\[default: {VERIFY_BATCH}]",
             min=1,
             show_default=False,
         ),
@@ -466,7 +511,9 @@ def verify_cmd(
     size: Annotated[
         int | None,
         typer.Option(
-            help="Height and width of the random input (where symbolic). [default: 64]", min=1, show_default=False
+            help=f"Height and width of the random input (where symbolic). \\[default: {VERIFY_SIZE}]",
+            min=1,
+            show_default=False,
         ),
     ] = None,
     min_agreement: Annotated[
@@ -494,11 +541,9 @@ def verify_cmd(
     if not onnx_file.is_file():
         raise DrconvError(f"{onnx_file}: no such file")
     _, dims = image_input(onnx_file)
-    check_fits(
-        tuple(d or given for d, given in zip(dims, (batch or 2, 3, size or 64, size or 64), strict=True)),
-        "--batch or --size",
-    )
-    flags = {"--batch": (batch, [0]), "--size": (size, [2, 3])}
+    batch, size, fixed = batch or VERIFY_BATCH, size or VERIFY_SIZE, (batch, size)
+    check_fits(tuple(d or given for d, given in zip(dims, (batch, 3, size, size), strict=True)), "--batch or --size")
+    flags = {"--batch": (fixed[0], [0]), "--size": (fixed[1], [2, 3])}
     ignored = [f for f, (given, axes) in flags.items() if given is not None and all(dims[a] is not None for a in axes)]
     if ignored:  # a static export runs at its own shape only
         shape = "x".join("?" if d is None else str(d) for d in dims)
@@ -509,29 +554,32 @@ def verify_cmd(
             soft_wrap=True,
         )
     net = _models().load_model(model, checkpoint, on_convert=_announce)
-    _run_verify(onnx_file, net, batch or 2, size or 64, atol, rtol, min_agreement, as_json, runtime.value)
+    _run_verify(onnx_file, net, batch, size, atol, rtol, min_agreement, as_json, runtime.value)
 
 
 @app.command()
 @user_errors
 def build(
     onnx_file: Annotated[Path, typer.Argument(help="An ONNX file from `drconv export` (custom mode).", dir_okay=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The engine file to write.", dir_okay=False)],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The engine file to write.", parser=output_file, metavar="FILE")
+    ],
     fp16: Annotated[bool, flag("--fp16", help="Allow float16 kernels (TensorRT 10; 11 reads the ONNX types).")] = False,
     min_shape: Annotated[
-        list[str] | None, typer.Option("--min-shape", help="Smallest input shape, input:NxCxHxW.")
+        list[str] | None, typer.Option("--min-shape", help="Smallest input shape, input:NxCxHxW.", metavar="SHAPE")
     ] = None,
     opt_shape: Annotated[
-        list[str] | None, typer.Option("--opt-shape", help="Shape to tune for, input:NxCxHxW.")
+        list[str] | None, typer.Option("--opt-shape", help="Shape to tune for, input:NxCxHxW.", metavar="SHAPE")
     ] = None,
     max_shape: Annotated[
-        list[str] | None, typer.Option("--max-shape", help="Largest input shape, input:NxCxHxW.")
+        list[str] | None, typer.Option("--max-shape", help="Largest input shape, input:NxCxHxW.", metavar="SHAPE")
     ] = None,
     workspace_mb: Annotated[
         int, typer.Option("--workspace-mb", help="Builder workspace limit in MiB.", min=1)
     ] = defaults.WORKSPACE_MB,
     timing_cache: Annotated[
-        Path | None, typer.Option("--timing-cache", help="Timing cache to read and update.", dir_okay=False)
+        Path | None,
+        typer.Option("--timing-cache", help="Timing cache to read and update.", parser=output_file, metavar="FILE"),
     ] = None,
 ) -> None:
     """Build a TensorRT engine (plus a JSON sidecar) from an exported ONNX model, with the drconv plugin."""
@@ -567,6 +615,7 @@ def benchmark(
             "or OpenVINO with --backend ov; CPU) and/or .engine files (TensorRT, with --device cuda). "
             "Default: drconv-tiny.",
             show_default=False,
+            metavar="TARGET",
         ),
     ] = None,
     model: Annotated[
@@ -630,7 +679,10 @@ def benchmark(
         int | None, typer.Option("--out-channels", help="Output channels K of the --layer (default: C).", min=1)
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads of PyTorch and ONNX Runtime (default: one per core).", min=1)
+        int | None,
+        typer.Option(
+            help="CPU threads of PyTorch and ONNX Runtime, at most one per core (default: one per core).", min=1
+        ),
     ] = None,
     warmup: Annotated[int, typer.Option(help="Untimed calls per backend before timing.", min=0)] = 5,
     iters: Annotated[int | None, typer.Option(help="Timed calls per backend (default 50).", min=1)] = (None),
@@ -638,10 +690,23 @@ def benchmark(
         float | None, typer.Option(help="Time for this many seconds in all instead of --iters.", min=0.01)
     ] = None,
     json_file: Annotated[
-        Path | None, typer.Option("--json", help="Write the results as JSON (schema in docs/performance.md).")
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Write the results as JSON (schema in docs/performance.md).",
+            parser=output_file,
+            metavar="FILE",
+        ),
     ] = None,
     plot_file: Annotated[
-        Path | None, typer.Option("--plot", help="Write a PNG bar chart: p50 bars, p90 whiskers, bound lines.")
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Write a bar chart (p50 bars, p90 whiskers, bound lines) in the format its extension names: "
+            ".png, .svg, .pdf, ...",
+            parser=output_file,
+            metavar="FILE",
+        ),
     ] = None,
     no_check: Annotated[
         bool,
@@ -677,10 +742,13 @@ def benchmark(
         plot_file=plot_file,
         check_files=not no_check,
     ).checked()
+    torch = _benchmark_torch(request)
     if request.layer is None:
         check_fits(request.shape, "--input-shape or --batch")
-    torch = _benchmark_torch(request)
-    threads = threads or _timing().default_threads()
+    else:
+        spec = request.layer_spec()
+        check_fits((spec.batch, spec.channels, spec.height, spec.width), "--layer or --batch", spec.floats())
+    threads = check_threads(threads) or _timing().default_threads()
     if torch is not None:
         torch.set_num_threads(threads)
 
@@ -728,10 +796,12 @@ def profile(
         ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Inference threads (default: one per core).", min=1, max=1024)
+        int | None, typer.Option(help="Inference threads, at most one per core (default: one per core).", min=1)
     ] = None,
     runs: Annotated[int, typer.Option(help="Profiled runs, after 10 unprofiled ones.", min=1)] = 100,
-    json_file: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.", dir_okay=False)] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the table as JSON.", parser=output_file, metavar="FILE")
+    ] = None,
 ) -> None:
     """Time per operator type from the runtime's own profiler: nodes and µs per run, beside a baseline's."""
     import tempfile
@@ -743,7 +813,7 @@ def profile(
         check_writable(json_file, "--json")
     shape = parse_shape(input_shape) if input_shape else defaults.INPUT_SHAPE
     check_fits(shape)
-    threads = threads or _timing().default_threads()
+    threads = check_threads(threads) or _timing().default_threads()
     with tempfile.TemporaryDirectory(prefix="drconv-profile-") as tmp:
         with err_console.status("profiling ...") as status:
             path = _profiled_file(target, shape, Path(tmp) / "model.onnx", status.update)
@@ -869,7 +939,6 @@ def _time_backends(prepared, request, torch) -> list:
 def _report(request, prepared, samples, title: str, threads: int) -> None:
     """The table, the skipped backends, a noise warning, and the JSON and plot files asked for."""
     import shlex
-    import sys
 
     from drconv.benchmark import env as env_mod
     from drconv.benchmark import report
@@ -910,16 +979,79 @@ def _report(request, prepared, samples, title: str, threads: int) -> None:
         console.print(f"wrote {request.plot_file}")
 
 
+class _HelpFlag:
+    """A command whose --help shows no `<bool>` value: it is a flag, like those of `flag()`."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_HelpFlag, TyperCommand):
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:  # typer shows an argument's Python type (`<list[str]>`) beside its metavar
+            if isinstance(param, TyperArgument) and param.metavar:
+                param.display_type_rich = lambda ctx: None
+        return params
+
+
+class _Group(_HelpFlag, TyperGroup):
+    pass
+
+
+app.info.cls = _Group
+for _info in app.registered_commands:
+    _info.cls = _Command
+
+
+def _stdout_error(probe: bool = False) -> OSError | None:
+    """The error that writing standard output now raises (a full disk, /dev/full, a closed pipe), if any.
+
+    `probe`: after an OSError from somewhere in a command, write a newline to find out whether
+    stdout was its source (a failed write leaves nothing buffered to flush).
+    """
+
+    try:
+        if probe:
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _fail_on_stdout(exc: OSError) -> NoReturn:
+    """One line for output that cannot be written; stdout then goes nowhere, so exit does not fail again."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    err_console.print(
+        Text.assemble(("error:", "bold red"), f" cannot write the standard output: {exc.strerror or exc}"),
+        soft_wrap=True,
+    )
+    sys.exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
-    import os
-    import sys
-
     # `--model mynet:factory` imports from the current directory, as `python -m` and uvicorn do:
     # a console script's path starts at its own bin folder instead.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    app()
+    try:
+        app()
+    except SystemExit as done:  # the command ran: its output must still reach stdout
+        error = _stdout_error()
+        if error is not None:
+            _fail_on_stdout(error)
+        raise done from None
+    except OSError:
+        error = _stdout_error(probe=True)
+        if error is None:
+            raise
+        _fail_on_stdout(error)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import os
 import re
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ from torch import nn
 from drconv._geometry import shape_text
 from drconv.conversion import convert
 from drconv.errors import DrconvError
-from drconv.model_names import DEFAULT_MODEL
+from drconv.model_names import DEFAULT_MODEL, describe, names  # noqa: F401 (drconv.models.names is public)
 from drconv.nn import DRConv2d
 from drconv.shufflenetv2 import ShuffleNetV2
 
@@ -70,20 +72,14 @@ def _shufflenet(width: float, regions: int | None) -> Callable[[], nn.Module]:
     return lambda: ShuffleNetV2(width, regions)
 
 
-_REGISTRY: dict[str, tuple[Callable[[], nn.Module], str]] = {
-    "drconv-tiny": (DRConvTiny, "ImageNet-style classifier, 3 DRConv2d layers (R=8/4/2), ~1M params"),
-    "drconv-shufflenetv2-0.5x": (
-        _shufflenet(0.5, 8),
-        "the paper's DRConv-ShuffleNetV2 0.5x: 1x1 region convs, one guide per block, R=8, M=8",
-    ),
-    "drconv-shufflenetv2-1.0x": (
-        _shufflenet(1.0, 8),
-        "the paper's DRConv-ShuffleNetV2 1.0x: 1x1 region convs, one guide per block, R=8, M=8",
-    ),
-    "shufflenetv2-0.5x": (_shufflenet(0.5, None), "plain ShuffleNetV2 0.5x, the twin of drconv-shufflenetv2-0.5x"),
-    "shufflenetv2-1.0x": (_shufflenet(1.0, None), "plain ShuffleNetV2 1.0x, the twin of drconv-shufflenetv2-1.0x"),
+# A builder for each name of model_names.DESCRIPTIONS (tests/test_zoo.py checks they match).
+_BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    "drconv-tiny": DRConvTiny,
+    "drconv-shufflenetv2-0.5x": _shufflenet(0.5, 8),
+    "drconv-shufflenetv2-1.0x": _shufflenet(1.0, 8),
+    "shufflenetv2-0.5x": _shufflenet(0.5, None),
+    "shufflenetv2-1.0x": _shufflenet(1.0, None),
 }
-# The plain network each DRConv model is measured against (drconv benchmark --baseline twin).
 
 
 def other_size(model: nn.Module, size: int) -> int:
@@ -95,50 +91,135 @@ def other_size(model: nn.Module, size: int) -> int:
     return size + step * -(-13 // step)
 
 
-def names() -> list[str]:
-    """Names of the built-in models."""
-    return sorted(_REGISTRY)
-
-
-def describe(name: str) -> str:
-    """One line about a built-in model."""
-    return _REGISTRY[name][1]
-
-
 def create(name: str = DEFAULT_MODEL) -> nn.Module:
     """A fresh (randomly initialised, seeded) instance of a built-in model."""
-    if name not in _REGISTRY:
+    if name not in _BUILDERS:
         raise DrconvError(
             f"unknown model {name!r}; built-in models: {', '.join(names())}, or use package.module:factory"
         )
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return _REGISTRY[name][0]()
+        return _BUILDERS[name]()
 
 
-def _from_factory(spec: str) -> nn.Module:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise DrconvError(f"model {spec!r} must be a built-in name ({', '.join(names())}) or package.module:factory")
+_SPEC_FORM = "a built-in name ({names}), package.module:factory or path/to/file.py:factory"
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    module_ref, _, attr = spec.rpartition(":")
+    if not module_ref or not attr:
+        raise DrconvError(f"model {spec!r} must be {_SPEC_FORM.format(names=', '.join(names()))}")
+    return module_ref, attr
+
+
+def _is_path(module_ref: str) -> bool:
+    return module_ref.endswith(".py") or "/" in module_ref or os.sep in module_ref
+
+
+def _module_folder(module_ref: str) -> Path | None:
+    """The folder that `module_ref` (a file path or a module name) is imported from, where known."""
+    if _is_path(module_ref):
+        return Path(module_ref).resolve().parent
+    top = module_ref.split(".")[0]
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+        return None
+    origin = Path(found.origin).resolve()
+    return origin.parents[1] if found.submodule_search_locations else origin.parent
+
+
+def _own_drconv(folder: Path | None) -> Path | None:
+    """The model's own `drconv` module beside it (DRConv-PyTorch's layer lives in a file called
+    drconv.py), where there is one: the file or package that `import drconv` means to that model."""
+    if folder is None:
+        return None
+    ours = Path(__file__).resolve().parent
+    for candidate in (folder / "drconv.py", folder / "drconv" / "__init__.py"):
+        if candidate.is_file() and candidate.resolve().parent != ours:
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def _as_drconv(path: Path | None) -> Iterator[None]:
+    """Within the block, `import drconv` gives the module at `path` (this package is set aside and
+    restored after): a model built in the block keeps its own layers."""
+    if path is None:
+        yield
+        return
+    ours = {name: mod for name, mod in sys.modules.items() if name == "drconv" or name.startswith("drconv.")}
+    for name in ours:
+        del sys.modules[name]
+    try:
+        location = path.parent if path.name == "__init__.py" else None
+        spec = importlib.util.spec_from_file_location(
+            "drconv", path, submodule_search_locations=[str(location)] if location else None
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["drconv"] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise DrconvError(f"cannot import the model's own module {path}: {type(exc).__name__}: {exc}") from exc
+        yield
+    finally:
+        for name in [n for n in sys.modules if n == "drconv" or n.startswith("drconv.")]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+
+
+def _import(module_ref: str, spec: str):
+    """The user's module: by name (the working directory first, as `python -m` has it) or from a .py file."""
+    if not _is_path(module_ref):
+        try:
+            return importlib.import_module(module_ref)
+        except Exception as exc:  # any import failure is the user's module, report it in one line
+            raise DrconvError(f"cannot import module {module_ref!r} for model {spec!r}: {exc}") from exc
+    path = Path(module_ref)
+    if path.suffix != ".py" or not path.is_file():
+        raise DrconvError(
+            f"model {spec!r}: {path} is not a .py file; give path/to/file.py:factory or package.module:factory"
+        )
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # its own imports (sibling modules) resolve as when it runs as a script
+        sys.path.insert(0, folder)
+        importlib.invalidate_caches()
+    name = path.stem
+    found = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(found)
+    sys.modules[name] = module
+    try:
+        found.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise DrconvError(f"cannot import {path} for model {spec!r}: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _from_factory(spec: str) -> tuple[nn.Module, Path | None]:
+    """The factory's model, and the model's own drconv module where it has one (see `_own_drconv`)."""
+    module_ref, attr = _split_spec(spec)
     # Like `python -m`: the folder the user runs drconv from holds their model's module.
     cwd = os.getcwd()
     if not any(isinstance(entry, str) and os.path.abspath(entry) == cwd for entry in sys.path):
         sys.path.insert(0, cwd)
         importlib.invalidate_caches()
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any import failure is the user's module, report it in one line
-        raise DrconvError(f"cannot import module {module_name!r} for model {spec!r}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise DrconvError(f"module {module_name!r} has no callable {attr!r} (from model {spec!r})")
-    try:
-        model = factory()
-    except Exception as exc:
-        raise DrconvError(f"model factory {spec!r} failed: {type(exc).__name__}: {exc}") from exc
+    own = _own_drconv(_module_folder(module_ref))
+    with _as_drconv(own):  # the factory too: it may import drconv when called
+        module = _import(module_ref, spec)
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise DrconvError(f"module {module_ref!r} has no callable {attr!r} (from model {spec!r})")
+        try:
+            model = factory()
+        except Exception as exc:
+            raise DrconvError(f"model factory {spec!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise DrconvError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    return model, own
 
 
 # Where training scripts keep the weights inside a larger checkpoint dict (with epoch, optimizer, ...).
@@ -264,11 +345,21 @@ def _unreadable(path: Path, exc: Exception) -> str:
     return f"not a PyTorch checkpoint ({type(exc).__name__}); {_EXPECTED}"
 
 
-def _converted_line(names: list[str]) -> str:
+def _converted_line(names: list[str], own: Path | None = None) -> str:
     shown = [name or "(the model itself)" for name in names[:4]]
     more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
     layers = "layer" if len(names) == 1 else "layers"
-    return f"converted {len(names)} DRConv-PyTorch DRConv2d {layers} to drconv.DRConv2d: {', '.join(shown)}{more}"
+    source = f" (from the model's own {_shown_path(own)}, not this package)" if own else ""
+    return (
+        f"converted {len(names)} DRConv-PyTorch DRConv2d {layers}{source} to drconv.DRConv2d: {', '.join(shown)}{more}"
+    )
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def load_model(
@@ -288,10 +379,12 @@ def load_model(
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
         return model.eval()
-    model = _from_factory(spec)
+    model, own = _from_factory(spec)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     model, replaced = convert(model)
+    if own is not None and not replaced and on_convert is not None:
+        on_convert(f"built {spec} with the model's own {_shown_path(own)} (not this package); no DRConv2d in it")
     if replaced and on_convert is not None:
-        on_convert(_converted_line(replaced))
+        on_convert(_converted_line(replaced, own))
     return model.eval()

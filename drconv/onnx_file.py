@@ -13,13 +13,15 @@ __all__ = ["load"]
 
 
 def load(path: str | os.PathLike, external_data: bool = False) -> onnx.ModelProto:
-    """The model in `path`, or a one-line DrconvError: no such file, or not an ONNX model.
+    """The model in `path`, or a one-line DrconvError: no such file, an empty one, or not an ONNX model.
 
     `external_data`: also read the tensors stored beside the file (False reads the graph only).
     """
     path = Path(path)
     if not path.is_file():
         raise DrconvError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DrconvError(f"{path} is empty (0 bytes); export a model into it with `drconv export`")
     try:
         proto = onnx.load(str(path), load_external_data=external_data)
     except Exception:  # onnx raises protobuf's DecodeError and others for a file that is not ONNX

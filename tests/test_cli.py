@@ -199,13 +199,6 @@ def test_user_text_prints_literally_no_markup_no_emoji(tmp_path):
     assert "'[bold]m[/]:smile'" in result.stderr and "\N{SMILING FACE WITH OPEN MOUTH}" not in result.stderr
 
 
-def test_flags_show_no_value_metavar_in_help():
-    for command in ("info", "summary", "export", "verify", "build", "benchmark"):
-        result = run(command, "--help")
-        assert result.returncode == 0
-        assert result.stdout.count("<bool>") == 1, command  # only Typer's own --help line
-
-
 def test_verify_of_a_static_export_says_batch_and_size_do_not_apply(tmp_path):
     path = tmp_path / "static.onnx"
     assert run("export", "-o", str(path), "--static", "--input-shape", "1,3,32,32").returncode == 0

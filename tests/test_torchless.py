@@ -131,7 +131,6 @@ def test_commands_that_need_torch_say_so_in_one_line(tmp_path):
         ["export", "-o", str(tmp_path / "m.onnx")],
         ["benchmark", "--layer", "8x8x8"],
         ["summary"],
-        ["models"],
     ):
         result = _cli_without_torch(*args)
         assert result.returncode == 1, (args, result.stderr[-2000:])
@@ -139,3 +138,12 @@ def test_commands_that_need_torch_say_so_in_one_line(tmp_path):
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert f"drconv {args[0]} needs torch" in lines[0] and "pip install 'drconv[torch]'" in lines[0]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_models_lists_the_built_in_models_without_torch():
+    from drconv.model_names import names
+
+    result = _cli_without_torch("models")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in names():
+        assert name in result.stdout

@@ -220,3 +220,10 @@ def test_training_reduces_the_loss():
     assert losses[-1] < 0.5 * losses[0]
     masknet = model.stage2_block2.masknet.weight
     assert masknet.grad is not None and masknet.grad.abs().sum() > 0  # the guide learns too
+
+
+def test_every_described_model_has_a_builder():
+    from drconv import model_names, models
+
+    assert set(models._BUILDERS) == set(model_names.DESCRIPTIONS)
+    assert models.names() == model_names.names()

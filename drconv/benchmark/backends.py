@@ -82,6 +82,12 @@ class LayerSpec:
             raise DrconvError(f"--kernel {kernel}: use an odd size, so that 'same' padding keeps {h}x{w}")
         return cls(batch, c, h, w, regions, kernel, out_channels or c)
 
+    def floats(self) -> int:
+        """The values of its input, output, guide and filters: the memory one call holds, in float32s."""
+        pixels = self.batch * self.height * self.width
+        filters = self.regions * self.channels * self.kernel**2 * self.out_channels
+        return pixels * (self.channels + self.out_channels + self.regions) + self.batch * filters
+
     def describe(self) -> str:
         k = self.kernel
         return (

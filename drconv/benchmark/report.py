@@ -12,8 +12,21 @@ from rich.table import Table
 
 from drconv._atomic import atomic_path, write_bytes
 from drconv.benchmark.timing import Backend, Stats
+from drconv.errors import DrconvError
 
-__all__ = ["SCHEMA", "Result", "noisy", "plot", "pyplot", "results", "save_png", "table", "to_json", "write_json"]
+__all__ = [
+    "SCHEMA",
+    "Result",
+    "image_format",
+    "noisy",
+    "plot",
+    "pyplot",
+    "results",
+    "save_png",
+    "table",
+    "to_json",
+    "write_json",
+]
 
 SCHEMA_VERSION = 1
 
@@ -134,10 +147,26 @@ def pyplot():
     return plt
 
 
-def save_png(fig, path: str | os.PathLike) -> None:
-    """Write the figure atomically and release it."""
-    with atomic_path(Path(path), "--plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+def image_format(path: str | os.PathLike, what: str = "--plot") -> str:
+    """The image format `path`'s extension names (png, svg, pdf, ...: matplotlib's), or a one-line error."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = Path(path).suffix.lower().removeprefix(".")
+    if extension not in formats:
+        named = f"extension .{extension}" if extension else "no extension"
+        raise DrconvError(
+            f"{what} {path}: {named}, which is no image format; end the name with one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+    return extension
+
+
+def save_png(fig, path: str | os.PathLike, what: str = "--plot") -> None:
+    """Write the figure atomically, in the format its extension names (PNG at 120 dpi), and release it."""
+    image = image_format(path, what)
+    with atomic_path(Path(path), what) as tmp:
+        fig.savefig(tmp, format=image, dpi=120)
     pyplot().close(fig)
 
 

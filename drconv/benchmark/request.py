@@ -72,8 +72,10 @@ class BenchmarkRequest:
         for path, flag in ((self.json_file, "--json"), (self.plot_file, "--plot")):
             if path is not None:
                 check_writable(path, flag)
-        if self.plot_file is not None:
-            import matplotlib  # noqa: F401  (missing: one line now, not after the timing)
+        if self.plot_file is not None:  # matplotlib missing or a format it lacks: one line now, not after timing
+            from drconv.benchmark.report import image_format
+
+            image_format(self.plot_file)
         iters = DEFAULT_ITERS if self.iters is None and self.seconds is None else self.iters
         return dataclasses.replace(self, iters=iters)
 
@@ -105,6 +107,18 @@ class BenchmarkRequest:
         shape = self.input_shape or defaults.INPUT_SHAPE
         return (self.batch or shape[0], *shape[1:])
 
+    def layer_spec(self):
+        """The --layer's region conv (drconv.benchmark.backends.LayerSpec; needs torch)."""
+        from drconv.benchmark.backends import LayerSpec
+
+        return LayerSpec.parse(
+            self.layer or "",
+            self.regions or defaults.LAYER_REGIONS,
+            self.kernel or defaults.LAYER_KERNEL,
+            self.out_channels,
+            self.batch or defaults.LAYER_BATCH,
+        )
+
     def prepare(
         self, threads: int, tmp: Path, status: Callable[[str], None], load_model: LoadModel
     ) -> tuple[Prepared, str]:
@@ -112,13 +126,7 @@ class BenchmarkRequest:
         if self.layer is not None:
             from drconv.benchmark import backends as bk
 
-            spec = bk.LayerSpec.parse(
-                self.layer,
-                self.regions or defaults.LAYER_REGIONS,
-                self.kernel or defaults.LAYER_KERNEL,
-                self.out_channels,
-                self.batch or defaults.LAYER_BATCH,
-            )
+            spec = self.layer_spec()
             prepared = bk.prepare_layer(spec, self.backends, self.device, threads, tmp)
             return prepared, f"region conv {spec.describe()}"
         prepared, what = self._prepare_targets(threads, tmp, status, load_model)

@@ -49,12 +49,17 @@ class Prepared:
     config: dict = field(default_factory=dict)
 
 
+def available_cores() -> int:
+    """The CPU cores (logical) this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """One per core this process may use: what PyTorch and ONNX Runtime pick on their own."""
     try:
         import torch
     except ImportError:  # the torch-free runtime: the cores this process may run on
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return available_cores()
     return torch.get_num_threads()
 
 

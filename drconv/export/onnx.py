@@ -203,8 +203,19 @@ def _trace(model: torch.nn.Module, sample: torch.Tensor, dynamic: bool) -> torch
     try:
         return torch.export.export(model, (sample,), dynamic_shapes=shapes, strict=False)
     except Exception as exc:  # torch.export raises many types; the user needs the first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = _eager_error(model, sample) or exc  # the model's own words, with sizes, not trace symbols
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise DrconvError(f"torch.export could not trace the model on input {tuple(sample.shape)}: {first}") from exc
+
+
+def _eager_error(model: torch.nn.Module, sample: torch.Tensor) -> Exception | None:
+    """What the model raises when run on `sample` outside the tracer, if anything."""
+    try:
+        with torch.no_grad():
+            model(sample)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _rename_dims(proto: onnx.ModelProto, names: dict[str, str]) -> None:
