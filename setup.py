@@ -21,6 +21,7 @@ program), DRCONV_WERROR=1 (warnings are errors in drconv._C and the plugin libra
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,24 @@ def _cmake() -> str:
     return cmake
 
 
+_QUOTED_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def _cuda_kernel_sources() -> list[Path]:
+    """plugins/common's CUDA kernel and every header of plugins/common that it and drconv/csrc's
+    sources include, directly or not: what drconv.cuda_kernel compiles on a user's machine."""
+    common = ROOT / "plugins" / "common"
+    todo = [*common.glob("region_conv_cuda*"), *(ROOT / "drconv" / "csrc").glob("*")]
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        todo += [common / name for name in _QUOTED_INCLUDE.findall(path.read_text()) if (common / name).is_file()]
+    return sorted(p for p in seen if p.parent == common)
+
+
 class BuildNative(_BASE):
     """build_ext that first builds plugins/ with CMake into the package's lib/ folder."""
 
@@ -64,7 +83,7 @@ class BuildNative(_BASE):
         if not self.inplace:  # an editable install compiles them from the checkout's plugins/common
             target = Path(self.build_lib) / "drconv" / "csrc" / "common"
             target.mkdir(parents=True, exist_ok=True)
-            for source in (ROOT / "plugins" / "common").glob("region_conv_cuda*"):
+            for source in _cuda_kernel_sources():
                 shutil.copy2(source, target / source.name)
         super().run()
 

@@ -331,13 +331,17 @@ def _print_verify(report) -> None:
     console.print(table)
     if report.regions:
         regions = Table(title="region agreement: pixels routed to the region PyTorch chose")
-        for col in ("DRConv layer", "node", "pixels", "agreement", "min top-2 margin", f">= {report.min_agreement:g}"):
+        columns = ("DRConv layer", "node", "pixels", "agreement", "min top-2 margin", "softmax rule differs",
+                   f">= {report.min_agreement:g}")  # fmt: skip
+        for col in columns:
             regions.add_column(col, overflow="fold")
         for r in report.regions:
             ok = r.agreement >= report.min_agreement
             verdict = Text("ok", style="green") if ok else Text("FAIL", style="bold red")
             margin = "-" if r.min_margin is None else f"{r.min_margin:.3g}"
-            regions.add_row(r.layer, r.node, str(r.pixels), f"{r.agreement:.4%}", margin, verdict)
+            regions.add_row(
+                r.layer, r.node, str(r.pixels), f"{r.agreement:.4%}", margin, str(r.softmax_differs), verdict
+            )
         console.print(regions)
     if report.regions_note:
         err_console.print(f"note: region agreement not measured: {report.regions_note}", soft_wrap=True)

@@ -40,6 +40,10 @@ class RegionAgreement:
     pixels: int
     agreement: float  # share of output pixels in the same region
     min_margin: float | None  # smallest top-1 minus top-2 of PyTorch's guide; None with one region
+    # Pixels where the official code's rule, the argmax of a float32 softmax of the guide, picks
+    # another region than drconv's argmax of the guide itself: near ties that the softmax rounds
+    # into exact ties, which then go to the lowest index (docs/region_conv_op.md). Not a failure.
+    softmax_differs: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,9 +194,11 @@ def _agreement(
             gap = top[:, 0] - top[:, 1]
             gap = gap[torch.isfinite(gap)]
             margin = float(gap.min()) if gap.numel() else None
+        softmax = torch.softmax(guide.float(), dim=1).argmax(1).numpy()
+        differs = int(np.count_nonzero(softmax != ours))
         for i, (layer, _) in enumerate(group):
             paired = tensors[min(i, len(tensors) - 1)][0]
-            out.append(RegionAgreement(layer, paired, int(ours.size), agreement, margin))
+            out.append(RegionAgreement(layer, paired, int(ours.size), agreement, margin, differs))
     return out, None
 
 

@@ -31,7 +31,7 @@ def _run(*args: str, timeout: int = 300) -> str:
 
 def test_every_script_is_covered_here():
     covered = {"ab_ort_library", "bench_layers", "bench_scaling", "bench_torch_overhead", "bench_model_breakdown"}
-    covered |= {"bench_coherent"}
+    covered |= {"bench_coherent", "ab_filter_layout"}
     covered |= {"bench_cuda", "profile_cuda", "_timing"}
     assert {p.stem for p in SCRIPTS.glob("*.py")} == covered
 
@@ -75,6 +75,11 @@ def test_bench_coherent(tmp_path):
     # R = 8: two rows of four rectangles, each region one block of pixels
     regions = pattern(8, 16, 16)[0].argmax(axis=0)
     assert (regions[:8, :4] == 0).all() and (regions[:8, 12:] == 3).all() and (regions[8:, 4:8] == 5).all()
+
+
+def test_ab_filter_layout():
+    out = " ".join(_run(str(SCRIPTS / "ab_filter_layout.py"), "--size", "32", "--iters", "4").split())
+    assert "B (IHWO through a Transpose, 3 nodes)" in out and "B/A median of pairs" in out
 
 
 def test_ab_ort_library():

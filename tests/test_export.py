@@ -33,14 +33,17 @@ def test_custom_mode_one_node_per_drconv_layer(tiny, tiny_custom):
     layers = [m for m in tiny.modules() if isinstance(m, DRConv2d)]
     assert len(nodes) == len(layers) == 3
     assert {n.op_type for n in nodes} == {"RegionConv2d"}
-    assert {o.domain: o.version for o in proto.opset_import}["drconv"] == 1
+    # version 2: each 3x3 layer's BatchNormalization and ReLU folded into its node, filters OIHW
+    assert {o.domain: o.version for o in proto.opset_import}["drconv"] == 2
+    assert not [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
     for node, layer in zip(nodes, layers, strict=True):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs["strides"] == list(layer.stride)
         assert attrs["pads"] == [layer.padding[0], layer.padding[1], layer.padding[0], layer.padding[1]]
         assert attrs["dilations"] == list(layer.dilation)
         assert attrs["plugin_version"] == b"1"
-        assert len(node.input) == 3 and len(node.output) == 1
+        assert attrs["activation"] == b"Relu" and attrs["filter_layout"] == b"OIHW"
+        assert len(node.input) == 4 and len(node.output) == 1
     # The guide conv and filter generator stay standard ops.
     assert all(n.domain in ("", "ai.onnx", "drconv") for n in proto.graph.node)
 

@@ -106,9 +106,9 @@ def test_zoo_export_writes_routed_mixtures_folds_bn_relu_and_is_ihwo_matching_to
 
 
 @pytest.mark.parametrize(("kernel", "layout"), [(1, "IHWO"), (3, "OIHW")])
-def test_drconv2d_generator_is_rewritten_for_1x1_only(kernel, layout, tmp_path):
-    # A 3x3 filter's taps are the generator Conv's spatial axes: a Transpose would cost what IHWO
-    # saves, and there are no rows to fold the BatchNormalization into.
+def test_drconv2d_folds_its_epilogue_at_every_kernel_and_goes_ihwo_for_1x1_only(kernel, layout, tmp_path):
+    # A k x k filter's taps are the generator Conv's spatial axes: a Transpose would cost what
+    # IHWO saves. Its rows still run over (C_out, C_in), so the BatchNormalization folds in.
     torch.manual_seed(1)
     bn = torch.nn.BatchNorm2d(10)
     with torch.no_grad():
@@ -118,11 +118,19 @@ def test_drconv2d_generator_is_rewritten_for_1x1_only(kernel, layout, tmp_path):
     path = to_onnx(net, torch.randn(1, 6, 12, 12), tmp_path / "l.onnx")
     proto = onnx.load(str(path))
     assert rewrite.layouts(proto, *LAYOUT_ARGS) == [layout]
-    assert any(n.op_type == "BatchNormalization" for n in proto.graph.node) == (kernel != 1)
+    assert not [n.op_type for n in proto.graph.node if n.op_type in ("BatchNormalization", "Relu")]
+    (node,) = [n for n in proto.graph.node if n.domain == "drconv"]
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert len(node.input) == 4 and attributes["activation"] == b"Relu"
     x = torch.randn(3, 6, 9, 14)
     with torch.no_grad():
         expected = net(x).numpy()
     np.testing.assert_allclose(_run(path, x), expected, atol=1e-4, rtol=1e-4)
+    # and lowered back to version 1 (drconv build, trtexec): the bias an Add, the activation a Relu
+    assert rewrite.to_v1(proto, *LAYOUT_ARGS) == 1
+    assert {"Add", "Relu"} <= {n.op_type for n in proto.graph.node}
+    onnx.save(proto, str(tmp_path / "v1.onnx"))
+    np.testing.assert_allclose(_run(tmp_path / "v1.onnx", x), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_to_v1_lowers_to_standard_nodes_with_the_same_outputs(zoo, tmp_path):

@@ -184,3 +184,30 @@ def test_build_info_names_a_failed_header_fetch(tmp_path):
     assert set(info["left_out"]) == {"tensorrt"}
     reason = info["left_out"]["tensorrt"]
     assert "fetching failed" in reason or "no CUDA compiler" in reason, reason
+
+
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").is_file() else None)
+
+
+def test_nvcc_compiles_the_wheels_cuda_kernel_sources(built, tmp_path):
+    """What drconv.cuda_kernel compiles on a user's GPU machine, from the wheel's files alone (compile
+    only): the kernel, and the torch binding's header of checks with the headers it includes. (The
+    binding itself includes ATen's CUDA context, which needs cuSPARSE's headers: not installed here.)"""
+    if NVCC is None:
+        pytest.skip("nvcc is not installed here (CUDA toolkit at /usr/local/cuda), so the CUDA sources cannot compile")
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+
+    with zipfile.ZipFile(built["wheel"]) as z:
+        z.extractall(tmp_path, [n for n in z.namelist() if n.startswith("drconv/csrc/")])
+    csrc = tmp_path / "drconv" / "csrc"
+    includes = [f"-I{csrc / 'common'}", f"-I{csrc}"]  # drconv.cuda_kernel.extension's include paths
+    _run([NVCC, "-std=c++17", "-arch=sm_75", "-c", *includes, str(csrc / "common" / "region_conv_cuda.cu"),
+          "-o", str(tmp_path / "kernel.o")])  # fmt: skip
+    (tmp_path / "checks.cpp").write_text('#include "region_conv_checks.h"\n#include "region_conv_cuda.h"\n')
+    cuda_include = Path(NVCC).resolve().parent.parent / "include"
+    torch_includes = [f"-I{p}" for p in (*include_paths(), cuda_include, sysconfig.get_paths()["include"])]
+    _run([NVCC, "-std=c++20", "-c", *includes, *torch_includes, str(tmp_path / "checks.cpp"),
+          "-o", str(tmp_path / "checks.o")])  # fmt: skip
+    assert (tmp_path / "kernel.o").stat().st_size > 0 and (tmp_path / "checks.o").stat().st_size > 0

@@ -358,21 +358,26 @@ def _model_runs(
     except (RuntimeError, ValueError) as exc:
         raise DrconvError(f"model {spec} cannot run on input {shape}: {str(exc).strip().splitlines()[0]}") from None
 
+    exports: dict[str, Path] = {}
+
+    def exported(mode: str) -> Path:
+        """The model exported in `mode`, once for every runtime that reads it (an export takes seconds)."""
+        if mode not in exports:
+            status(f"exporting {spec} ({mode}) ...")
+            exports[mode] = to_onnx(net, x, tmp / f"model-{mode}.onnx", mode=mode)
+        return exports[mode]
+
     def build(name: str) -> Callable[[], object]:
         if name == "torch":
             return lambda: net(x)
         if name in ("ort", "ort-custom", "ort-portable"):
-            mode = "portable" if name == "ort-portable" else "custom"
-            status(f"exporting {spec} ({mode}) ...")
-            path = to_onnx(net, x, tmp / f"model-{mode}.onnx", mode=mode)
+            path = exported("portable" if name == "ort-portable" else "custom")
             sess = ort_session(path, threads)
             feed = {"input": x.numpy()}
             return lambda: sess.run(None, feed)
         if name in ("ov", "ov-custom", "ov-portable"):
             mode = "portable" if name == "ov-portable" else "custom"
-            status(f"exporting {spec} ({mode}) for OpenVINO ...")
-            path = to_onnx(net, x, tmp / f"model-ov-{mode}.onnx", mode=mode)
-            request = ov_compiled(path, threads, extension=mode == "custom").create_infer_request()
+            request = ov_compiled(exported(mode), threads, extension=mode == "custom").create_infer_request()
             ov_input = [x.numpy()]
             return lambda: request.infer(ov_input, share_inputs=True)
         if name == "trt":

@@ -208,10 +208,12 @@ class _Graph:
 @dataclass
 class _Filters:
     """A RegionConv2d node's filters, computed from constant weight rows: the grouped 1x1 Conv of a
-    1x1 DRConv2d's generator, then Reshape to 6-D.
+    DRConv2d's generator, then Reshape to 6-D.
 
     `rows`: the source's input index of each array whose first axis runs over the filter's
-    elements: groups x [C_out, patch] (OIHW) or groups x [patch, C_out] (IHWO).
+    channels: groups x [C_out, C_in] (OIHW) or groups x [C_in, C_out] (IHWO, 1x1 only). A k x k
+    filter's taps are the source's spatial axes, not rows: only a 1x1 filter can be reordered to
+    IHWO by its rows.
     """
 
     reshape: onnx.NodeProto
@@ -228,7 +230,8 @@ class _Filters:
 
     @property
     def patch(self) -> int:
-        return self.c_in * self.kh * self.kw
+        """Rows per output channel in a group."""
+        return self.c_in
 
     def get(self, g: _Graph, index: int) -> np.ndarray:
         return g.constant(self.source.input[index])
@@ -274,14 +277,14 @@ def _filters(g: _Graph, node: onnx.NodeProto) -> _Filters | None:
     regions, c_out, c_in, kh, kw = (
         (dims[1], dims[5], dims[2], dims[3], dims[4]) if ihwo else (dims[1], dims[2], dims[3], dims[4], dims[5])
     )
-    if min(regions, c_out, c_in, kh, kw) < 1:
+    if min(regions, c_out, c_in, kh, kw) < 1 or (ihwo and kh * kw > 1):
         return None
-    size = c_out * c_in * kh * kw
     attrs = _attributes(source)
-    if source.op_type == "Conv" and int(attrs.get("group", 1)) == regions and kh * kw == 1:
-        # The grouped 1x1 conv to R * C_out * C_in channels, group r making region r's filter.
+    if source.op_type == "Conv" and int(attrs.get("group", 1)) == regions:
+        # The grouped 1x1 conv to R * C_out * C_in channels over a kh x kw map, group r making
+        # region r's filter.
         groups, rows = regions, [1]
-        size *= regions
+        size = regions * c_out * c_in
     else:
         return None
     if len(source.input) > 2 and source.input[2]:
@@ -296,7 +299,7 @@ def _filters(g: _Graph, node: onnx.NodeProto) -> _Filters | None:
 
 def _to_ihwo(g: _Graph, node: onnx.NodeProto) -> bool:
     f = _filters(g, node)
-    if f is None or f.ihwo:
+    if f is None or f.ihwo or f.kh * f.kw > 1:  # k x k: a Transpose would cost what IHWO saves
         return False
     for index in f.rows:
         rows = f.get(g, index)
@@ -398,7 +401,7 @@ def fuse_epilogue(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     """Fold the inference BatchNormalization (and a ReLU after it) that follows a region conv into it.
 
     The BatchNormalization's scale goes into the constants the node's filters come from (a
-    MixtureRegionConv2d's basis; the weight rows of a 1x1 DRConv2d's generator), its shift
+    MixtureRegionConv2d's basis; the weight rows of a DRConv2d's generator), its shift
     (plus the scaled bias the node had) becomes the node's bias input B, the ReLU its
     `activation`. Returns how many nodes took one in; in place.
     """

@@ -85,12 +85,13 @@ inline int64_t mixture_floats(const RegionConvShape& s) { return s.n * s.regions
 // the rule of useful_workers.
 template <typename ParallelFor>
 void mix_filters_f32(const float* coefficients, const float* basis, float* filters, int64_t n, int64_t regions,
-                     int64_t bases, int64_t size, int64_t stride, const ParallelFor& parallel_for, int64_t workers) {
+                     int64_t bases, int64_t size, int64_t stride, const ParallelFor& parallel_for, int64_t workers,
+                     const direct::Kernels& kernels) {
   if (n == 0 || size == 0) return;
   const int64_t chunks = n * regions * bases * size < kSerialMultiplyAdds ? 1 : std::max<int64_t>(workers, 1);
   const int64_t step = (size + chunks * direct::kLanes - 1) / (chunks * direct::kLanes) * direct::kLanes;
   const int64_t per_sample = (size + step - 1) / step;
-  const auto mix = direct::kernels().mix;
+  const auto mix = kernels.mix;
   parallel_for(n * per_sample, [&](int64_t task) {
     const int64_t sample = task / per_sample, begin = task % per_sample * step;
     float* f = filters + sample * regions * stride;
@@ -476,7 +477,7 @@ void region_conv_forward_direct(const float* x, const float* filters, const floa
       coefficients = routed;
     }
     mix_filters_f32(coefficients, mixture->basis, mixed, s.n, s.regions, mixture->bases, s.c_out * s.patch(),
-                    mixture_stride(s), parallel_for, workers);
+                    mixture_stride(s), parallel_for, workers, kernels);
     filters = mixed;
   }
   float* x_padded = reinterpret_cast<float*>(base + layout.x_padded);
