@@ -51,8 +51,10 @@ demo: setup plugins
 	$(VENV)/bin/drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --threads 2 --iters 50 \
 		--json build/demo/layer.json --plot build/demo/layer.png
 
+# One worker per core (pytest-xdist), each test file on one worker: its module fixtures build
+# once and the README's blocks run in order. A bare `pytest` runs serially.
 test: setup plugins
-	$(PY) -m pytest
+	$(PY) -m pytest --numprocesses=auto --maxprocesses=4 --dist=loadfile
 
 # One region conv against its dense bound in every backend (benchmarks/ has the sweeps).
 bench: setup plugins
