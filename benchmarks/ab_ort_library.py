@@ -48,7 +48,7 @@ def _blocked(path: Path) -> bytes:
     """The model as drconv's session runs it: ONNX Runtime's optimised graph, nodes in NCHWc."""
     from drconv.runtime import ort as drconv_ort
 
-    rewritten = drconv_ort._in_blocked_layout(str(path), drconv_ort.nchwc_block())
+    rewritten = drconv_ort.in_blocked_layout(str(path), drconv_ort.nchwc_block())
     if rewritten is None:
         raise SystemExit(f"--b-blocked: no node of {path} can take ONNX Runtime's NCHWc layout here")
     return rewritten

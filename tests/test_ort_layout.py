@@ -209,7 +209,7 @@ def test_zoo_in_the_blocked_layout_matches_nchw_and_pytorch(exported, name, batc
     np.testing.assert_allclose(blocked, want, rtol=1e-3, atol=1e-4)
     block = drconv_ort.nchwc_block()
     if block:  # where ONNX Runtime has an NCHWc layout, the nodes moved into it
-        optimised = onnx.load_from_string(drconv_ort._in_blocked_layout(str(path), block))
+        optimised = onnx.load_from_string(drconv_ort.in_blocked_layout(str(path), block))
         moved = [n for n in optimised.graph.node if n.domain == contract.DOMAIN and any(_blocks(n))]
         assert len(moved) >= 20, f"only {len(moved)} of 32 region convs read or write the blocked layout"
 

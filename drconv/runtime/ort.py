@@ -16,7 +16,7 @@ from drconv.errors import DrconvError
 from drconv.export import rewrite
 from drconv.libraries import require_plugin
 
-__all__ = ["custom_op_library", "image_input", "nchwc_block", "needs_custom_ops", "session"]
+__all__ = ["custom_op_library", "image_input", "in_blocked_layout", "nchwc_block", "needs_custom_ops", "session"]
 
 
 def custom_op_library() -> Path:
@@ -73,9 +73,11 @@ def nchwc_block() -> int:
         return 0
 
 
-def _in_blocked_layout(model: str | bytes, block: int) -> bytes | None:
+def in_blocked_layout(model: str | bytes, block: int) -> bytes | None:
     """ONNX Runtime's optimised graph of `model` with drconv's nodes in its NCHWc layout
-    (rewrite.to_nchwc), or None where no node could take it."""
+    (rewrite.to_nchwc), serialised, or None where no node could take it; what `session` runs.
+
+    `block`: ONNX Runtime's channels per block on this CPU (`nchwc_block()`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -153,7 +155,7 @@ def session(
             model = proto.SerializeToString()
     try:
         block = nchwc_block() if custom and blocked_layout and providers == ["CPUExecutionProvider"] else 0
-        blocked = _in_blocked_layout(model, block) if block in contract.CHANNEL_BLOCKS else None
+        blocked = in_blocked_layout(model, block) if block in contract.CHANNEL_BLOCKS else None
         if blocked is not None:
             # Optimised already, NCHWc included: the levels below it only tidy up.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
