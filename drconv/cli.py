@@ -545,9 +545,9 @@ def verify_cmd(
     if not onnx_file.is_file():
         raise DrconvError(f"{onnx_file}: no such file")
     _, dims = image_input(onnx_file)
-    batch, size, fixed = batch or VERIFY_BATCH, size or VERIFY_SIZE, (batch, size)
+    flags = {"--batch": (batch, [0]), "--size": (size, [2, 3])}  # as given, for the note below
+    batch, size = batch or VERIFY_BATCH, size or VERIFY_SIZE
     check_fits(tuple(d or given for d, given in zip(dims, (batch, 3, size, size), strict=True)), "--batch or --size")
-    flags = {"--batch": (fixed[0], [0]), "--size": (fixed[1], [2, 3])}
     ignored = [f for f, (given, axes) in flags.items() if given is not None and all(dims[a] is not None for a in axes)]
     if ignored:  # a static export runs at its own shape only
         shape = "x".join("?" if d is None else str(d) for d in dims)
@@ -1017,7 +1017,6 @@ def _stdout_error(probe: bool = False) -> OSError | None:
     `probe`: after an OSError from somewhere in a command, write a newline to find out whether
     stdout was its source (a failed write leaves nothing buffered to flush).
     """
-
     try:
         if probe:
             sys.stdout.write("\n")

@@ -143,6 +143,28 @@ def _own_drconv(folder: Path | None) -> Path | None:
     return None
 
 
+def _put_on_path(folder: str) -> None:
+    """`folder` first on the import path, unless it is there already."""
+    if not any(isinstance(entry, str) and os.path.abspath(entry) == folder for entry in sys.path):
+        sys.path.insert(0, folder)
+        importlib.invalidate_caches()
+
+
+def _exec_file(name: str, path: Path, what: str, package: bool = False):
+    """The module `name` run from the file `path` and registered in sys.modules (not left there if it fails)."""
+    found = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(path.parent)] if package else None
+    )
+    module = importlib.util.module_from_spec(found)
+    sys.modules[name] = module
+    try:
+        found.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise DrconvError(f"cannot import {what}: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
 @contextlib.contextmanager
 def _as_drconv(path: Path | None) -> Iterator[None]:
     """Within the block, `import drconv` gives the module at `path` (this package is set aside and
@@ -150,24 +172,16 @@ def _as_drconv(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    ours = {name: mod for name, mod in sys.modules.items() if name == "drconv" or name.startswith("drconv.")}
-    for name in ours:
-        del sys.modules[name]
+
+    def set_aside() -> dict:
+        return {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] == "drconv"}
+
+    ours = set_aside()
     try:
-        location = path.parent if path.name == "__init__.py" else None
-        spec = importlib.util.spec_from_file_location(
-            "drconv", path, submodule_search_locations=[str(location)] if location else None
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["drconv"] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            raise DrconvError(f"cannot import the model's own module {path}: {type(exc).__name__}: {exc}") from exc
+        _exec_file("drconv", path, f"the model's own module {path}", package=path.name == "__init__.py")
         yield
     finally:
-        for name in [n for n in sys.modules if n == "drconv" or n.startswith("drconv.")]:
-            del sys.modules[name]
+        set_aside()  # the model's drconv and anything imported under it
         sys.modules.update(ours)
 
 
@@ -183,30 +197,14 @@ def _import(module_ref: str, spec: str):
         raise DrconvError(
             f"model {spec!r}: {path} is not a .py file; give path/to/file.py:factory or package.module:factory"
         )
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:  # its own imports (sibling modules) resolve as when it runs as a script
-        sys.path.insert(0, folder)
-        importlib.invalidate_caches()
-    name = path.stem
-    found = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(found)
-    sys.modules[name] = module
-    try:
-        found.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise DrconvError(f"cannot import {path} for model {spec!r}: {type(exc).__name__}: {exc}") from exc
-    return module
+    _put_on_path(str(path.resolve().parent))  # its own imports (sibling modules) resolve as for a script
+    return _exec_file(path.stem, path, f"{path} for model {spec!r}")
 
 
 def _from_factory(spec: str) -> tuple[nn.Module, Path | None]:
     """The factory's model, and the model's own drconv module where it has one (see `_own_drconv`)."""
     module_ref, attr = _split_spec(spec)
-    # Like `python -m`: the folder the user runs drconv from holds their model's module.
-    cwd = os.getcwd()
-    if not any(isinstance(entry, str) and os.path.abspath(entry) == cwd for entry in sys.path):
-        sys.path.insert(0, cwd)
-        importlib.invalidate_caches()
+    _put_on_path(os.getcwd())  # like `python -m`: the folder the user runs drconv from holds their model
     own = _own_drconv(_module_folder(module_ref))
     with _as_drconv(own):  # the factory too: it may import drconv when called
         module = _import(module_ref, spec)
