@@ -211,7 +211,8 @@ def test_to_ihwo_copies_a_weight_that_another_node_reads(tmp_path):
 
 
 def test_trt_build_parses_the_lowered_graph(zoo, tmp_path):
-    """build_engine's parse step hands TensorRT a version-1 graph; the plugin refuses version 2's additions."""
+    """build_engine's parse step hands TensorRT a version-1 graph without functions (the plugin
+    refuses version 2's additions; the parser would import a function before the plugin)."""
     from drconv.runtime import trt
 
     class Parser:  # records what TensorRT's OnnxParser would be given
@@ -231,10 +232,16 @@ def test_trt_build_parses_the_lowered_graph(zoo, tmp_path):
         parsed = onnx.load_from_string(parser.data)
         assert rewrite.layouts(parsed, *LAYOUT_ARGS) == ["OIHW"] * 32 and not _mixtures(parsed)
         assert _drconv_version(parsed) == 1
+        assert onnx.load(str(path)).functions and not parsed.functions
+        assert all(len(n.input) == 3 and all(n.input) for n in _region_convs(parsed))
     v1 = to_onnx(torch.nn.Sequential(DRConv2d(3, 8, 1)).eval(), torch.randn(1, 3, 8, 8), tmp_path / "v1.onnx",
                  layout="OIHW", fuse=False)  # fmt: skip
     assert _drconv_version(onnx.load(str(v1))) == 1
-    assert trt._parse(parser, v1) and parser.data is None  # nothing to lower: the file as it is
+    assert trt._parse(parser, v1) and not onnx.load_from_string(parser.data).functions  # its function stripped
+    bare = to_onnx(torch.nn.Sequential(DRConv2d(3, 8, 1)).eval(), torch.randn(1, 3, 8, 8), tmp_path / "bare.onnx",
+                   node_version=1)  # fmt: skip
+    assert not onnx.load(str(bare)).functions
+    assert trt._parse(parser, bare) and parser.data is None  # nothing to change: the file as it is
 
 
 def test_bad_layout_is_a_clear_error(tmp_path):

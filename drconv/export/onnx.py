@@ -1,15 +1,15 @@
 """Export a model with DRConv layers to ONNX, in one of two modes.
 
 custom:   every `drconv::region_conv` becomes one `drconv::RegionConv2d` node
-          (docs/region_conv_op.md), run by our ONNX Runtime library or TensorRT plugin.
-portable: standard ONNX ops only (the R-filter formulation: unfold as a grouped
-          one-hot conv, one batched MatMul for all regions, select by argmax), so any
-          runtime runs it, at R times the cost.
+          (docs/region_conv_op.md), run by our libraries, and the file carries each node
+          type's standard-op body as a model-local function (`drconv.export.functions`),
+          which runtimes without our library run instead.
+portable: the same file with those functions inlined: standard ONNX ops only (the
+          R-filter formulation), so any runtime runs it, at R times the cost.
 
-Both go through torch.export and the torch.export-based ONNX exporter. The region conv
-is rewritten before translation by `run_decompositions`: to `torch.onnx.ops.symbolic`
-for the custom node (its output dtype and symbolic shape come from the trace, so the
-graph carries them), to aten ops for the portable graph.
+The model goes through torch.export and the torch.export-based ONNX exporter. The region
+conv is rewritten before translation by `run_decompositions` to `torch.onnx.ops.symbolic`
+(its output dtype and symbolic shape come from the trace, so the graph carries them).
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from typing import Literal
 
 import onnx
 import torch
-import torch.nn.functional as F
 
 import drconv.ops  # noqa: F401  (registers torch.ops.drconv.region_conv, which the graphs trace)
 from drconv import contract, defaults, onnx_file
 from drconv._atomic import atomic_path, check_writable
 from drconv.errors import DrconvError, UsageError
-from drconv.export import rewrite
+from drconv.export import functions, rewrite
 
 # The node's names, kept here for code written against drconv.export.onnx: drconv.contract is their home.
 CUSTOM_DOMAIN, CUSTOM_OP, PLUGIN_VERSION = contract.DOMAIN, contract.REGION_CONV.name, contract.PLUGIN_VERSION
@@ -43,7 +42,6 @@ __all__ = [
     "MODES",
     "PLUGIN_VERSION",
     "describe",
-    "portable_region_conv",
     "region_conv_graph",
     "to_onnx",
 ]
@@ -70,45 +68,6 @@ def _custom_node(x, filters, guide, stride, padding, dilation):
         shape=(x.shape[0], c_out, guide.shape[2], guide.shape[3]),
         version=contract.REGION_CONV.since,
     )
-
-
-def portable_region_conv(x, filters, guide, stride, padding, dilation):
-    """The region conv in standard ops that keep the batch dynamic: R times the multiply-adds.
-
-    It agrees with the op where the values are not finite: im2col slices rather than
-    multiplying by one-hot kernels (an Inf input stays Inf, never 0 * Inf = NaN), the
-    region is chosen by torch.argmax's rule (below), and each pixel's output is gathered
-    from its region's, not masked and summed.
-    """
-    _, regions, c_out, _, kh, kw = filters.shape
-    h_out, w_out = guide.shape[2], guide.shape[3]
-    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    rows, cols = (h_out - 1) * stride[0] + 1, (w_out - 1) * stride[1] + 1
-    taps = [
-        padded[
-            :,
-            :,
-            i * dilation[0] : i * dilation[0] + rows : stride[0],
-            j * dilation[1] : j * dilation[1] + cols : stride[1],
-        ]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    # Channel c*taps + t is tap t of input channel c: the order of a flattened [C_in, kh, kw] filter.
-    patches = torch.stack(taps, 2).flatten(1, 2).flatten(2)  # [N, C_in*kh*kw, P]
-    out = torch.matmul(filters.flatten(3).flatten(1, 2), patches)  # [N, R*C_out, P]
-    out = out.unflatten(1, (regions, c_out)).unflatten(3, (h_out, w_out))  # [N, R, C_out, Ho, Wo]
-    region = _first_argmax(guide).unsqueeze(2).expand(-1, 1, c_out, -1, -1)  # [N, 1, C_out, Ho, Wo]
-    # A gather, not a masked sum: it keeps the dtype (a float16 sum is exported through float32).
-    return torch.gather(out, 1, region).squeeze(1)
-
-
-def _first_argmax(guide: torch.Tensor) -> torch.Tensor:
-    """argmax over dim 1, keepdim, by torch.argmax's rule in ops that ONNX keeps: the first NaN
-    wins (all NaN gives 0). ONNX ArgMax skips NaN, so the NaN case is taken apart."""
-    nan = torch.isnan(guide)
-    first_nan = nan.to(guide.dtype).argmax(1, keepdim=True)
-    return torch.where(nan.any(1, keepdim=True), first_nan, guide.argmax(1, keepdim=True))
 
 
 def _pool_matrix(size, out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -245,15 +204,14 @@ def _input_symbols(program: torch.export.ExportedProgram) -> dict[str, str]:
     return names
 
 
-def _translate(program: torch.export.ExportedProgram, mode: str, opset: int, input_names: list[str]) -> onnx.ModelProto:
-    """An exported program to ONNX, the region conv as our node (custom) or standard ops (portable)."""
+def _translate(program: torch.export.ExportedProgram, opset: int, input_names: list[str]) -> onnx.ModelProto:
+    """An exported program to ONNX, each region conv as our node."""
     # Their notes (e.g. "torchvision is not installed", onnxscript's version-converter fallback
     # with a traceback) are not for our users; a conversion that fails is checked below.
     with _quiet("torch.onnx", "onnxscript"), torch.no_grad():
-        region_conv = _custom_node if mode == "custom" else portable_region_conv
         program = program.run_decompositions(
             {
-                torch.ops.drconv.region_conv.default: region_conv,
+                torch.ops.drconv.region_conv.default: _custom_node,
                 torch.ops.aten.adaptive_avg_pool2d.default: adaptive_avg_pool2d,
             }
         )
@@ -298,18 +256,18 @@ def region_conv_graph(
 ) -> onnx.ModelProto:
     """One region conv alone, static shapes, inputs X, filters, guide (for benchmarks and tests).
 
-    Custom mode gives the single RegionConv2d node; portable the standard-op graph. Filters and
-    guide stay graph inputs, so nothing is folded away at session creation. `filters` is OIHW;
-    with layout "IHWO" (custom mode) the graph's filters input is that tensor permuted by
-    `rewrite.TO_IHWO`.
+    Custom mode gives the single RegionConv2d node (with its function); portable that function
+    inlined. Filters and guide stay graph inputs, so nothing is folded away at session
+    creation. `filters` is OIHW; with layout "IHWO" the graph's filters input is that tensor
+    permuted by `rewrite.TO_IHWO`.
     """
     if mode not in MODES:
         raise DrconvError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     module = _RegionConvOnly(stride, padding, dilation)
     with torch.no_grad(), _quiet("torch._export", "torch.export"):
         program = torch.export.export(module, (x, filters, guide), strict=False)
-    proto = _translate(program, mode, opset, ["X", "filters", "guide"])
-    if mode == "custom" and layout == rewrite.IHWO:
+    proto = _translate(program, opset, ["X", "filters", "guide"])
+    if layout == rewrite.IHWO:
         for node in proto.graph.node:
             if node.domain == CUSTOM_DOMAIN:
                 rewrite.set_layout(node, layout)
@@ -318,6 +276,23 @@ def region_conv_graph(
         for dim, axis in zip(dims, rewrite.TO_IHWO, strict=True):
             dim.dim_value = values[axis]
         rewrite.set_opset(proto, CUSTOM_DOMAIN, rewrite.required_version(proto, CUSTOM_DOMAIN, CUSTOM_OP))
+    return _finish(proto, mode)
+
+
+def _finish(proto: onnx.ModelProto, mode: str, node_version: int | None = None) -> onnx.ModelProto:
+    """The custom graph with its functions (none for TensorRT's tools: version 1), or inlined
+    (portable); checked in full (onnx's shape inference runs the functions' bodies)."""
+    if node_version == 1:
+        # TensorRT's ONNX parser imports a local function before it tries a plugin.
+        rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+    else:
+        functions.attach(proto)
+    if mode == "portable":
+        proto = functions.inline(proto)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise DrconvError(f"the exported graph failed onnx.checker: {str(exc).strip().splitlines()[0]}") from exc
     return proto
 
 
@@ -340,20 +315,23 @@ def to_onnx(
             node, a `MixtureDRConv2d` one `drconv::MixtureRegionConv2d` node that mixes its
             filters and computes its routing itself.
         sample_input: an example input [N, C, H, W] on the model's device.
-        mode: "custom" (one node per region conv) or "portable" (standard ops only).
+        mode: "custom" (one node per region conv, each node type's standard-op body beside
+            it as a model-local function) or "portable" (those functions inlined: standard
+            ops only).
         dynamic: batch, height and width symbolic (default); False fixes them to the sample's.
         opset: the default-domain opset (>= 18).
         layout: the custom nodes' filter_layout: "IHWO" (default: a mixture's basis, and a
             1x1 DRConv2d's filters by permuting its generator's rows, for free; the CPU kernel
             then reads them without packing) or "OIHW".
         fuse: fold the BatchNormalization (and ReLU) after each region conv into its node
-            (custom mode; where the filters come from constants, as in both layers at 1x1
-            and the mixture at any size).
+            (where the filters come from constants, as in both layers at 1x1 and the mixture
+            at any size).
         node_version: None for the lowest version of the drconv domain with what the nodes use
             (docs/region_conv_op.md); 1 for version 1 only (RegionConv2d, OIHW, standard ops
-            around it: what the TensorRT plugin implements, for tools that load it themselves).
+            around it, and no functions: what the TensorRT plugin implements, for tools that
+            load it themselves; TensorRT's parser would import a function before the plugin).
 
-    The model is checked with onnx.checker and written to a temporary file that is then
+    The model is checked with onnx.checker (full_check) and written to a temporary file that is then
     renamed, so a failure leaves nothing at `path`.
 
     Raises:
@@ -371,9 +349,9 @@ def to_onnx(
     model.eval()
     try:
         with torch.no_grad(), _quiet("torch._export", "torch.export"):  # e.g. "0/1 specialized"
-            with _mixture_nodes(model, layout) if mode == "custom" else contextlib.nullcontext():
+            with _mixture_nodes(model, layout):
                 program = _trace(model, sample_input, dynamic)
-        proto = _translate(program, mode, opset, ["input"])
+        proto = _translate(program, opset, ["input"])
     finally:
         model.train(was_training)
     _rename_dims(proto, _input_symbols(program))
@@ -381,18 +359,16 @@ def to_onnx(
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise DrconvError(f"the exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from exc
-    if mode == "custom":
-        if fuse:
-            rewrite.fuse_epilogue(proto, CUSTOM_DOMAIN, CUSTOM_OP)
-        if layout == rewrite.IHWO:
-            rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
-        # The lowest version with what the nodes use, so that an older library refuses the
-        # graph rather than misread it (the tracer writes each node's own version).
-        needed = rewrite.required_version(proto, CUSTOM_DOMAIN, CUSTOM_OP)
-        if needed is not None:
-            rewrite.set_opset(proto, CUSTOM_DOMAIN, needed)
-        if node_version == 1:
-            rewrite.to_v1(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+    if fuse:
+        rewrite.fuse_epilogue(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+    if layout == rewrite.IHWO:
+        rewrite.to_ihwo(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+    # The lowest version with what the nodes use, so that an older library refuses the
+    # graph rather than misread it (the tracer writes each node's own version).
+    needed = rewrite.required_version(proto, CUSTOM_DOMAIN, CUSTOM_OP)
+    if needed is not None:
+        rewrite.set_opset(proto, CUSTOM_DOMAIN, needed)
+    proto = _finish(proto, mode, node_version)
     with atomic_path(path, "-o") as tmp:
         onnx.save(proto, str(tmp))
     return path

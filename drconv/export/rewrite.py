@@ -116,6 +116,16 @@ def set_opset(proto: onnx.ModelProto, domain: str, version: int) -> None:
     proto.opset_import.append(helper.make_opsetid(domain, version))
 
 
+def _refresh_functions(proto: onnx.ModelProto, changed: int) -> int:
+    """After a pass changed `changed` nodes: the model's drconv functions written again for them
+    (a body fits one variant of the nodes: drconv.export.functions). Returns `changed`."""
+    from drconv.export import functions
+
+    if changed and functions.present(proto):
+        functions.attach(proto)
+    return changed
+
+
 def _nodes(proto: onnx.ModelProto, domain: str, op_type: str) -> list[onnx.NodeProto]:
     return [n for n in proto.graph.node if n.domain == domain and n.op_type == op_type]
 
@@ -316,7 +326,7 @@ def to_ihwo(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     Returns how many were switched; the others keep OIHW (their filters are computed some
     other way, and a Transpose would cost what IHWO saves).
     """
-    return _rewrite_each(proto, domain, op_type, _to_ihwo, OPSET_V2)
+    return _refresh_functions(proto, _rewrite_each(proto, domain, op_type, _to_ihwo, OPSET_V2))
 
 
 def _batch_norm(g: _Graph, node: onnx.NodeProto) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray] | None:
@@ -405,7 +415,8 @@ def fuse_epilogue(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     (plus the scaled bias the node had) becomes the node's bias input B, the ReLU its
     `activation`. Returns how many nodes took one in; in place.
     """
-    return sum(_rewrite_each(proto, domain, kind, _fuse, OPSET_V2) for kind in (op_type, MIXTURE_OP))
+    fused = sum(_rewrite_each(proto, domain, kind, _fuse, OPSET_V2) for kind in (op_type, MIXTURE_OP))
+    return _refresh_functions(proto, fused)
 
 
 def _routed(node: onnx.NodeProto) -> bool:
@@ -458,7 +469,7 @@ def expand_routing(proto: onnx.ModelProto, domain: str) -> int:
             proto.graph.node.extend(_expand_routing(proto, g, node))
             expanded += 1
         proto.graph.node.append(node)
-    return expanded
+    return _refresh_functions(proto, expanded)
 
 
 def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: str | None = None) -> int:
@@ -504,7 +515,7 @@ def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: st
         proto.graph.node.append(node)
     if expanded:
         g.prune()
-    return expanded
+    return _refresh_functions(proto, expanded)
 
 
 def required_version(proto: onnx.ModelProto, domain: str, op_type: str) -> int | None:
@@ -563,7 +574,7 @@ def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
         proto.graph.node.extend([node, *tail])
     if lowered or expanded:
         set_opset(proto, domain, 1)
-    return expanded + lowered
+    return _refresh_functions(proto, expanded + lowered)
 
 
 def _reorder(node: onnx.NodeProto | None, op_type: str) -> bool:

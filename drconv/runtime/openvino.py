@@ -13,6 +13,7 @@ from typing import Any
 
 from drconv import contract, onnx_file
 from drconv.errors import DrconvError
+from drconv.export import functions
 from drconv.libraries import OPENVINO_VERSION, PLUGIN_FILES, require_plugin
 
 __all__ = ["PRECISIONS", "compile", "core", "extension_library", "one_line"]
@@ -78,19 +79,26 @@ def compile(
         threads: inference threads (INFERENCE_NUM_THREADS; default: OpenVINO's).
         precision: the CPU plugin's inference precision, one of PRECISIONS, or None for
             OpenVINO's default (bf16 where the CPU has it). The extension runs float32.
-        extension: add the extension (False reads the graph without it, for portable graphs).
+        extension: add the extension. False reads the graph without it: a portable graph, or a
+            custom one whose model-local functions (which OpenVINO's ONNX frontend ignores)
+            are inlined first, so its drconv nodes run as standard operations.
         profile: count every operation's time (PERF_COUNT), for InferRequest.profiling_info.
     """
     path = Path(path)
+    proto = onnx_file.load(path)
     # OpenVINO's ONNX frontend shows a conversion extension no version of its domain: checked here.
-    contract.check_versions(onnx_file.load(path), str(path))
+    contract.check_versions(proto, str(path))
+    functions.check(proto, str(path))
     if threads is not None and threads < 1:
         raise DrconvError(f"threads must be >= 1, got {threads}")
     if precision is not None and precision not in PRECISIONS:
         raise DrconvError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     ov_core = core(extension)
     try:
-        model = ov_core.read_model(str(path))
+        if not extension and functions.present(proto):
+            model = ov_core.read_model(functions.inline(proto).SerializeToString(), b"")
+        else:
+            model = ov_core.read_model(str(path))
     except Exception as exc:
         # "No conversion rule found for operations: drconv.RegionConv2d"
         if f"{contract.DOMAIN}." in str(exc) and "No conversion rule" in str(exc):

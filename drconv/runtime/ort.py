@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from drconv import contract, onnx_file
 from drconv.errors import DrconvError
-from drconv.export import rewrite
+from drconv.export import functions, rewrite
 from drconv.libraries import require_plugin
 
 __all__ = ["custom_op_library", "image_input", "in_blocked_layout", "nchwc_block", "needs_custom_ops", "session"]
@@ -137,6 +137,7 @@ def session(
     proto = onnx_file.load(path)
     # ONNX Runtime's C API shows a custom op's kernel no version of its domain: checked here.
     contract.check_versions(proto, str(path))
+    functions.check(proto, str(path))
     custom = needs_custom_ops(proto)
     if custom:
         options.register_custom_ops_library(str(custom_op_library()))

@@ -29,6 +29,7 @@ __all__ = [
     "TensorRTMissing",
     "build_engine",
     "engine_input_name",
+    "for_tensorrt",
     "load_engine",
     "parse_shape_spec",
     "plugin_library",
@@ -157,12 +158,25 @@ def _sidecar(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def _parse(parser, onnx_path: Path) -> bool:
-    """Parse the file, its version-2 region-conv nodes lowered to version 1 (what the plugin runs) first."""
-    from drconv.export import rewrite
+def for_tensorrt(proto: onnx.ModelProto) -> bool:
+    """What TensorRT's ONNX parser must see, in place; whether anything changed.
 
+    Version-2+ region-conv nodes lowered to version 1 (what the plugin runs), and no drconv
+    functions: the parser imports a model-local function of a node's name before it tries a
+    plugin (onnx-tensorrt's ModelImporter: built-in importer, local function, plugin; only
+    TensorRT 10.15+ with plugin override tries the plugin first), so with them left in the
+    engine would run the standard-op body at R times the work.
+    """
+    from drconv.export import functions, rewrite
+
+    lowered = rewrite.to_v1(proto, contract.DOMAIN, contract.REGION_CONV.name)
+    return bool(functions.strip(proto) + lowered)
+
+
+def _parse(parser, onnx_path: Path) -> bool:
+    """Parse the file as `for_tensorrt` leaves it."""
     proto = onnx_file.load(onnx_path)
-    if rewrite.to_v1(proto, contract.DOMAIN, contract.REGION_CONV.name):
+    if for_tensorrt(proto):
         return parser.parse(proto.SerializeToString(), str(onnx_path))  # the path finds external data
     return parser.parse_from_file(str(onnx_path))
 
