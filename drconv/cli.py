@@ -420,7 +420,10 @@ def export(
     checkpoint: CheckpointOption = None,
     mode: Annotated[
         ExportMode,
-        typer.Option(help="custom: one drconv::RegionConv2d node per region conv; portable: standard ONNX ops only."),
+        typer.Option(
+            help="custom: one drconv node per region conv, with its standard-op body as an ONNX function "
+            "for runtimes without drconv's library; portable: those functions inlined, standard ONNX ops only."
+        ),
     ] = ExportMode.custom,
     input_shape: Annotated[
         str, typer.Option("--input-shape", help="Sample input N,C,H,W to trace with.")
@@ -457,8 +460,8 @@ def export(
         bool,
         flag(
             "--plugin-v1",
-            help="Write version 1 of the node only (RegionConv2d, OIHW, with standard ops around it), for trtexec "
-            "and other tools that load the TensorRT plugin themselves.",
+            help="Write version 1 of the node only (RegionConv2d, OIHW, with standard ops around it) and no "
+            "functions, for trtexec and other tools that load the TensorRT plugin themselves.",
         ),
     ] = False,
 ) -> None:

@@ -191,7 +191,11 @@ def _mixture(b: _Body, form: Variant, inputs: list[str]) -> str:
         mean = b.op("ReduceMean", x, b.ints(2, 3), keepdims=0)  # [N, C_in]
         linear = b.op("Gemm", mean, "routing", *([named["routing_bias"]] if named["routing_bias"] else []))
         regions = b.dim(b.op("Shape", guide), 1)
-        coefficients = b.op("Reshape", b.op("Sigmoid", linear), b.op("Concat", b.ints(0), regions, bases, axis=0))
+        # A routed node gives no coefficients: Clip without its min is the identity. The input
+        # is read only so that every declared input is used: onnxslim (onnx-graphsurgeon's
+        # cleanup) drops a function's unused inputs, which shifts the positional ones after it.
+        weights = b.op("Clip", b.op("Sigmoid", linear), named["coefficients"])
+        coefficients = b.op("Reshape", weights, b.op("Concat", b.ints(0), regions, bases, axis=0))
     else:
         coefficients = "coefficients"
     mixed = b.op("MatMul", coefficients, b.op("Reshape", basis, b.op("Concat", bases, b.ints(-1), axis=0)))
@@ -263,12 +267,21 @@ def attach(proto: onnx.ModelProto) -> int:
             nodes = [n for n in proto.graph.node if n.domain == DOMAIN and n.op_type == name]
         arity = max(_arity(n) for n in nodes)
         for node in nodes:
-            node.input.extend([""] * (arity - len(node.input)))
+            _complete(node, arity)
         proto.functions.append(_function(name, variant(nodes[0]), arity, opset))
         written += 1
     if written and proto.ir_version < 10:
         proto.ir_version = 10  # metadata_props on a function
     return written
+
+
+def _complete(node: onnx.NodeProto, arity: int) -> None:
+    """Give a node every input and attribute its function reads: absent inputs as "", absent
+    geometry as the contract's defaults (the function's defaults too, but onnx's
+    ReferenceEvaluator reads only the node's own)."""
+    node.input.extend([""] * (arity - len(node.input)))
+    given = {a.name for a in node.attribute}
+    node.attribute.extend(helper.make_attribute(key, ATTRIBUTES[key]) for key in _GEOMETRY if key not in given)
 
 
 def _arity(node: onnx.NodeProto) -> int:
@@ -331,11 +344,13 @@ def _relu_apart(proto: onnx.ModelProto, name: str) -> None:
     nodes = list(proto.graph.node)
     del proto.graph.node[:]
     for node in nodes:
-        proto.graph.node.append(node)
-        if node.domain == DOMAIN and node.op_type == name and variant(node).relu:
-            output = node.output[0]
+        relu = node.domain == DOMAIN and node.op_type == name and variant(node).relu
+        output = node.output[0]
+        if relu:
             node.output[0] = f"{output}.before_relu"
             rewrite._set_attribute(node, "activation", None)
+        proto.graph.node.append(node)  # a copy: the node is finished first
+        if relu:
             proto.graph.node.append(helper.make_node("Relu", [node.output[0]], [output]))
 
 

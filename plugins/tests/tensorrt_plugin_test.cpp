@@ -3,6 +3,10 @@
 // checks the creator, the plugin's build-time methods, and serialization.
 //
 // usage: tensorrt_plugin_test path/to/libdrconv_tensorrt.so
+//        tensorrt_plugin_test path/to/libdrconv_tensorrt.so --node OP_TYPE PLUGIN_VERSION [NAME=i:1,2 | NAME=s:TEXT]...
+// The second form does what TensorRT's ONNX parser does with one ONNX node: look the creator up
+// by op_type and plugin_version, and create the plugin from the node's attributes (ints as
+// kINT32 fields, strings as kCHAR); it prints "ok" or "FAIL" with the creator's reason.
 #include <NvInferRuntime.h>
 #include <dlfcn.h>
 
@@ -66,11 +70,82 @@ DynamicPluginTensorDesc desc(DataType type, TensorFormat format) {
   return d;
 }
 
+// One ONNX node's attributes as the parser passes them: NAME=i:1,2 (ints) or NAME=s:TEXT.
+struct NodeFields {
+  std::vector<std::string> names;
+  std::vector<std::vector<int32_t>> ints;
+  std::vector<std::string> texts;
+  std::vector<PluginField> fields;
+
+  bool parse(int count, char** args) {
+    names.reserve(count);
+    ints.reserve(count);
+    texts.reserve(count);
+    for (int i = 0; i < count; ++i) {
+      std::string arg = args[i];
+      std::size_t eq = arg.find('=');
+      if (eq == std::string::npos || arg.size() < eq + 3 || arg[eq + 2] != ':') return false;
+      names.push_back(arg.substr(0, eq));
+      std::string value = arg.substr(eq + 3);
+      if (arg[eq + 1] == 's') {
+        texts.push_back(value);
+        fields.emplace_back(names.back().c_str(), texts.back().c_str(), PluginFieldType::kCHAR,
+                            static_cast<int32_t>(texts.back().size()));
+      } else if (arg[eq + 1] == 'i') {
+        ints.emplace_back();
+        for (std::size_t at = 0; at <= value.size();) {
+          std::size_t comma = value.find(',', at);
+          if (comma == std::string::npos) comma = value.size();
+          ints.back().push_back(static_cast<int32_t>(std::stol(value.substr(at, comma - at))));
+          at = comma + 1;
+        }
+        fields.emplace_back(names.back().c_str(), ints.back().data(), PluginFieldType::kINT32,
+                            static_cast<int32_t>(ints.back().size()));
+      } else {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+int create_from_node(IPluginCreatorInterface* const* creators, int32_t count, CapturingLogger& logger, int argc,
+                     char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s LIBRARY --node OP_TYPE PLUGIN_VERSION [NAME=i:1,2 | NAME=s:TEXT]...\n", argv[0]);
+    return 2;
+  }
+  IPluginCreatorV3One* creator = nullptr;
+  for (int32_t i = 0; i < count; ++i) {
+    auto* candidate = static_cast<IPluginCreatorV3One*>(creators[i]);
+    if (std::strcmp(candidate->getPluginName(), argv[3]) == 0 && std::strcmp(candidate->getPluginVersion(), argv[4]) == 0)
+      creator = candidate;
+  }
+  if (creator == nullptr) {
+    std::printf("FAIL no creator %s version %s\n", argv[3], argv[4]);
+    return 1;
+  }
+  NodeFields node;
+  if (!node.parse(argc - 5, argv + 5)) {
+    std::fprintf(stderr, "fields are NAME=i:1,2 or NAME=s:TEXT\n");
+    return 2;
+  }
+  PluginFieldCollection fc = collection(node.fields);
+  PluginPtr plugin(creator->createPlugin("node", &fc, TensorRTPhase::kBUILD));
+  if (plugin == nullptr) {
+    std::printf("FAIL %s\n", logger.errors.empty() ? "createPlugin returned null" : logger.errors.back().c_str());
+    return 1;
+  }
+  std::printf("ok %s version %s created from %d fields\n", argv[3], argv[4], fc.nbFields);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s libdrconv_tensorrt.so\n", argv[0]);
+  bool node_mode = argc >= 3 && std::strcmp(argv[2], "--node") == 0;
+  if (argc != 2 && !node_mode) {
+    std::fprintf(stderr, "usage: %s libdrconv_tensorrt.so [--node OP_TYPE PLUGIN_VERSION FIELD...]\n", argv[0]);
     return 2;
   }
   void* handle = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -92,6 +167,11 @@ int main(int argc, char** argv) {
 
   int32_t count = 0;
   IPluginCreatorInterface* const* creators = get_creators(count);
+  if (node_mode) {
+    int status = create_from_node(creators, count, logger, argc, argv);
+    set_logger_finder(nullptr);
+    return status;
+  }
   expect(count == 1 && creators != nullptr && creators[0] != nullptr, "one creator");
   InterfaceInfo info = creators[0]->getInterfaceInfo();
   expect(std::strcmp(info.kind, "PLUGIN CREATOR_V3ONE") == 0 && info.major == 1, "creator is an IPluginCreatorV3One");
