@@ -50,14 +50,19 @@ _NODE_TYPES = {REGION_CONV.name: REGION_CONV, MIXTURE.name: MIXTURE}
 
 @dataclass(frozen=True)
 class Variant:
-    """What a body fixes: the filters' layout, the ReLU, and (mixture) whether the node routes itself."""
+    """What a body fixes: the filters' layout, the ReLU, (mixture) whether the node routes itself,
+    and whether every node is a 1x1 conv at stride 1 without padding (im2col is then a reshape)."""
 
     layout: str
     relu: bool
     routed: bool = False
+    pointwise: bool = False
 
     def __str__(self) -> str:
-        return f"filter_layout={self.layout};activation={'Relu' if self.relu else ''};routed={int(self.routed)}"
+        return (
+            f"filter_layout={self.layout};activation={'Relu' if self.relu else ''};routed={int(self.routed)}"
+            f";pointwise={int(self.pointwise)}"
+        )
 
 
 def _attribute(node: onnx.NodeProto, name: str) -> str:
@@ -71,10 +76,33 @@ def _input(node: onnx.NodeProto, index: int) -> str:
     return node.input[index] if len(node.input) > index else ""
 
 
-def variant(node: onnx.NodeProto) -> Variant:
-    """The variant of a drconv node: the body that computes it."""
+def variant(node: onnx.NodeProto, pointwise: bool = False) -> Variant:
+    """The variant of a drconv node: the body that computes it (`pointwise`: see `_pointwise`)."""
     routed = node.op_type == MIXTURE.name and bool(_input(node, MixtureInput.ROUTING))
-    return Variant(_attribute(node, "filter_layout"), _attribute(node, "activation") == "Relu", routed)
+    return Variant(_attribute(node, "filter_layout"), _attribute(node, "activation") == "Relu", routed, pointwise)
+
+
+def _static_dims(proto: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Every tensor's dims where the file says them (initializers, inputs, value_info)."""
+    dims: dict[str, list[int | None]] = {t.name: list(t.dims) for t in proto.graph.initializer}
+    for value in [*proto.graph.input, *proto.graph.value_info]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shape = value.type.tensor_type.shape.dim
+            dims.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else None for d in shape])
+    return dims
+
+
+def _pointwise(node: onnx.NodeProto, dims: dict[str, list[int | None]]) -> bool:
+    """Whether the node is, as far as the file says, a 1x1 conv at stride 1 without padding."""
+    geometry = {a.name: list(a.ints) for a in node.attribute if a.name in ("strides", "pads")}
+    if geometry.get("strides", [1, 1]) != [1, 1] or geometry.get("pads", [0, 0, 0, 0]) != [0, 0, 0, 0]:
+        return False
+    ihwo = _attribute(node, "filter_layout") == rewrite.IHWO
+    if node.op_type == MIXTURE.name:  # basis [M, C_in, kh, kw, C_out] or [M, C_out, C_in, kh, kw]
+        shape, taps = dims.get(_input(node, MixtureInput.BASIS)), slice(2, 4) if ihwo else slice(3, 5)
+    else:  # filters [N, R, C_in, kh, kw, C_out] or [N, R, C_out, C_in, kh, kw]
+        shape, taps = dims.get(_input(node, RegionConvInput.FILTERS)), slice(3, 5) if ihwo else slice(4, 6)
+    return shape is not None and len(shape) in (5, 6) and shape[taps] == [1, 1]
 
 
 class _Body:
@@ -85,7 +113,8 @@ class _Body:
 
     def op(self, op_type: str, *inputs: str, **attributes) -> str:
         output = f"t{len(self.nodes)}_{op_type}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [output], **attributes))
+        # Named, so that an inlined node is named after its call (drconv verify shows the ArgMax's).
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attributes))
         return output
 
     def ints(self, *values: int) -> str:
@@ -97,6 +126,11 @@ class _Body:
         reference = onnx.AttributeProto(name="value_ints", ref_attr_name=name, type=onnx.AttributeProto.INTS)
         self.nodes[-1].attribute.append(reference)
         return output
+
+    def shape(self, tensor: str, start: int, end: int | None = None) -> str:
+        """Dims [start, end) of a tensor's shape, as a 1-D int64 tensor (one Shape node, which
+        ONNX Runtime folds where those dims are static)."""
+        return self.op("Shape", tensor, start=start, end=start + 1 if end is None else end)
 
     def dim(self, shape: str, start: int, end: int | None = None) -> str:
         """Dims [start, end) of a Shape output, as a 1-D int64 tensor."""
@@ -126,47 +160,48 @@ def _taps(b: _Body, out: str, kernel: str, stride: str, dilation: str) -> str:
     return b.op("Add", b.op("Unsqueeze", taps, one), b.op("Unsqueeze", positions, zero))
 
 
-def _region_conv(b: _Body, x: str, filters: str, guide: str, bias: str, form: Variant) -> str:
-    """The region conv's standard-op body: Y [N, C_out, Ho, Wo] from X, filters and guide."""
-    x_shape, guide_shape, filter_shape = b.op("Shape", x), b.op("Shape", guide), b.op("Shape", filters)
-    ihwo = form.layout == rewrite.IHWO
-    kernel_h, kernel_w = (
-        (b.dim(filter_shape, 3), b.dim(filter_shape, 4))
-        if ihwo
-        else (
-            b.dim(filter_shape, 4),
-            b.dim(filter_shape, 5),
-        )
-    )
-    c_out = b.dim(filter_shape, 5 if ihwo else 2)
+def _patches(b: _Body, x: str, filters: str, guide: str, form: Variant) -> str:
+    """[N, C_in*kh*kw, P]: every tap of every output pixel, one Gather of the padded input."""
+    if form.pointwise:
+        return b.op("Reshape", x, b.ints(0, 0, -1))
+    taps = (3, 5) if form.layout == rewrite.IHWO else (4, 6)
+    kernel_h, kernel_w = b.shape(filters, taps[0]), b.shape(filters, taps[0] + 1)
     strides, pads, dilations = (b.attribute(name) for name in _GEOMETRY)
     zeros = b.ints(0, 0)
     begin, end = b.op("Slice", pads, b.ints(0), b.ints(2)), b.op("Slice", pads, b.ints(2), b.ints(4))
     padded = b.op("Pad", x, b.op("Concat", zeros, begin, zeros, end, axis=0))
-    padded_w = b.dim(b.op("Shape", padded), 3)
-    out_h, out_w = b.dim(guide_shape, 2), b.dim(guide_shape, 3)
+    out_h, out_w = b.shape(guide, 2), b.shape(guide, 3)
     rows = _taps(b, out_h, kernel_h, b.dim(strides, 0), b.dim(dilations, 0))  # [kh, Ho]
     cols = _taps(b, out_w, kernel_w, b.dim(strides, 1), b.dim(dilations, 1))  # [kw, Wo]
     # Flat index into the padded map of tap (i, j) at output (p, q): [kh, kw, Ho, Wo].
     flat = b.op(
         "Add",
-        b.op("Mul", b.op("Unsqueeze", rows, b.ints(1, 3)), padded_w),
+        b.op("Mul", b.op("Unsqueeze", rows, b.ints(1, 3)), b.shape(padded, 3)),
         b.op("Unsqueeze", cols, b.ints(0, 2)),
     )
-    pixels = b.op("Mul", out_h, out_w)
     patches = b.op("Gather", b.op("Reshape", padded, b.ints(0, 0, -1)), flat, axis=2)  # [N, C_in, kh, kw, Ho, Wo]
-    patches = b.op("Reshape", patches, b.op("Concat", b.ints(0, -1), pixels, axis=0))  # [N, C_in*kh*kw, P]
-    if ihwo:  # [N, R, C_in, kh, kw, C_out] -> [N, R, C_out, C_in*kh*kw]
+    return b.op("Reshape", patches, b.op("Concat", b.ints(0, -1), b.op("Mul", out_h, out_w), axis=0))
+
+
+def _region_conv(b: _Body, x: str, filters: str, guide: str, bias: str, form: Variant) -> str:
+    """The region conv's standard-op body: Y [N, C_out, Ho, Wo] from X, filters and guide."""
+    ihwo = form.layout == rewrite.IHWO
+    c_out = b.shape(filters, 5 if ihwo else 2)
+    patches = _patches(b, x, filters, guide, form)
+    depth = b.shape(patches, 1)  # C_in*kh*kw
+    if ihwo:  # [N, R, C_in, kh, kw, C_out] -> [N, R*C_out, C_in*kh*kw]
         rows_first = b.op("Reshape", filters, b.op("Concat", b.ints(0, 0, -1), c_out, axis=0))
         matrix = b.op("Transpose", rows_first, perm=[0, 1, 3, 2])
     else:
-        matrix = b.op("Reshape", filters, b.ints(0, 0, 0, -1))
-    every = b.op("MatMul", matrix, b.op("Unsqueeze", patches, b.ints(1)))  # [N, R, C_out, P]
+        matrix = filters
+    matrix = b.op("Reshape", matrix, b.op("Concat", b.ints(0, -1), depth, axis=0))
+    every = b.op("MatMul", matrix, patches)  # [N, R*C_out, P]: one GEMM per sample
+    every = b.op("Reshape", every, b.op("Concat", b.ints(0, -1), c_out, b.shape(patches, 2), axis=0))
     region = b.op("Reshape", _first_argmax(b, guide), b.ints(0, 1, 1, -1))  # [N, 1, 1, P]
     region = b.op("Expand", region, b.op("Concat", b.ints(1, 1), c_out, b.ints(1), axis=0))
     # Each pixel gathers its own region's output: no 0 * Inf from the other regions.
     chosen = b.op("GatherElements", every, region, axis=1)  # [N, 1, C_out, P]
-    y = b.op("Reshape", chosen, b.op("Concat", b.dim(x_shape, 0), c_out, out_h, out_w, axis=0))
+    y = b.op("Reshape", chosen, b.op("Concat", b.shape(x, 0), c_out, b.shape(guide, 2, 4), axis=0))
     if bias:
         y = _add_bias(b, y, bias, c_out)
     return b.op("Relu", y) if form.relu else y
@@ -185,12 +220,11 @@ def _mixture(b: _Body, form: Variant, inputs: list[str]) -> str:
     """The mixture's body: its coefficients (given, or routed from X), filters mixed from the basis."""
     x, basis, guide = "X", "basis", "guide"
     named = dict.fromkeys(MIXTURE.inputs, "") | {name: name for name in inputs}
-    basis_shape = b.op("Shape", basis)
-    bases = b.dim(basis_shape, 0)
+    bases = b.shape(basis, 0)
     if form.routed:
         mean = b.op("ReduceMean", x, b.ints(2, 3), keepdims=0)  # [N, C_in]
         linear = b.op("Gemm", mean, "routing", *([named["routing_bias"]] if named["routing_bias"] else []))
-        regions = b.dim(b.op("Shape", guide), 1)
+        regions = b.shape(guide, 1)
         # A routed node gives no coefficients: Clip without its min is the identity. The input
         # is read only so that every declared input is used: onnxslim (onnx-graphsurgeon's
         # cleanup) drops a function's unused inputs, which shifts the positional ones after it.
@@ -199,7 +233,7 @@ def _mixture(b: _Body, form: Variant, inputs: list[str]) -> str:
     else:
         coefficients = "coefficients"
     mixed = b.op("MatMul", coefficients, b.op("Reshape", basis, b.op("Concat", bases, b.ints(-1), axis=0)))
-    filters = b.op("Reshape", mixed, b.op("Concat", b.ints(0, 0), b.dim(basis_shape, 1, 5), axis=0))
+    filters = b.op("Reshape", mixed, b.op("Concat", b.ints(0, 0), b.shape(basis, 1, 5), axis=0))
     return _region_conv(b, x, filters, guide, named["B"], form)
 
 
@@ -268,7 +302,9 @@ def attach(proto: onnx.ModelProto) -> int:
         arity = max(_arity(n) for n in nodes)
         for node in nodes:
             _complete(node, arity)
-        proto.functions.append(_function(name, variant(nodes[0]), arity, opset))
+        dims = _static_dims(proto)
+        pointwise = all(_pointwise(n, dims) for n in nodes)
+        proto.functions.append(_function(name, variant(nodes[0], pointwise), arity, opset))
         written += 1
     if written and proto.ir_version < 10:
         proto.ir_version = 10  # metadata_props on a function
@@ -299,8 +335,12 @@ def check(proto: onnx.ModelProto, where: str) -> None:
         if function.domain == DOMAIN:
             props = {p.key: p.value for p in function.metadata_props}
             declared[function.name] = props.get(VARIANT_KEY)
+    dims = _static_dims(proto)
     for node in proto.graph.node:
-        if node.domain == DOMAIN and node.op_type in declared and declared[node.op_type] != str(variant(node)):
+        if node.domain != DOMAIN or node.op_type not in declared:
+            continue
+        pointwise = declared[node.op_type].endswith("pointwise=1")
+        if declared[node.op_type] != str(variant(node, pointwise)) or (pointwise and not _pointwise(node, dims)):
             raise DrconvError(
                 f"{where}: node {node.name or node.output[0]} ({variant(node)}) does not fit the file's "
                 f"{node.op_type} function ({declared[node.op_type]}): write the functions again with "
