@@ -87,15 +87,26 @@ def test_onnx_runtime_with_the_library_runs_our_kernels(exported, tmp_path):
 
 
 def test_the_reference_evaluator_runs_the_bodies(exported):
-    _, _, path, x, _ = exported
-    _close(ReferenceEvaluator(str(path)).run(None, {"input": x[:1, :, :64, :96]})[0], want_at(exported, 64, 96))
-
-
-def want_at(exported, h: int, w: int) -> np.ndarray:
-    """PyTorch's output for the first sample cropped to h x w (the evaluator is slow at full size)."""
-    _, model, _, x, _ = exported
+    _, model, path, x, _ = exported
+    crop = np.ascontiguousarray(x[:, :, :64, :96])  # batch 2, 64x96: the evaluator is slow at full size
     with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(x[:1, :, :h, :w]))).numpy()
+        want = model(torch.from_numpy(crop)).numpy()
+    _close(ReferenceEvaluator(str(path)).run(None, {"input": crop})[0], want)
+
+
+def test_a_float16_export_runs_its_bodies_where_no_kernel_takes_it(tmp_path):
+    """Our CPU kernel is float32: with the library registered ONNX Runtime still runs a float16
+    node, through its body, as it does without the library."""
+    model = perturbed(torch.nn.Sequential(DRConv2d(3, 8, 3, region_num=4), torch.nn.BatchNorm2d(8))).half()
+    path = to_onnx(model, torch.randn(1, 3, 16, 16).half(), tmp_path / "fp16.onnx")
+    x = torch.randn(2, 3, 20, 24).half()
+    with torch.no_grad():
+        want = model.float()(x.float()).numpy()
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for sess in (plain, session(path)):
+        got = sess.run(None, {"input": x.numpy()})[0]
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-2, atol=2e-2 * float(np.abs(want).max()))
 
 
 def test_openvino_without_the_extension_inlines_the_functions(exported):
