@@ -63,6 +63,11 @@ def test_the_export_carries_one_function_per_node_type(exported):
     assert [(f.domain, f.name) for f in proto.functions] == [(DOMAIN, NODE[name])]
     assert all(n.op_type == NODE[name] for n in proto.graph.node if n.domain == DOMAIN)
     onnx.checker.check_model(proto, full_check=True)
+    # The body's taps: slices of a known 3x3 kernel (drconv-tiny), the input itself for the zoo's 1x1.
+    form = functions.Variant.parse({p.key: p.value for p in proto.functions[0].metadata_props}[functions.VARIANT_KEY])
+    assert (form.kernel, form.pointwise) == {"drconv-tiny": ((3, 3), False)}.get(name, ((1, 1), True))
+    body = collections.Counter(n.op_type for n in proto.functions[0].node)
+    assert not body["Gather"] and body["Slice"] >= (9 if name == "drconv-tiny" else 0)
 
 
 def test_plain_onnx_runtime_runs_the_bodies(exported, tmp_path):

@@ -19,17 +19,20 @@ ReferenceEvaluator and in TensorRT's parser (the IR-10 `overload` field is not r
 and at opset 18 no standard op can branch on a string attribute (Equal takes strings from
 opset 19, and the ReferenceEvaluator fails on it). So each file's body is written for the
 variant its nodes share: `filter_layout`, `activation` and, for a mixture, whether it routes
-itself are fixed in the body; strides, pads and dilations are attribute references (with the
-contract's defaults); the bias B and the routing bias are optional inputs that the body
-reads through Gemm's optional C, so nodes with and without them share a body. Where one
-file's nodes differ (never in drconv's own exports of the built-in models), `attach` first
-brings them to one variant: IHWO filters (a Transpose, or a permuted constant), the ReLU as
-its own node, the routing as standard nodes. Each function records its variant in its
-`metadata_props`; `check` says which node a function does not fit.
+itself are fixed in the body, and so is the kernel size where the file says it (the taps are
+then strided slices, or the input itself for a 1x1 conv at stride 1 without padding);
+strides, pads and dilations are attribute references (with the contract's defaults); the
+bias B and the routing bias are optional inputs that the body reads through Gemm's optional
+C, so nodes with and without them share a body. Where one file's nodes differ (never in
+drconv's own exports of the built-in models), `attach` first brings them to one variant:
+IHWO filters (a Transpose, or a permuted constant), the ReLU as its own node, the routing as
+standard nodes. Each function records its variant in its `metadata_props`; `check` says
+which node a function does not fit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,18 +53,34 @@ _NODE_TYPES = {REGION_CONV.name: REGION_CONV, MIXTURE.name: MIXTURE}
 
 @dataclass(frozen=True)
 class Variant:
-    """What a body fixes: the filters' layout, the ReLU, (mixture) whether the node routes itself,
-    and whether every node is a 1x1 conv at stride 1 without padding (im2col is then a reshape)."""
+    """What a body fixes: the filters' layout, the ReLU, (mixture) whether the node routes itself;
+    and where the file says so, every node's kernel size (the taps are then slices) and whether
+    every node is a 1x1 conv at stride 1 without padding (the taps are then the input itself)."""
 
     layout: str
     relu: bool
     routed: bool = False
+    kernel: tuple[int, int] | None = None
     pointwise: bool = False
 
     def __str__(self) -> str:
+        kernel = "x".join(map(str, self.kernel)) if self.kernel else "?"
         return (
             f"filter_layout={self.layout};activation={'Relu' if self.relu else ''};routed={int(self.routed)}"
-            f";pointwise={int(self.pointwise)}"
+            f";kernel={kernel};pointwise={int(self.pointwise)}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """The variant a function's metadata names (str's inverse)."""
+        fields = dict(item.split("=", 1) for item in text.split(";"))
+        kernel = tuple(int(k) for k in fields["kernel"].split("x")) if fields.get("kernel", "?") != "?" else None
+        return cls(
+            fields["filter_layout"],
+            fields["activation"] == "Relu",
+            fields["routed"] == "1",
+            kernel,  # type: ignore[arg-type]
+            fields.get("pointwise") == "1",
         )
 
 
@@ -76,10 +95,10 @@ def _input(node: onnx.NodeProto, index: int) -> str:
     return node.input[index] if len(node.input) > index else ""
 
 
-def variant(node: onnx.NodeProto, pointwise: bool = False) -> Variant:
-    """The variant of a drconv node: the body that computes it (`pointwise`: see `_pointwise`)."""
+def variant(node: onnx.NodeProto) -> Variant:
+    """The variant of a drconv node that its attributes and inputs say (kernel size unknown)."""
     routed = node.op_type == MIXTURE.name and bool(_input(node, MixtureInput.ROUTING))
-    return Variant(_attribute(node, "filter_layout"), _attribute(node, "activation") == "Relu", routed, pointwise)
+    return Variant(_attribute(node, "filter_layout"), _attribute(node, "activation") == "Relu", routed)
 
 
 def _static_dims(proto: onnx.ModelProto) -> dict[str, list[int | None]]:
@@ -92,17 +111,33 @@ def _static_dims(proto: onnx.ModelProto) -> dict[str, list[int | None]]:
     return dims
 
 
+def _kernel(node: onnx.NodeProto, dims: dict[str, list[int | None]]) -> tuple[int, int] | None:
+    """The node's kernel size (kh, kw) where the file says it: a constant basis, or the filters'
+    declared shape; None where it does not."""
+    ihwo = _attribute(node, "filter_layout") == rewrite.IHWO
+    if node.op_type == MIXTURE.name:  # basis [M, C_in, kh, kw, C_out] or [M, C_out, C_in, kh, kw]
+        shape, taps = dims.get(_input(node, MixtureInput.BASIS)), (2, 4) if ihwo else (3, 5)
+    else:  # filters [N, R, C_in, kh, kw, C_out] or [N, R, C_out, C_in, kh, kw]
+        shape, taps = dims.get(_input(node, RegionConvInput.FILTERS)), (3, 5) if ihwo else (4, 6)
+    if shape is None or len(shape) != taps[1] + (1 if ihwo else 0) or None in shape[taps[0] : taps[1]]:
+        return None
+    return int(shape[taps[0]]), int(shape[taps[0] + 1])
+
+
 def _pointwise(node: onnx.NodeProto, dims: dict[str, list[int | None]]) -> bool:
     """Whether the node is, as far as the file says, a 1x1 conv at stride 1 without padding."""
     geometry = {a.name: list(a.ints) for a in node.attribute if a.name in ("strides", "pads")}
     if geometry.get("strides", [1, 1]) != [1, 1] or geometry.get("pads", [0, 0, 0, 0]) != [0, 0, 0, 0]:
         return False
-    ihwo = _attribute(node, "filter_layout") == rewrite.IHWO
-    if node.op_type == MIXTURE.name:  # basis [M, C_in, kh, kw, C_out] or [M, C_out, C_in, kh, kw]
-        shape, taps = dims.get(_input(node, MixtureInput.BASIS)), slice(2, 4) if ihwo else slice(3, 5)
-    else:  # filters [N, R, C_in, kh, kw, C_out] or [N, R, C_out, C_in, kh, kw]
-        shape, taps = dims.get(_input(node, RegionConvInput.FILTERS)), slice(3, 5) if ihwo else slice(4, 6)
-    return shape is not None and len(shape) in (5, 6) and shape[taps] == [1, 1]
+    return _kernel(node, dims) == (1, 1)
+
+
+def _form(nodes: list[onnx.NodeProto], dims: dict[str, list[int | None]]) -> Variant:
+    """The variant one body serves for all `nodes` (which share their attributes' variant)."""
+    kernels = {_kernel(n, dims) for n in nodes}
+    kernel = kernels.pop() if len(kernels) == 1 else None
+    pointwise = all(_pointwise(n, dims) for n in nodes)
+    return dataclasses.replace(variant(nodes[0]), kernel=kernel, pointwise=pointwise)
 
 
 class _Body:
@@ -161,15 +196,31 @@ def _taps(b: _Body, out: str, kernel: str, stride: str, dilation: str) -> str:
 
 
 def _patches(b: _Body, x: str, filters: str, guide: str, form: Variant) -> str:
-    """[N, C_in*kh*kw, P]: every tap of every output pixel, one Gather of the padded input."""
+    """[N, C_in*kh*kw, P]: every tap of every output pixel, in the order of a filter's (C_in, kh, kw).
+
+    The input itself for a 1x1 conv at stride 1 without padding; one strided Slice of the
+    padded input per tap where the kernel size is known; else one Gather of all taps with a
+    computed index.
+    """
     if form.pointwise:
         return b.op("Reshape", x, b.ints(0, 0, -1))
-    taps = (3, 5) if form.layout == rewrite.IHWO else (4, 6)
-    kernel_h, kernel_w = b.shape(filters, taps[0]), b.shape(filters, taps[0] + 1)
     strides, pads, dilations = (b.attribute(name) for name in _GEOMETRY)
     zeros = b.ints(0, 0)
     begin, end = b.op("Slice", pads, b.ints(0), b.ints(2)), b.op("Slice", pads, b.ints(2), b.ints(4))
     padded = b.op("Pad", x, b.op("Concat", zeros, begin, zeros, end, axis=0))
+    if form.kernel is not None:
+        out = b.shape(guide, 2, 4)
+        span = b.op("Add", b.op("Mul", b.op("Sub", out, b.ints(1)), strides), b.ints(1))  # (out - 1) * s + 1
+        taps = []
+        for i in range(form.kernel[0]):
+            for j in range(form.kernel[1]):
+                start = b.op("Mul", b.ints(i, j), dilations)
+                tap = b.op("Slice", padded, start, b.op("Add", start, span), b.ints(2, 3), strides)
+                taps.append(b.op("Unsqueeze", tap, b.ints(2)))
+        stacked = b.op("Concat", *taps, axis=2)  # [N, C_in, kh*kw, Ho, Wo]
+        return b.op("Reshape", stacked, b.op("Concat", b.ints(0, -1), b.op("ReduceProd", out, keepdims=1), axis=0))
+    taps_at = (3, 5) if form.layout == rewrite.IHWO else (4, 6)
+    kernel_h, kernel_w = b.shape(filters, taps_at[0]), b.shape(filters, taps_at[0] + 1)
     out_h, out_w = b.shape(guide, 2), b.shape(guide, 3)
     rows = _taps(b, out_h, kernel_h, b.dim(strides, 0), b.dim(dilations, 0))  # [kh, Ho]
     cols = _taps(b, out_w, kernel_w, b.dim(strides, 1), b.dim(dilations, 1))  # [kw, Wo]
@@ -183,25 +234,27 @@ def _patches(b: _Body, x: str, filters: str, guide: str, form: Variant) -> str:
     return b.op("Reshape", patches, b.op("Concat", b.ints(0, -1), b.op("Mul", out_h, out_w), axis=0))
 
 
-def _region_conv(b: _Body, x: str, filters: str, guide: str, bias: str, form: Variant) -> str:
-    """The region conv's standard-op body: Y [N, C_out, Ho, Wo] from X, filters and guide."""
+def _region_conv(b: _Body, x: str, filters: str, guide: str, bias: str, form: Variant, c_out: str | None = None) -> str:
+    """The region conv's standard-op body: Y [N, C_out, Ho, Wo] from X, filters and guide.
+
+    `c_out`: C_out as a 1-D tensor where the caller has it from a constant (ONNX Runtime then
+    folds the shapes that use it); else read from the filters.
+    """
     ihwo = form.layout == rewrite.IHWO
-    c_out = b.shape(filters, 5 if ihwo else 2)
-    patches = _patches(b, x, filters, guide, form)
-    depth = b.shape(patches, 1)  # C_in*kh*kw
-    if ihwo:  # [N, R, C_in, kh, kw, C_out] -> [N, R*C_out, C_in*kh*kw]
+    if c_out is None:
+        c_out = b.shape(filters, 5 if ihwo else 2)
+    patches = _patches(b, x, filters, guide, form)  # [N, C_in*kh*kw, P]
+    if ihwo:  # [N, R, C_in, kh, kw, C_out] -> [N, R, C_out, C_in*kh*kw]
         rows_first = b.op("Reshape", filters, b.op("Concat", b.ints(0, 0, -1), c_out, axis=0))
         matrix = b.op("Transpose", rows_first, perm=[0, 1, 3, 2])
     else:
-        matrix = filters
-    matrix = b.op("Reshape", matrix, b.op("Concat", b.ints(0, -1), depth, axis=0))
-    every = b.op("MatMul", matrix, patches)  # [N, R*C_out, P]: one GEMM per sample
-    every = b.op("Reshape", every, b.op("Concat", b.ints(0, -1), c_out, b.shape(patches, 2), axis=0))
+        matrix = b.op("Reshape", filters, b.ints(0, 0, 0, -1))
+    every = b.op("MatMul", matrix, b.op("Unsqueeze", patches, b.ints(1)))  # [N, R, C_out, P]
     region = b.op("Reshape", _first_argmax(b, guide), b.ints(0, 1, 1, -1))  # [N, 1, 1, P]
     region = b.op("Expand", region, b.op("Concat", b.ints(1, 1), c_out, b.ints(1), axis=0))
     # Each pixel gathers its own region's output: no 0 * Inf from the other regions.
     chosen = b.op("GatherElements", every, region, axis=1)  # [N, 1, C_out, P]
-    y = b.op("Reshape", chosen, b.op("Concat", b.shape(x, 0), c_out, b.shape(guide, 2, 4), axis=0))
+    y = b.op("Reshape", chosen, b.op("Concat", b.ints(0, -1), b.shape(guide, 2, 4), axis=0))
     if bias:
         y = _add_bias(b, y, bias, c_out)
     return b.op("Relu", y) if form.relu else y
@@ -217,24 +270,29 @@ def _add_bias(b: _Body, y: str, bias: str, c_out: str) -> str:
 
 
 def _mixture(b: _Body, form: Variant, inputs: list[str]) -> str:
-    """The mixture's body: its coefficients (given, or routed from X), filters mixed from the basis."""
-    x, basis, guide = "X", "basis", "guide"
+    """The mixture's body: its coefficients (given, or routed from X), filters mixed from the basis.
+
+    An IHWO basis is transposed to OIHW first: it is a constant, so ONNX Runtime does that once
+    at session creation, and the mixed filters need no transpose at every call.
+    """
+    x, guide = "X", "guide"
     named = dict.fromkeys(MIXTURE.inputs, "") | {name: name for name in inputs}
+    basis = b.op("Transpose", "basis", perm=[0, 4, 1, 2, 3]) if form.layout == rewrite.IHWO else "basis"
     bases = b.shape(basis, 0)
     if form.routed:
         mean = b.op("ReduceMean", x, b.ints(2, 3), keepdims=0)  # [N, C_in]
         linear = b.op("Gemm", mean, "routing", *([named["routing_bias"]] if named["routing_bias"] else []))
-        regions = b.shape(guide, 1)
         # A routed node gives no coefficients: Clip without its min is the identity. The input
         # is read only so that every declared input is used: onnxslim (onnx-graphsurgeon's
         # cleanup) drops a function's unused inputs, which shifts the positional ones after it.
         weights = b.op("Clip", b.op("Sigmoid", linear), named["coefficients"])
-        coefficients = b.op("Reshape", weights, b.op("Concat", b.ints(0), regions, bases, axis=0))
+        coefficients = b.op("Reshape", weights, b.op("Concat", b.ints(0, -1), bases, axis=0))  # [N, R, M]
     else:
         coefficients = "coefficients"
     mixed = b.op("MatMul", coefficients, b.op("Reshape", basis, b.op("Concat", bases, b.ints(-1), axis=0)))
-    filters = b.op("Reshape", mixed, b.op("Concat", b.ints(0, 0), b.shape(basis, 1, 5), axis=0))
-    return _region_conv(b, x, filters, guide, named["B"], form)
+    filters = b.op("Reshape", mixed, b.op("Concat", b.ints(0, 0), b.shape(basis, 1, 5), axis=0))  # OIHW
+    oihw = dataclasses.replace(form, layout=rewrite.OIHW)
+    return _region_conv(b, x, filters, guide, named["B"], oihw, c_out=b.shape(basis, 1))
 
 
 def _function(name: str, form: Variant, arity: int, opset: int) -> onnx.FunctionProto:
@@ -302,9 +360,7 @@ def attach(proto: onnx.ModelProto) -> int:
         arity = max(_arity(n) for n in nodes)
         for node in nodes:
             _complete(node, arity)
-        dims = _static_dims(proto)
-        pointwise = all(_pointwise(n, dims) for n in nodes)
-        proto.functions.append(_function(name, variant(nodes[0], pointwise), arity, opset))
+        proto.functions.append(_function(name, _form(nodes, _static_dims(proto)), arity, opset))
         written += 1
     if written and proto.ir_version < 10:
         proto.ir_version = 10  # metadata_props on a function
@@ -334,16 +390,19 @@ def check(proto: onnx.ModelProto, where: str) -> None:
     for function in proto.functions:
         if function.domain == DOMAIN:
             props = {p.key: p.value for p in function.metadata_props}
-            declared[function.name] = props.get(VARIANT_KEY)
+            if VARIANT_KEY in props:
+                declared[function.name] = Variant.parse(props[VARIANT_KEY])
     dims = _static_dims(proto)
     for node in proto.graph.node:
-        if node.domain != DOMAIN or node.op_type not in declared:
+        form = declared.get(node.op_type) if node.domain == DOMAIN else None
+        if form is None:
             continue
-        pointwise = declared[node.op_type].endswith("pointwise=1")
-        if declared[node.op_type] != str(variant(node, pointwise)) or (pointwise and not _pointwise(node, dims)):
+        fits = dataclasses.replace(form, kernel=None, pointwise=False) == variant(node)
+        fits = fits and (form.kernel is None or _kernel(node, dims) == form.kernel)
+        if not (fits and (not form.pointwise or _pointwise(node, dims))):
             raise DrconvError(
                 f"{where}: node {node.name or node.output[0]} ({variant(node)}) does not fit the file's "
-                f"{node.op_type} function ({declared[node.op_type]}): write the functions again with "
+                f"{node.op_type} function ({form}): write the functions again with "
                 "drconv.export.functions.attach"
             )
 
