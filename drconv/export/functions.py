@@ -85,10 +85,8 @@ class Variant:
 
 
 def _attribute(node: onnx.NodeProto, name: str) -> str:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return attribute.s.decode()
-    return str(ATTRIBUTES[name])
+    """A string attribute of the node, or the contract's default."""
+    return rewrite._attribute(node, name, str(ATTRIBUTES[name]))
 
 
 def _input(node: onnx.NodeProto, index: int) -> str:
@@ -167,9 +165,9 @@ class _Body:
         ONNX Runtime folds where those dims are static)."""
         return self.op("Shape", tensor, start=start, end=start + 1 if end is None else end)
 
-    def dim(self, shape: str, start: int, end: int | None = None) -> str:
-        """Dims [start, end) of a Shape output, as a 1-D int64 tensor."""
-        return self.op("Slice", shape, self.ints(start), self.ints(start + 1 if end is None else end))
+    def dim(self, values: str, index: int) -> str:
+        """Element `index` of a 1-D int64 tensor (a shape, an ints attribute), as a 1-D tensor."""
+        return self.op("Slice", values, self.ints(index), self.ints(index + 1))
 
     def scalar(self, tensor: str) -> str:
         return self.op("Squeeze", tensor, self.ints(0))
@@ -378,10 +376,7 @@ def _complete(node: onnx.NodeProto, arity: int) -> None:
 
 def _arity(node: onnx.NodeProto) -> int:
     """How many inputs a node gives, trailing absent ones left out."""
-    inputs = list(node.input)
-    while inputs and not inputs[-1]:
-        inputs.pop()
-    return len(inputs)
+    return len(rewrite._given(node.input))
 
 
 def check(proto: onnx.ModelProto, where: str) -> None:

@@ -90,6 +90,14 @@ def _attribute(node: onnx.NodeProto, name: str, default: str) -> str:
     return default
 
 
+def _given(inputs) -> list[str]:
+    """A node's inputs without the trailing absent ones ("")."""
+    given = list(inputs)
+    while given and not given[-1]:
+        given.pop()
+    return given
+
+
 def _attributes(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -450,10 +458,8 @@ def _expand_routing(proto: onnx.ModelProto, g: _Graph, node: onnx.NodeProto) -> 
     ]
     inputs = list(node.input[:_ROUTING])
     inputs[_COEFFICIENTS] = coefficients
-    while inputs and not inputs[-1]:
-        inputs.pop()
     del node.input[:]
-    node.input.extend(inputs)
+    node.input.extend(_given(inputs))
     return nodes
 
 
@@ -480,6 +486,11 @@ def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: st
     `layout` OIHW permutes an IHWO basis to OIHW on the way (free: it is a constant); None
     keeps each node's layout. Returns how many nodes were expanded.
     """
+    return _refresh_functions(proto, _expand_mixture(proto, domain, op_type, layout))
+
+
+def _expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: str | None) -> int:
+    """expand_mixture without writing the functions again (for to_v1, which does so once at its end)."""
     g = _Graph(proto)
     expanded = 0
     nodes = list(proto.graph.node)
@@ -515,7 +526,7 @@ def expand_mixture(proto: onnx.ModelProto, domain: str, op_type: str, layout: st
         proto.graph.node.append(node)
     if expanded:
         g.prune()
-    return _refresh_functions(proto, expanded)
+    return expanded
 
 
 def required_version(proto: onnx.ModelProto, domain: str, op_type: str) -> int | None:
@@ -540,7 +551,7 @@ def to_v1(proto: onnx.ModelProto, domain: str, op_type: str) -> int:
     many of the graph's drconv nodes it changed (0: the graph was version 1 already).
     """
     mixtures = {n.output[0] for n in _nodes(proto, domain, MIXTURE_OP)}
-    expanded = expand_mixture(proto, domain, op_type, OIHW)
+    expanded = _expand_mixture(proto, domain, op_type, OIHW)
     g = _Graph(proto)
     lowered = 0
     nodes = list(proto.graph.node)

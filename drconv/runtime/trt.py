@@ -169,8 +169,8 @@ def for_tensorrt(proto: onnx.ModelProto) -> bool:
     """
     from drconv.export import functions, rewrite
 
-    lowered = rewrite.to_v1(proto, contract.DOMAIN, contract.REGION_CONV.name)
-    return bool(functions.strip(proto) + lowered)
+    stripped = functions.strip(proto)  # first, so that to_v1 has no functions to write again
+    return bool(stripped + rewrite.to_v1(proto, contract.DOMAIN, contract.REGION_CONV.name))
 
 
 def _parse(parser, onnx_path: Path) -> bool:
