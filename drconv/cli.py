@@ -20,7 +20,7 @@ from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from drconv import defaults, model_names
-from drconv.errors import DrconvError, missing_dependency
+from drconv.errors import DrconvError, UsageError, missing_dependency
 from drconv.model_names import DEFAULT_MODEL
 
 app = typer.Typer(
@@ -607,6 +607,126 @@ def build(
     )
 
 
+class TritonBackend(str, Enum):
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+    tensorrt = "tensorrt"
+    python = "python"
+
+
+MaxBatchOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-batch-size",
+        help="Largest batch Triton's dynamic batcher forms (0: no batching; default 8 where the file's batch axis "
+        "is dynamic, else 0).",
+        min=0,
+        show_default=False,
+    ),
+]
+InstancesOption = Annotated[int, typer.Option("--instances", help="Model instances (instance_group count).", min=1)]
+
+
+@app.command()
+@user_errors
+def triton(
+    onnx_file: Annotated[Path, typer.Argument(help="An ONNX file from `drconv export` (custom mode).", dir_okay=False)],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The model repository folder (made if absent).", metavar="DIR")
+    ],
+    name: Annotated[str | None, typer.Option(help="The model's name and folder (default: the file's stem).")] = None,
+    backend: Annotated[
+        TritonBackend,
+        typer.Option(
+            help="Triton backend: onnxruntime, openvino, tensorrt (engine built here where TensorRT is) or "
+            "python (drconv.runtime.ort; needs drconv installed beside Triton)."
+        ),
+    ] = TritonBackend.onnxruntime,
+    max_batch_size: MaxBatchOption = None,
+    instances: InstancesOption = 1,
+    library_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--library-dir",
+            help="Where the model's folder (and so drconv's library) will be on the serving machine, e.g. "
+            "/models/NAME; Triton wants absolute paths. Default: the folder's absolute path here.",
+            metavar="DIR",
+        ),
+    ] = None,
+    input_shape: Annotated[
+        str,
+        typer.Option("--input-shape", help="tensorrt: the engine's H and W (and C); batch runs 1 to --max-batch-size."),
+    ] = defaults.shape_text(defaults.INPUT_SHAPE),
+    force: Annotated[bool, flag("--force", help="Replace the model's folder if it exists.")] = False,
+) -> None:
+    """Write a Triton model repository for an exported model: config.pbtxt, the model, drconv's library."""
+    from drconv.serving import repository
+
+    with err_console.status(f"writing {output / (name or onnx_file.stem)} ...") as status:
+        written = repository.write(
+            onnx_file,
+            output,
+            name=name,
+            backend=backend.value,
+            max_batch_size=max_batch_size,
+            instances=instances,
+            library_dir=library_dir,
+            input_shape=parse_shape(input_shape),
+            force=force,
+            status=status.update,
+        )
+    console.print(f"wrote {written.folder} for Triton's {backend.value} backend")
+    if backend is TritonBackend.tensorrt and written.library:
+        console.print(f"serve with: tritonserver --backend-config=tensorrt,plugins={written.library}", soft_wrap=True)
+        err_console.print(
+            "note: Triton's tensorrt backend only dlopens that library, which registers its plugin only when TensorRT "
+            "loads it as a plugin library, so that server does not find the plugin yet (README, Serving)",
+            soft_wrap=True,
+        )
+    if written.todo:
+        err_console.print(f"note: {written.todo}", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def serve(
+    onnx_file: Annotated[Path, typer.Argument(help="An ONNX file from `drconv export` (custom mode).", dir_okay=False)],
+    name: Annotated[str | None, typer.Option(help="The model's name on the server (default: the file's stem).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 serves other machines too.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option("--http-port", help="HTTP (KServe v2) port.", min=1, max=65535)] = 8000,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", help="gRPC (KServe v2) port.", min=1, max=65535)] = 8001,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", help="Prometheus metrics port.", min=1, max=65535)
+    ] = 8002,
+    max_batch_size: MaxBatchOption = None,
+    instances: InstancesOption = 1,
+) -> None:
+    """Serve an exported model with a real Triton server here (nvidia-pytriton's), until Ctrl-C or SIGTERM."""
+    from drconv.serving import server
+
+    def ready(running: server.Server) -> None:
+        urls = running.urls
+        console.print(f"serving {running.name} (Triton, python backend, drconv's ONNX Runtime kernels)")
+        console.print(f"  HTTP     {urls['http']}/v2/models/{running.name}")
+        console.print(f"  gRPC     {urls['grpc']}")
+        console.print(f"  metrics  {urls['metrics']}")
+        console.print(f"load test: drconv benchmark --url {urls['http']} --name {running.name}", soft_wrap=True)
+        console.print("stop with Ctrl-C or SIGTERM")
+        sys.stdout.flush()
+
+    server.serve(
+        onnx_file,
+        on_ready=ready,
+        on_start=lambda _: err_console.print(f"starting Triton on {onnx_file} ...", soft_wrap=True),
+        name=name,
+        host=host,
+        ports=server.Ports(http_port, grpc_port, metrics_port),
+        max_batch_size=max_batch_size,
+        instances=instances,
+    )
+    console.print("stopped")
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -715,6 +835,17 @@ def benchmark(
             metavar="FILE",
         ),
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Load-test a running Triton server instead (http://HOST:PORT or grpc://HOST:PORT, as `drconv serve` "
+            "prints): concurrent clients, p50/p90/p99, throughput, errors and the batch sizes the server formed; "
+            "--iters or --seconds per client.",
+            metavar="URL",
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="With --url: the served model's name.")] = None,
+    clients: Annotated[int, typer.Option(help="With --url: concurrent clients, one connection each.", min=1)] = 8,
     no_check: Annotated[
         bool,
         flag(
@@ -726,6 +857,24 @@ def benchmark(
 ) -> None:
     """Time backends side by side in one process, in alternating bursts; p50/p90/p99 and the ratio to the bound."""
     import tempfile
+
+    if url is not None or name is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("TARGET", targets),
+                ("--model", model),
+                ("--layer", layer),
+                ("--backend", backend),
+                ("--baseline", baseline),
+                ("--plot", plot_file),
+            )
+            if value
+        ]
+        if url is None or name is None or given:
+            raise UsageError(f"a load test takes --url and --name{' and not ' + ', '.join(given) if given else ''}")
+        _load_test(url, name, clients, iters, seconds, warmup, batch, input_shape, json_file)
+        return
 
     from drconv.benchmark.request import BenchmarkRequest
 
@@ -984,6 +1133,62 @@ def _report(request, prepared, samples, title: str, threads: int) -> None:
     if request.plot_file is not None:
         report.plot(request.plot_file, title, rows)
         console.print(f"wrote {request.plot_file}")
+
+
+def _load_test(url, name, clients, iters, seconds, warmup, batch, input_shape, json_file) -> None:
+    """`drconv benchmark --url`: the load test, its table, and the JSON asked for."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from drconv.benchmark import env as env_mod
+    from drconv.benchmark import report
+    from drconv.serving import load
+
+    requests = None if seconds is not None else (iters or 50)
+    with Progress(
+        TextColumn(f"load test of {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(name, total=clients * requests if requests else None)
+        result = load.run(
+            url,
+            name,
+            clients=clients,
+            requests=requests,
+            seconds=seconds,
+            warmup=warmup,
+            batch=batch or 1,
+            input_shape=parse_shape(input_shape) if input_shape else defaults.INPUT_SHAPE,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    doc = result.to_json()
+    table = Table(title=f"{name} at {url} ({result.protocol}), {clients} clients, batch {result.batch}: ms")
+    for column in ("requests", "errors", "p50", "p90", "p99", "req/s", "images/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(result.requests),
+        str(result.errors),
+        *(f"{doc[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")),
+        f"{doc['requests_per_s']:.1f}",
+        f"{doc['images_per_s']:.1f}",
+    )
+    console.print(table)
+    formed = ", ".join(f"{size}: {count}" for size, count in doc["batch_sizes"].items()) or "none reported"
+    console.print(f"batch sizes the server formed (executions per size): {formed}", soft_wrap=True)
+    if result.errors:
+        console.print(Text.assemble(("errors", "red"), f": {result.errors}, the first: {result.first_error}"))
+    if json_file is not None:
+        import shlex
+
+        doc["command"] = shlex.join(["drconv", *sys.argv[1:]])
+        doc["env"] = env_mod.collect(None)
+        report.write_json(json_file, doc)
+        console.print(f"wrote {json_file}")
+    if result.errors:
+        raise typer.Exit(1)
 
 
 class _HelpFlag:

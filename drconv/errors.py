@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 # The extra of pyproject.toml that installs each optional module.
-EXTRAS = {"torch": "torch", "onnxscript": "torch", "onnxruntime": "cpu", "matplotlib": "plot", "tensorrt": "tensorrt"}
+EXTRAS = {
+    "torch": "torch",
+    "onnxscript": "torch",
+    "onnxruntime": "cpu",
+    "matplotlib": "plot",
+    "tensorrt": "tensorrt",
+    "tritonclient": "serve",
+    "pytriton": "serve",
+}
 _EXTRA_NOTES = {
     "torch": " (for the CPU build: pip install torch==2.13.0 first)",
     "cpu": " (or drconv[gpu] on a CUDA machine, never both)",

@@ -23,7 +23,7 @@ def run(*args):
 def test_help_lists_commands():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("models", "info", "summary", "export", "verify", "build", "benchmark"):
+    for command in ("models", "info", "summary", "export", "verify", "build", "triton", "serve", "benchmark"):
         assert command in result.stdout
 
 
