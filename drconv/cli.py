@@ -1144,15 +1144,17 @@ def _load_test(url, name, clients, iters, seconds, warmup, batch, input_shape, j
     from drconv.serving import load
 
     requests = None if seconds is not None else (iters or 50)
-    with Progress(
+    # started once the server answered, so that an unreachable one is only its error line
+    progress = Progress(
         TextColumn(f"load test of {name}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
-    ) as progress:
-        task = progress.add_task(name, total=clients * requests if requests else None)
+    )
+    task = progress.add_task(name, total=clients * requests if requests else None)
+    try:
         result = load.run(
             url,
             name,
@@ -1163,7 +1165,11 @@ def _load_test(url, name, clients, iters, seconds, warmup, batch, input_shape, j
             batch=batch or 1,
             input_shape=parse_shape(input_shape) if input_shape else defaults.INPUT_SHAPE,
             progress=lambda done: progress.update(task, completed=done),
+            on_start=progress.start,
         )
+    finally:
+        if progress.live.is_started:  # (stop prints a newline where stderr is no terminal)
+            progress.stop()
     doc = result.to_json()
     table = Table(title=f"{name} at {url} ({result.protocol}), {clients} clients, batch {result.batch}: ms")
     for column in ("requests", "errors", "p50", "p90", "p99", "req/s", "images/s"):

@@ -427,3 +427,20 @@ def test_the_python_model_batches_by_shape_and_fails_requests_alone(monkeypatch,
         expected = request["input"].sum(axis=(1, 2, 3))[:, None] * np.arange(1, 3)
         assert response.error is None
         np.testing.assert_allclose(response.outputs["output"], expected, rtol=1e-6)
+
+
+def test_a_load_test_without_a_server_is_one_line():
+    port = _free_ports(1)[0]
+    for url in (f"http://127.0.0.1:{port}", f"grpc://127.0.0.1:{port}"):
+        result = run("benchmark", "--url", url, "--name", "zoo", timeout=120)
+        assert result.returncode == 1 and result.stderr.startswith(
+            f"error: no model 'zoo' is ready at 127.0.0.1:{port}"
+        )
+        assert result.stderr.strip().count("\n") == 0
+    for args, message in (
+        (["--url", "ftp://host:1", "--name", "zoo"], "give http://HOST:PORT or grpc://HOST:PORT"),
+        (["--url", f"http://127.0.0.1:{port}"], "a load test takes --url and --name"),
+        (["drconv-tiny", "--url", f"http://127.0.0.1:{port}", "--name", "zoo"], "and not TARGET"),
+    ):
+        result = run("benchmark", *args, timeout=120)
+        assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr

@@ -72,14 +72,14 @@ class ModelInput:
 
 
 def model_inputs(
-    client, name: str, batch: int, input_shape: tuple[int, ...] | None
+    client, address: str, name: str, batch: int, input_shape: tuple[int, ...] | None
 ) -> tuple[list[ModelInput], list[str], int]:
     """The model's inputs as one request sends them, its output names and its max_batch_size."""
     try:
         metadata = _as_dict(client.get_model_metadata(name))
         config = _as_dict(client.get_model_config(name))
     except Exception as exc:
-        raise DrconvError(f"the server has no ready model {name!r}: {_first_line(exc)}") from None
+        raise DrconvError(f"no model {name!r} is ready at {address}: {_first_line(exc)}") from None
     config = config.get("config", config)
     max_batch = int(config.get("max_batch_size", 0))
     if max_batch and batch > max_batch:
@@ -178,11 +178,13 @@ def run(
     keep: bool = False,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> LoadReport:
     """`clients` threads, each with its own connection, send `requests` each (or for `seconds`).
 
     `keep`: also return every (inputs, outputs) pair, to check the answers. Each request's
-    input is new random data (a seeded generator per client).
+    input is new random data (a seeded generator per client). `progress(done)` after each
+    request; `on_start()` once the model is found, before the first request.
     """
     if clients < 1 or batch < 1 or warmup < 0:
         raise DrconvError("--clients and --batch must be 1 or more, --warmup 0 or more")
@@ -190,8 +192,10 @@ def run(
         raise DrconvError("give either a request count per client or a duration in seconds")
     protocol, address = parse_url(url)
     module, probe = _client(protocol, address)
-    inputs, outputs, _ = model_inputs(probe, name, batch, input_shape)
+    inputs, outputs, _ = model_inputs(probe, address, name, batch, input_shape)
     report = LoadReport(url, name, protocol, clients, batch, {i.name: list(i.shape) for i in inputs})
+    if on_start is not None:
+        on_start()
     lock = threading.Lock()
     # Clients warm up, then wait at the gate; the statistics are read (in this thread: a
     # client belongs to the thread that made it) and the clock starts before `go` lets them on.

@@ -90,6 +90,8 @@ def check_ports(host: str, ports: Ports) -> None:
     """Refuse, before starting anything, a port that something else holds."""
     for flag, port in (("--http-port", ports.http), ("--grpc-port", ports.grpc), ("--metrics-port", ports.metrics)):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # as a server binds: a port left in TIME_WAIT by an earlier server is free, a listening one is not
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as exc:
