@@ -50,6 +50,9 @@ demo: setup plugins
 	@echo "==> one region conv, N=1 C=K=64 56x56 k=3 R=8: every backend against the dense-conv bound"
 	$(VENV)/bin/drconv benchmark --layer 64x56x56 --regions 8 --kernel 3 --threads 2 --iters 50 \
 		--json build/demo/layer.json --plot build/demo/layer.png
+	@echo "==> the paper's model's regions over a photograph (matplotlib's sample grace_hopper.jpg), the model as it is"
+	$(VENV)/bin/drconv regions "$$($(PY) -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")" \
+		-m drconv-shufflenetv2-0.5x -o build/demo/regions.png --json build/demo/regions.json
 
 # One worker per core (pytest-xdist), each test file on one worker: its module fixtures build
 # once and the README's blocks run in order. A bare `pytest` runs serially.

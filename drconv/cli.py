@@ -97,6 +97,48 @@ CheckpointOption = Annotated[
 ]
 
 
+ImageOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--image",
+        help="A picture (JPEG, PNG, ...) as the input instead of random noise: resized to the input size, "
+        "scaled to [0, 1], normalised by --mean/--std; a batch repeats it.",
+        dir_okay=False,
+        metavar="FILE",
+    ),
+]
+MeanOption = Annotated[
+    str | None,
+    typer.Option("--mean", help="Per-channel mean for --image (default ImageNet's 0.485,0.456,0.406).", metavar="M"),
+]
+StdOption = Annotated[
+    str | None,
+    typer.Option("--std", help="Per-channel std for --image (default ImageNet's 0.229,0.224,0.225).", metavar="S"),
+]
+
+
+def picture_input(image: Path | None, shape: tuple[int, ...], mean: str | None, std: str | None):
+    """The --image as a float32 array of `shape`, or None without one (--mean/--std need it)."""
+    from drconv import image as image_mod
+
+    if image is None:
+        if mean is not None or std is not None:
+            raise UsageError("--mean and --std apply to an --image; give one")
+        return None
+    return image_mod.load(image, shape, image_mod.parse_floats(mean, "--mean"), image_mod.parse_floats(std, "--std"))
+
+
+def display_picture(image: Path | None, shape: tuple[int, ...], longest: int = 320):
+    """The --image as RGB to draw on, at the input's aspect, its longer side `longest` pixels (None without one)."""
+    from drconv import image as image_mod
+
+    if image is None:
+        return None
+    h, w = shape[2], shape[3]
+    scale = longest / max(h, w)
+    return image_mod.rgb(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
 def _fail(exc: Exception) -> NoReturn:
     err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
     raise typer.Exit(getattr(exc, "exit_code", 1)) from None
@@ -244,6 +286,9 @@ def summary(
             help="Print one JSON object (totals, every counted layer, DRConv region shares) instead of tables.",
         ),
     ] = False,
+    image: ImageOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
 ) -> None:
     """Run one forward pass and summarise the model: shapes, parameters, multiply-adds, DRConv region use, latency."""
     import dataclasses
@@ -253,8 +298,12 @@ def summary(
     from drconv.summary import format_count, run_summary
 
     shape = parse_shape(input_shape)
+    picture = picture_input(image, shape, mean, std)
     net = _models().load_model(model, checkpoint, on_convert=_announce)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    if picture is None:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    else:
+        x = torch.from_numpy(picture)
     try:
         report = run_summary(net, x)
     except RuntimeError as exc:  # e.g. a channel mismatch inside a user's model
@@ -378,8 +427,16 @@ def _run_verify(
     min_agreement: float | None = None,
     as_json: bool = False,
     runtime: str = "ort",
+    inputs=None,
+    plot: Path | None = None,
+    picture=None,
 ) -> None:
     from drconv.verify import DEFAULT_MIN_AGREEMENT, RUNTIMES, verify_onnx
+
+    if plot is not None:
+        from drconv.benchmark.report import image_format
+
+        image_format(plot)  # a bad name is refused before the work
 
     with err_console.status(f"verifying {path.name} with {RUNTIMES[runtime]} ..."):
         report = verify_onnx(
@@ -391,11 +448,19 @@ def _run_verify(
             rtol=rtol,
             min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
             runtime=runtime,
+            inputs=inputs,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         _print_verify(report)
+    if plot is not None:
+        from drconv import regions
+
+        found = [regions.Disagreement(layers, ours != theirs) for layers, ours, theirs in report.region_maps]
+        title = f"{path.name}: pixels {report.runtime} routes to another region than PyTorch"
+        regions.plot_disagreements(found, picture, plot, title)
+        (err_console if as_json else console).print(f"wrote {plot}")
     problems = []
     if not report.outputs_ok:
         problems.append(f"differs from PyTorch beyond atol {atol:g} + rtol {rtol:g}")
@@ -541,6 +606,19 @@ def verify_cmd(
             "drconv's library."
         ),
     ] = Runtime.ort,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Draw, per guide, the pixels the runtime routes to another region than PyTorch (over --image "
+            "if given), in the format the extension names.",
+            parser=output_file,
+            metavar="FILE",
+        ),
+    ] = None,
+    image: ImageOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
 ) -> None:
     """Run PyTorch and a runtime on one random input and compare every output; exit 1 above tolerance."""
     from drconv.runtime.ort import image_input
@@ -560,8 +638,97 @@ def verify_cmd(
             "verifying at that shape",
             soft_wrap=True,
         )
+    shape = tuple(d or given for d, given in zip(dims, (batch, 3, size, size), strict=True))
+    inputs = picture_input(image, shape, mean, std)
     net = _models().load_model(model, checkpoint, on_convert=_announce)
-    _run_verify(onnx_file, net, batch, size, atol, rtol, min_agreement, as_json, runtime.value)
+    _run_verify(
+        onnx_file, net, batch, size, atol, rtol, min_agreement, as_json, runtime.value,
+        inputs=inputs, plot=plot, picture=display_picture(image, shape),
+    )  # fmt: skip
+
+
+@app.command()
+@user_errors
+def regions(
+    image: Annotated[Path, typer.Argument(help="The picture (JPEG, PNG, ...).", dir_okay=False, show_default=False)],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The drawing to write, in the format its extension names (.png, .svg, .pdf, ...).",
+            parser=output_file,
+            metavar="FILE",
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A built-in model name, package.module:factory or path/to/file.py:factory (PyTorch), or an "
+            "exported .onnx file (run in --runtime).",
+        ),
+    ] = DEFAULT_MODEL,
+    checkpoint: CheckpointOption = None,
+    runtime: Annotated[
+        Runtime, typer.Option(help="Where an .onnx --model runs: ONNX Runtime (ort) or OpenVINO (openvino).")
+    ] = Runtime.ort,
+    input_shape: Annotated[
+        str,
+        typer.Option(
+            "--input-shape", help="The input N,C,H,W the picture is resized to (a .onnx file's fixed axes win)."
+        ),
+    ] = defaults.shape_text(defaults.INPUT_SHAPE),
+    mean: MeanOption = None,
+    std: StdOption = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write every guide's layers, resolution and region shares as JSON.",
+            parser=output_file,
+            metavar="FILE",
+        ),
+    ] = None,
+) -> None:
+    """Draw every guide's region map over a picture: one panel per guide, one colour per region."""
+    from drconv import image as image_mod
+    from drconv import regions as regions_mod
+    from drconv.benchmark.report import image_format, write_json
+
+    image_format(output, "-o")
+    shape = parse_shape(input_shape)
+    mean_values, std_values = image_mod.parse_floats(mean, "--mean"), image_mod.parse_floats(std, "--std")
+    if model.endswith(".onnx"):
+        from drconv.runtime.ort import image_input
+        from drconv.verify import RUNTIMES
+
+        if checkpoint is not None:
+            raise UsageError("--checkpoint loads weights into a PyTorch model; an .onnx file has its own")
+        _, dims = image_input(Path(model))
+        shape = tuple(d or given for d, given in zip(dims, shape, strict=True))
+        x = image_mod.load(image, shape, mean_values, std_values)
+        with err_console.status(f"running {model} in {RUNTIMES[runtime.value]} ..."):
+            maps = regions_mod.from_runtime(model, x, runtime.value)
+        source = f"{Path(model).name} ({RUNTIMES[runtime.value]})"
+    else:
+        import torch
+
+        x = image_mod.load(image, shape, mean_values, std_values)
+        net = _models().load_model(model, checkpoint, on_convert=_announce)
+        maps = regions_mod.from_torch(net, torch.from_numpy(x))
+        source = model + (f" + {checkpoint.name}" if checkpoint else "")
+    regions_mod.plot(maps, display_picture(image, shape), output, f"{source}: regions over {image.name}")
+    layers = sum(len(m.layers) for m in maps)
+    guides = f"{len(maps)} guide{'s' if len(maps) != 1 else ''}"
+    console.print(f"wrote {output}: {guides}, {layers} layer{'s' if layers != 1 else ''}")
+    if json_file is not None:
+        write_json(
+            json_file,
+            {"image": str(image), "model": model, "input_shape": list(shape), "guides": [m.to_json() for m in maps]},
+        )
+        console.print(f"wrote {json_file}")
 
 
 @app.command()
@@ -835,6 +1002,9 @@ def benchmark(
             metavar="FILE",
         ),
     ] = None,
+    image: ImageOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
     url: Annotated[
         str | None,
         typer.Option(
@@ -897,6 +1067,7 @@ def benchmark(
         json_file=json_file,
         plot_file=plot_file,
         check_files=not no_check,
+        picture=_picture_maker(image, mean, std),
     ).checked()
     torch = _benchmark_torch(request)
     if request.layer is None:
@@ -1133,6 +1304,19 @@ def _report(request, prepared, samples, title: str, threads: int) -> None:
     if request.plot_file is not None:
         report.plot(request.plot_file, title, rows)
         console.print(f"wrote {request.plot_file}")
+
+
+def _picture_maker(image: Path | None, mean: str | None, std: str | None):
+    """--image as a function from an input shape to that input (checked now, before any work); None without."""
+    if image is None:
+        picture_input(None, (1, 3, 1, 1), mean, std)  # --mean/--std alone are refused
+        return None
+    picture_input(image, (1, 3, 8, 8), mean, std)
+
+    def make(shape: tuple[int, ...]):
+        return picture_input(image, shape, mean, std)
+
+    return make
 
 
 def _load_test(url, name, clients, iters, seconds, warmup, batch, input_shape, json_file) -> None:

@@ -59,6 +59,9 @@ class VerifyReport:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     regions_note: str | None = None  # why region agreement could not be measured
     runtime: str = "ONNX Runtime"  # the runtime's name (RUNTIMES)
+    # per guide, for drawing (not in to_dict): the layers that read it, PyTorch's and the
+    # runtime's region of every output pixel of the first image
+    region_maps: list[tuple[tuple[str, ...], np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
 
     @property
     def outputs_ok(self) -> bool:
@@ -166,28 +169,43 @@ def _groups(items: list, same) -> list[list]:
     return runs
 
 
+def same_guide(a: tuple[str, torch.Tensor], b: tuple[str, torch.Tensor]) -> bool:
+    """Whether two (layer, guide) pairs route by one guide: a ShuffleNetV2 block's two region convs do."""
+    return a[1].shape == b[1].shape and torch.equal(a[1], b[1])
+
+
 def _agreement(
     layers: list[tuple[str, torch.Tensor]], nodes: list[tuple[str, str]], runtime: dict[str, np.ndarray]
-) -> tuple[list[RegionAgreement], str | None]:
+) -> tuple[list[RegionAgreement], str | None, list]:
     """Pair layers with guide tensors, one guide at a time: layers that share a guide (a ShuffleNetV2
     block's two region convs) share one tensor in a custom graph and one ArgMax in a portable one."""
     if not nodes:
-        return [], None
-    by_guide = _groups(layers, lambda a, b: a[1].shape == b[1].shape and torch.equal(a[1], b[1]))
+        return [], None, []
+    by_guide = _groups(layers, same_guide)
     by_tensor = _groups(nodes, lambda a, b: a[1] == b[1])
     if len(by_guide) != len(by_tensor):
-        return [], (
-            f"PyTorch's DRConv layers routed by {len(by_guide)} guides and the graph's region convs by "
-            f"{len(by_tensor)}; they cannot be paired"
+        return (
+            [],
+            (
+                f"PyTorch's DRConv layers routed by {len(by_guide)} guides and the graph's region convs by "
+                f"{len(by_tensor)}; they cannot be paired"
+            ),
+            [],
         )
-    out = []
+    out, maps = [], []
     for group, tensors in zip(by_guide, by_tensor, strict=True):
         guide, (node, tensor) = group[0][1], tensors[0]
         theirs = runtime[tensor]
         if tuple(theirs.shape) != tuple(guide.shape):
-            return [], f"layer {group[0][0]}'s guide {tuple(guide.shape)} does not match node {node}'s {theirs.shape}"
+            return (
+                [],
+                f"layer {group[0][0]}'s guide {tuple(guide.shape)} does not match node {node}'s {theirs.shape}",
+                [],
+            )
         ours = guide.float().argmax(1).numpy()  # torch.argmax's rule: the first NaN wins
-        agreement = float(np.mean(ours == np.argmax(theirs, axis=1)))  # numpy's is the same
+        routed = np.argmax(theirs, axis=1)  # numpy's is the same
+        agreement = float(np.mean(ours == routed))
+        maps.append((tuple(layer for layer, _ in group), ours[0], routed[0]))
         margin = None
         if guide.shape[1] > 1:
             top = guide.double().topk(2, dim=1).values
@@ -199,7 +217,7 @@ def _agreement(
         for i, (layer, _) in enumerate(group):
             paired = tensors[min(i, len(tensors) - 1)][0]
             out.append(RegionAgreement(layer, paired, int(ours.size), agreement, margin, differs))
-    return out, None
+    return out, None, maps
 
 
 # The runtimes verify runs an export in, by the name `--runtime` takes.
@@ -248,9 +266,10 @@ def verify_onnx(
     providers: list[str] | None = None,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     runtime: str = "ort",
+    inputs: np.ndarray | None = None,
 ) -> VerifyReport:
     """Run `model` (PyTorch) and `path` (ONNX Runtime, or OpenVINO with `runtime` "openvino")
-    on one random input and compare.
+    on one random input (or on `inputs`, e.g. a picture from `drconv.image.load`) and compare.
 
     Symbolic axes take `batch` and `size`, which should differ from the exported ones so
     the dynamic axes are exercised. An output passes when |ort - torch| <= atol + rtol*|torch|
@@ -280,7 +299,12 @@ def verify_onnx(
             run = _runner(copy, runtime, providers, [o.name for o in checked.graph.output])
         except DrconvError as exc:
             raise DrconvError(str(exc).replace(str(copy), str(path))) from None
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    if inputs is not None:
+        if tuple(inputs.shape) != shape:
+            raise DrconvError(f"the input is {tuple(inputs.shape)}, the file takes {shape}")
+        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    else:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     model = model.eval()
     try:
         expected, layers = _torch_guides(model, x)
@@ -310,5 +334,5 @@ def verify_onnx(
         max_abs = float(diff.max(initial=0.0))
         max_rel = float((diff / np.maximum(scale, np.finfo(np.float32).tiny)).max(initial=0.0))
         results.append(OutputError(meta.name, tuple(out.shape), max_abs, max_rel, ok))
-    regions, note = _agreement(layers, nodes, runtime_guides)
-    return VerifyReport(shape, atol, rtol, results, regions, min_agreement, note, RUNTIMES[runtime])
+    regions, note, maps = _agreement(layers, nodes, runtime_guides)
+    return VerifyReport(shape, atol, rtol, results, regions, min_agreement, note, RUNTIMES[runtime], maps)

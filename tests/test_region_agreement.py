@@ -93,6 +93,6 @@ def test_pixels_the_official_softmax_rule_routes_otherwise_are_counted():
     guide = torch.zeros(1, 2, 2, 3)
     guide[0, 1, 0, 0] = guide[0, 1, 1, 2] = 1e-8  # argmax: region 1; a float32 softmax ties them: region 0
     guide[0, 1, 0, 1] = 1.0  # a clear win for region 1 under both rules
-    regions, note = _agreement([("dr", guide)], [("n", "t")], {"t": guide.numpy()})
+    regions, note, _ = _agreement([("dr", guide)], [("n", "t")], {"t": guide.numpy()})
     assert note is None and regions[0].agreement == 1.0
     assert regions[0].softmax_differs == 2 and regions[0].to_dict()["softmax_differs"] == 2

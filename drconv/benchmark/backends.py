@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from drconv import defaults
-from drconv.benchmark.files import as_numpy, check, ort_session, ov_compiled
+from drconv.benchmark.files import Picture, as_numpy, check, ort_session, ov_compiled
 from drconv.benchmark.timing import Backend, Prepared
 from drconv.errors import DrconvError
 
@@ -285,8 +285,12 @@ def _trt_layer(x, filters, guide, pad: int, tmp: Path) -> Callable[[], object]:
     return trt.EngineRunner(trt.load_engine(engine_path), {"X": x, "filters": filters, "guide": guide})
 
 
-def _model_input(shape: tuple[int, ...], device: str) -> torch.Tensor:
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+def model_input(shape: tuple[int, ...], device: str = "cpu", picture: Picture | None = None) -> torch.Tensor:
+    """A model's input: the --image's picture at `shape`, or seeded random noise."""
+    if picture is not None:
+        x = torch.from_numpy(picture(shape))
+    else:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     return x.cuda() if device == "cuda" else x
 
 
@@ -308,6 +312,7 @@ def prepare_model(
     tmp: Path,
     status: Callable[[str], None] = lambda _: None,
     baseline: tuple[str, torch.nn.Module] | None = None,
+    picture: Picture | None = None,
 ) -> Prepared:
     """Backends for a whole model: PyTorch eager, and the model exported or built for each runtime.
 
@@ -318,14 +323,24 @@ def prepare_model(
     prepared = Prepared(config={"mode": "model", "device": device, "model": spec, "input_shape": list(shape)})
     names, chosen = select(requested, MODEL_BACKENDS[device], f"models on {device}")
     names = _available(names, chosen, device, prepared)
-    runs = _model_runs(spec, net, shape, names, device, threads, tmp, status, prepared)
+    runs = _model_runs(spec, net, shape, names, device, threads, tmp, status, prepared, picture=picture)
     bounds: dict[str, str] = {}
     if baseline is not None:
         base_spec, base_net = baseline
         prepared.config["baseline"] = base_spec
         runtimes = list(dict.fromkeys(_BASELINE_RUNTIME[n] for n in names))
         base_runs = _model_runs(
-            base_spec, base_net, shape, runtimes, device, threads, tmp / "baseline", status, prepared, BASELINE_PREFIX
+            base_spec,
+            base_net,
+            shape,
+            runtimes,
+            device,
+            threads,
+            tmp / "baseline",
+            status,
+            prepared,
+            BASELINE_PREFIX,
+            picture,
         )
         bounds = {n: BASELINE_PREFIX + _BASELINE_RUNTIME[n] for n in names}
         runs += base_runs
@@ -345,12 +360,13 @@ def _model_runs(
     status: Callable[[str], None],
     prepared: Prepared,
     prefix: str = "",
+    picture: Picture | None = None,
 ) -> list[tuple[str, Callable[[], object]]]:
     """(name, one inference) for each runtime of `names`, every one checked against PyTorch eager first."""
     from drconv.export import to_onnx
 
     tmp.mkdir(parents=True, exist_ok=True)
-    x = _model_input(shape, device)
+    x = model_input(shape, device, picture)
     net = net.eval().to(x.device)
     try:
         with torch.no_grad():

@@ -110,11 +110,13 @@ def _onnx_backend(
     prepared: Prepared,
     reference: Reference | None,
     runtime: str = "ort",
+    picture: Picture | None = None,
 ) -> Backend:
     from drconv.runtime.ort import image_input, needs_custom_ops
 
     name = image_input(path)[0]
-    x = np.random.default_rng(0).standard_normal(fitted_shape(path, shape), dtype=np.float32)
+    fitted = fitted_shape(path, shape)
+    x = picture(fitted) if picture else np.random.default_rng(0).standard_normal(fitted, dtype=np.float32)
     run: Callable[[], object]
     if runtime == "ov":
         request = ov_compiled(path, threads, extension=needs_custom_ops(path)).create_infer_request()
@@ -133,7 +135,7 @@ def _onnx_backend(
     return backend
 
 
-def _engine_backend(path: Path, shape: tuple[int, ...], device: str) -> Backend:
+def _engine_backend(path: Path, shape: tuple[int, ...], device: str, picture: Picture | None = None) -> Backend:
     import torch
 
     from drconv.runtime import trt
@@ -141,7 +143,9 @@ def _engine_backend(path: Path, shape: tuple[int, ...], device: str) -> Backend:
     if device != "cuda":
         raise DrconvError(f"{path} is a TensorRT engine: it runs only with --device cuda")
     engine = trt.load_engine(path)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).cuda()
+    x = (
+        torch.from_numpy(picture(shape)) if picture else torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    ).cuda()
     runner = trt.EngineRunner(engine, {trt.engine_input_name(engine): x})
     _first_run(runner, path)
     return Backend(f"trt:{path.name}", runner, items=shape[0], cuda=True)
@@ -149,6 +153,8 @@ def _engine_backend(path: Path, shape: tuple[int, ...], device: str) -> Backend:
 
 # A model the .onnx files must agree with: its name, and a function from an input to its output.
 Reference = tuple[str, Callable[[np.ndarray], object]]
+# --image: the input of a given shape (drconv.image.load); without it, seeded random noise.
+Picture = Callable[[tuple[int, ...]], np.ndarray]
 
 
 # The runtimes an .onnx file can be timed in (--backend): ONNX Runtime (the default) and OpenVINO.
@@ -162,6 +168,7 @@ def prepare_files(
     threads: int,
     reference: Reference | None = None,
     runtimes: tuple[str, ...] = ("ort",),
+    picture: Picture | None = None,
 ) -> Prepared:
     """Backends for exported files: .onnx in each of `runtimes` (FILE_BACKENDS, CPU), .engine in
     TensorRT (plugin loaded first).
@@ -177,9 +184,9 @@ def prepare_files(
             raise DrconvError(f"{path}: no such file")
         if path.suffix == ".onnx":
             for runtime in runtimes:
-                prepared.backends.append(_onnx_backend(path, shape, threads, prepared, reference, runtime))
+                prepared.backends.append(_onnx_backend(path, shape, threads, prepared, reference, runtime, picture))
         elif path.suffix in ENGINE_SUFFIXES:
-            prepared.backends.append(_engine_backend(path, shape, device))
+            prepared.backends.append(_engine_backend(path, shape, device, picture))
         else:
             raise DrconvError(f"{path}: not an .onnx or .engine file (or give a model name instead)")
     return prepared

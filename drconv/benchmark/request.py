@@ -46,6 +46,8 @@ class BenchmarkRequest:
     json_file: Path | None = None
     plot_file: Path | None = None
     check_files: bool = True  # refuse .onnx files whose outputs are not the given model's
+    # --image: the input of a given shape (drconv.image.load); None: random noise
+    picture: Callable[[tuple[int, ...]], Any] | None = None
 
     @property
     def specs(self) -> list[str]:
@@ -88,6 +90,7 @@ class BenchmarkRequest:
                 (self.input_shape, "--input-shape"),
                 (self.checkpoint, "--checkpoint"),
                 (self.baseline, "--baseline"),
+                (self.picture, "--image"),
             )
             for value, what in given:
                 if value:
@@ -167,7 +170,7 @@ class BenchmarkRequest:
             net = load_model(name, self.checkpoint)
             baseline = self._baseline(name, load_model)
             prepared = bk.prepare_model(
-                name, net, self.shape, requested, self.device, threads, tmp, status, baseline=baseline
+                name, net, self.shape, requested, self.device, threads, tmp, status, baseline, self.picture
             )
         if files:
             from drconv.benchmark.files import prepare_files
@@ -182,7 +185,9 @@ class BenchmarkRequest:
                         return net(torch.from_numpy(x))
 
                 reference = (name, reference_run)
-            from_files = prepare_files(files, self.shape, self.device, threads, reference, runtimes or ("ort",))
+            from_files = prepare_files(
+                files, self.shape, self.device, threads, reference, runtimes or ("ort",), self.picture
+            )
             if prepared is None:
                 return from_files, ", ".join(f.name for f in files)
             prepared.backends += from_files.backends
