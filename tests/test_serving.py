@@ -233,13 +233,18 @@ def server(exported, tmp_path_factory):
         if line.startswith("stop with"):
             break
     if not lines or not lines[-1].startswith("stop with"):
-        process.kill()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
         pytest.fail(f"drconv serve did not become ready: {''.join(lines)} {process.stderr.read()[-2000:]}")
     info = {"process": process, "tmp": tmp, "http": http, "grpc": grpc, "metrics": metrics, "stdout": "".join(lines)}
     yield info
-    if process.poll() is None:
-        process.kill()
-        process.wait(30)
+    if process.poll() is None:  # a test failed before the last one stopped it: stop it as a user would
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
 
 
 def test_the_server_prints_its_urls(server):

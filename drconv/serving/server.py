@@ -121,6 +121,15 @@ def _backends(triton: Triton, workspace: Path) -> Path:
     return python.parent
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before exec: SIGTERM it when the process that started it dies,
+    so that a `drconv serve` killed outright (SIGKILL) takes the server along (Linux)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class Server:
     """A started server: where it listens and what to remove after it."""
@@ -240,6 +249,7 @@ def start(
                 stderr=subprocess.STDOUT,
                 env=_environment(triton),
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
     except BaseException:
         shutil.rmtree(workspace, ignore_errors=True)
