@@ -25,7 +25,7 @@ from drconv.model_names import DEFAULT_MODEL
 
 app = typer.Typer(
     name="drconv",
-    help="Deploy Dynamic Region-Aware Convolution (DRConv) models: inspect, export, verify, build, benchmark.",
+    help="Deploy Dynamic Region-Aware Convolution (DRConv) models: inspect, export, verify, build, serve, benchmark.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -620,7 +620,7 @@ def verify_cmd(
     mean: MeanOption = None,
     std: StdOption = None,
 ) -> None:
-    """Run PyTorch and a runtime on one random input and compare every output; exit 1 above tolerance."""
+    """Run PyTorch and a runtime on one random input (or --image) and compare every output; exit 1 above tolerance."""
     from drconv.runtime.ort import image_input
 
     if not onnx_file.is_file():
