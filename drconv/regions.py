@@ -69,12 +69,12 @@ def colors(regions: int) -> np.ndarray:
 
 def from_torch(model, x) -> list[RegionMap]:
     """The region maps of `model` (PyTorch) on input `x`, one per guide, in the order they ran."""
-    from drconv.verify import _groups, _torch_guides, same_guide
+    from drconv.verify import consecutive_groups, same_guide, torch_guides
 
-    _, layers = _torch_guides(model.eval(), x)
+    _, layers = torch_guides(model.eval(), x)
     return [
         RegionMap(tuple(name for name, _ in group), int(group[0][1].shape[1]), group[0][1][0].float().argmax(0).numpy())
-        for group in _groups(layers, same_guide)
+        for group in consecutive_groups(layers, same_guide)
     ]
 
 
@@ -86,20 +86,23 @@ def runtime_guides(
     The file is run from a copy that also returns its guides; the file itself is never changed."""
     import onnx
 
-    from drconv.verify import _groups, _guide_tensors, _runner, _verification_copy
+    from drconv.verify import consecutive_groups, guide_tensors, runner, with_guide_outputs
 
     path = Path(path)
     proto = onnx_file.load(path, external_data=True)
-    nodes = _guide_tensors(proto)
+    nodes = guide_tensors(proto)
     tensors = list(dict.fromkeys(t for _, t in nodes))
     if proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
         x = x.astype(np.float16)
     with tempfile.TemporaryDirectory(prefix="drconv-regions-") as tmp:
         copy = Path(tmp) / path.name
-        onnx.save(_verification_copy(proto, tensors), str(copy))
-        run = _runner(copy, runtime, None, tensors)
+        onnx.save(with_guide_outputs(proto, tensors), str(copy))
+        run = runner(copy, runtime, None, tensors)
     values = dict(zip(tensors, run(x, tuple(x.shape)), strict=True))
-    return [(tuple(n for n, _ in group), values[group[0][1]]) for group in _groups(nodes, lambda a, b: a[1] == b[1])]
+    return [
+        (tuple(n for n, _ in group), values[group[0][1]])
+        for group in consecutive_groups(nodes, lambda a, b: a[1] == b[1])
+    ]
 
 
 def from_runtime(path: str | os.PathLike, x: np.ndarray, runtime: str = "ort") -> list[RegionMap]:

@@ -104,7 +104,7 @@ def _input_shape(proto: onnx.ModelProto, batch: int, size: int) -> tuple[int, ..
     return tuple(shape)
 
 
-def _guide_tensors(proto: onnx.ModelProto) -> list[tuple[str, str]]:
+def guide_tensors(proto: onnx.ModelProto) -> list[tuple[str, str]]:
     """(node, guide tensor) of every region conv in graph order: the custom nodes' guide inputs,
     or in a portable graph the guides its ArgMax nodes read (not the Cast of IsNaN beside them)."""
     producers = {out: node for node in proto.graph.node for out in node.output}
@@ -122,7 +122,7 @@ def _guide_tensors(proto: onnx.ModelProto) -> list[tuple[str, str]]:
     return found
 
 
-def _verification_copy(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+def with_guide_outputs(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     """The model with `tensors` as extra outputs after its own (a copy: the user's file is never touched)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
@@ -139,7 +139,7 @@ def _verification_copy(proto: onnx.ModelProto, tensors: list[str]) -> onnx.Model
     return copy
 
 
-def _torch_guides(model: torch.nn.Module, x: torch.Tensor) -> tuple[object, list[tuple[str, torch.Tensor]]]:
+def torch_guides(model: torch.nn.Module, x: torch.Tensor) -> tuple[object, list[tuple[str, torch.Tensor]]]:
     """The model's output, and each DRConv layer's routing guide in the order the layers ran."""
     from drconv.nn import _RegionConvLayer
 
@@ -158,7 +158,7 @@ def _torch_guides(model: torch.nn.Module, x: torch.Tensor) -> tuple[object, list
             handle.remove()
 
 
-def _groups(items: list, same) -> list[list]:
+def consecutive_groups(items: list, same) -> list[list]:
     """Consecutive runs of items that `same` says are one."""
     runs: list[list] = []
     for item in items:
@@ -181,8 +181,8 @@ def _agreement(
     block's two region convs) share one tensor in a custom graph and one ArgMax in a portable one."""
     if not nodes:
         return [], None, []
-    by_guide = _groups(layers, same_guide)
-    by_tensor = _groups(nodes, lambda a, b: a[1] == b[1])
+    by_guide = consecutive_groups(layers, same_guide)
+    by_tensor = consecutive_groups(nodes, lambda a, b: a[1] == b[1])
     if len(by_guide) != len(by_tensor):
         return (
             [],
@@ -224,7 +224,7 @@ def _agreement(
 RUNTIMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
-def _runner(
+def runner(
     path: Path, runtime: str, providers: list[str] | None, outputs: list[str]
 ) -> Callable[[np.ndarray, tuple[int, ...]], list[np.ndarray]]:
     """run(x, shape): the graph's `outputs`, in order, on its one input x, in `runtime`."""
@@ -290,13 +290,13 @@ def verify_onnx(
         raise DrconvError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     proto = onnx_file.load(path, external_data=True)
     shape = _input_shape(proto, batch, size)
-    nodes = _guide_tensors(proto)
+    nodes = guide_tensors(proto)
     with tempfile.TemporaryDirectory(prefix="drconv-verify-") as tmp:
         copy = Path(tmp) / path.name
-        checked = _verification_copy(proto, [t for _, t in nodes])
+        checked = with_guide_outputs(proto, [t for _, t in nodes])
         onnx.save(checked, str(copy))
         try:
-            run = _runner(copy, runtime, providers, [o.name for o in checked.graph.output])
+            run = runner(copy, runtime, providers, [o.name for o in checked.graph.output])
         except DrconvError as exc:
             raise DrconvError(str(exc).replace(str(copy), str(path))) from None
     if inputs is not None:
@@ -307,7 +307,7 @@ def verify_onnx(
         x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     model = model.eval()
     try:
-        expected, layers = _torch_guides(model, x)
+        expected, layers = torch_guides(model, x)
     except (RuntimeError, ValueError) as exc:
         raise DrconvError(f"the PyTorch model cannot run on input {shape}: {str(exc).splitlines()[0]}") from exc
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)

@@ -341,6 +341,31 @@ def test_sigterm_stops_the_server_and_leaves_nothing(server):
     assert not list(Path("/dev/shm").glob(f"drconv_{process.pid}_*"))
 
 
+def test_a_killed_drconv_serve_takes_its_server_along(exported, tmp_path):
+    """SIGKILL gives drconv serve no chance to stop the server: the kernel tells the server
+    (PR_SET_PDEATHSIG), which stops and removes its shared memory; only the workspace stays."""
+    http, grpc, metrics = _free_ports(3)
+    process = subprocess.Popen(
+        [DRCONV, "serve", str(exported), "--http-port", str(http), "--grpc-port", str(grpc),
+         "--metrics-port", str(metrics)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, TMPDIR=str(tmp_path)),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline and not process.stdout.readline().startswith("stop with"):
+            assert process.poll() is None, "drconv serve stopped before it was ready"
+        workspace = next(tmp_path.glob("drconv-serve-*"))
+        assert _processes_mentioning(str(workspace))
+    finally:
+        process.kill()
+        process.wait(30)
+    deadline = time.monotonic() + 15
+    while _processes_mentioning(str(workspace)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(workspace))
+    assert not list(Path("/dev/shm").glob(f"drconv_{process.pid}_*"))
+
+
 def test_a_file_that_is_not_a_drconv_model_is_one_line(tmp_path):
     plain = tmp_path / "plain.onnx"
     graph = helper.make_graph(
