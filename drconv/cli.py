@@ -628,17 +628,17 @@ def verify_cmd(
     _, dims = image_input(onnx_file)
     flags = {"--batch": (batch, [0]), "--size": (size, [2, 3])}  # as given, for the note below
     batch, size = batch or VERIFY_BATCH, size or VERIFY_SIZE
-    check_fits(tuple(d or given for d, given in zip(dims, (batch, 3, size, size), strict=True)), "--batch or --size")
+    shape = tuple(d or given for d, given in zip(dims, (batch, 3, size, size), strict=True))
+    check_fits(shape, "--batch or --size")
     ignored = [f for f, (given, axes) in flags.items() if given is not None and all(dims[a] is not None for a in axes)]
     if ignored:  # a static export runs at its own shape only
-        shape = "x".join("?" if d is None else str(d) for d in dims)
+        fixed = "x".join("?" if d is None else str(d) for d in dims)
         verb = "does" if len(ignored) == 1 else "do"
         err_console.print(
-            f"note: {onnx_file.name} has a fixed input shape {shape}, so {' and '.join(ignored)} {verb} not apply; "
+            f"note: {onnx_file.name} has a fixed input shape {fixed}, so {' and '.join(ignored)} {verb} not apply; "
             "verifying at that shape",
             soft_wrap=True,
         )
-    shape = tuple(d or given for d, given in zip(dims, (batch, 3, size, size), strict=True))
     inputs = picture_input(image, shape, mean, std)
     net = _models().load_model(model, checkpoint, on_convert=_announce)
     _run_verify(
@@ -693,29 +693,28 @@ def regions(
     ] = None,
 ) -> None:
     """Draw every guide's region map over a picture: one panel per guide, one colour per region."""
-    from drconv import image as image_mod
     from drconv import regions as regions_mod
     from drconv.benchmark.report import image_format, write_json
+    from drconv.verify import RUNTIMES
 
     image_format(output, "-o")
     shape = parse_shape(input_shape)
-    mean_values, std_values = image_mod.parse_floats(mean, "--mean"), image_mod.parse_floats(std, "--std")
-    if model.endswith(".onnx"):
+    exported = model.endswith(".onnx")
+    if exported:
         from drconv.runtime.ort import image_input
-        from drconv.verify import RUNTIMES
 
         if checkpoint is not None:
             raise UsageError("--checkpoint loads weights into a PyTorch model; an .onnx file has its own")
         _, dims = image_input(Path(model))
         shape = tuple(d or given for d, given in zip(dims, shape, strict=True))
-        x = image_mod.load(image, shape, mean_values, std_values)
+    x = picture_input(image, shape, mean, std)
+    if exported:
         with err_console.status(f"running {model} in {RUNTIMES[runtime.value]} ..."):
             maps = regions_mod.from_runtime(model, x, runtime.value)
         source = f"{Path(model).name} ({RUNTIMES[runtime.value]})"
     else:
         import torch
 
-        x = image_mod.load(image, shape, mean_values, std_values)
         net = _models().load_model(model, checkpoint, on_convert=_announce)
         maps = regions_mod.from_torch(net, torch.from_numpy(x))
         source = model + (f" + {checkpoint.name}" if checkpoint else "")

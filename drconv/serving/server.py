@@ -216,14 +216,14 @@ def start(
     """
     triton = bundled_triton()
     name = name or Path(onnx_path).stem
-    repository.load_drconv_model(onnx_path)
-    check_ports(host, ports)
     workspace = Path(tempfile.mkdtemp(prefix="drconv-serve-"))
     try:
         repo = workspace / "models"
+        # the file is checked (a drconv export?) as the repository is written, before the ports
         repository.write(
             onnx_path, repo, name=name, backend="python", max_batch_size=max_batch_size, instances=instances
         )
+        check_ports(host, ports)
         backends = _backends(triton, workspace)
         shm_prefix = f"drconv_{os.getpid()}_"
         log = workspace / "tritonserver.log"

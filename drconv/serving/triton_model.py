@@ -30,9 +30,9 @@ class TritonPythonModel:
         arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs] for r in requests]
         responses: list = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
-        for index, tensors in enumerate(arrays):
-            key = tuple((a.shape[1:] if self.batched else a.shape, a.dtype.str) for a in tensors)
-            groups.setdefault(key if self.batched else (index,), []).append(index)
+        for index, tensors in enumerate(arrays):  # unbatched requests run one by one
+            key = tuple((a.shape[1:], a.dtype.str) for a in tensors) if self.batched else (index,)
+            groups.setdefault(key, []).append(index)
         for members in groups.values():
             try:
                 feed = {
